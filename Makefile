@@ -1,0 +1,133 @@
+# ncmi build. `make` builds build/ncmi, build/libncmi.a and the test binary.
+# `make demo` and `make test` first install missing Debian packages (./setup).
+#   make SANITIZE=1 ...   AddressSanitizer + UBSan build in build-san/ (CPU only)
+#   make CUDA=0 ...       CPU-only even when nvcc is present
+#   make NO_SETUP=1 test  skip the package check
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+CC ?= gcc
+ifeq ($(CC),cc)
+CC := gcc
+endif
+PKG_CONFIG ?= pkg-config
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+CUDA := 0
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+# ---- required libraries (pkg-config) ----
+REQ_PKGS := openblas yaml-0.1 jansson
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(REQ_PKGS) 2>/dev/null)
+PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(REQ_PKGS) 2>/dev/null)
+
+# ---- optional features, detected ----
+have_pkg = $(shell $(PKG_CONFIG) --exists $(1) 2>/dev/null && echo 1 || echo 0)
+HAVE_OPENSLIDE := $(call have_pkg,openslide)
+HAVE_VIPS := $(call have_pkg,vips)
+HAVE_HDF5 := $(shell ($(PKG_CONFIG) --exists hdf5 || test -f /usr/include/hdf5/serial/hdf5.h) 2>/dev/null && echo 1 || echo 0)
+
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
+ifeq ($(CUDA),0)
+NVCC :=
+endif
+HAVE_CUDA := $(if $(NVCC),1,0)
+HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h && echo 1 || echo 0)
+HAVE_NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo 1 || echo 0)
+HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Wall -Wextra -Werror -MMD -MP
+CFLAGS_ALL = $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS) $(FEATURE_DEFS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) $(CUDA_LIBS) -lm -fopenmp $(SANFLAGS) $(LDLIBS)
+
+FEATURE_DEFS := -DNCMI_HAVE_CUDA=$(HAVE_CUDA) -DNCMI_HAVE_CUDNN=$(HAVE_CUDNN) \
+  -DNCMI_HAVE_NCCL=$(HAVE_NCCL) -DNCMI_HAVE_MPI=$(HAVE_MPI) \
+  -DNCMI_HAVE_OPENSLIDE=$(HAVE_OPENSLIDE) -DNCMI_HAVE_VIPS=$(HAVE_VIPS) -DNCMI_HAVE_HDF5=$(HAVE_HDF5)
+
+LIB_DIRS := nn eval mil natural tiler features
+LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)) $(filter-out cli/main.c,$(wildcard cli/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CU_SRC := $(if $(NVCC),$(wildcard nn/cuda/*.cu),)
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+ifneq ($(NVCC),)
+NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Werror -arch=sm_90 -DNCMI_HAVE_CUDA=1
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+ifeq ($(HAVE_CUDNN),1)
+CUDA_LIBS += -lcudnn
+endif
+endif
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+
+GIT_DESCRIBE := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+
+all: features $(BUILD)/ncmi $(BUILD)/libncmi.a $(BUILD)/test_ncmi
+
+ok = $(if $(filter 1,$(1)),✓,✗)
+features:
+	@echo "ncmi build ($(BUILD)): CPU ✓  OpenBLAS ✓  OpenMP ✓  libyaml ✓  jansson ✓"
+	@echo "  CUDA $(call ok,$(HAVE_CUDA))  cuDNN $(call ok,$(HAVE_CUDNN))  NCCL $(call ok,$(HAVE_NCCL))  MPI $(call ok,$(HAVE_MPI))  OpenSlide $(call ok,$(HAVE_OPENSLIDE))  libvips $(call ok,$(HAVE_VIPS))  HDF5 $(call ok,$(HAVE_HDF5))"
+	@$(PKG_CONFIG) --exists $(REQ_PKGS) || { echo "missing libraries: run ./setup (pkg-config $(REQ_PKGS))"; exit 2; }
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# version string is baked into cli/version.o at every build
+$(BUILD)/cli/version.o: FORCE
+$(BUILD)/cli/version.o: CFLAGS += -DNCMI_GIT_DESCRIBE='"$(GIT_DESCRIBE)"'
+FORCE:
+
+$(BUILD)/libncmi.a: $(LIB_OBJ) $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/ncmi: $(BUILD)/cli/main.o $(BUILD)/libncmi.a
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/test_ncmi: $(TEST_OBJ) $(BUILD)/libncmi.a
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/bench_%: bench/%.c $(BUILD)/libncmi.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# ---- the two README commands ----
+setup:
+ifneq ($(NO_SETUP),1)
+	@./setup
+endif
+
+demo: setup
+	@$(MAKE) --no-print-directory all
+	@bash tools/demo.sh $(BUILD)
+
+test: setup
+	@$(MAKE) --no-print-directory all
+	@NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
+
+# regenerate the PyTorch golden files (needs python3-torch)
+golden:
+	@for s in tests/reference/*.py; do echo "/usr/bin/python3 $$s"; /usr/bin/python3 $$s || exit 1; done
+
+bench-ops: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_ops
+	@bash bench/ops.sh $(BUILD)
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all features setup demo test golden bench-ops clean FORCE
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

@@ -1,0 +1,249 @@
+#include "tensor.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+struct nn_graph {
+    nn_tensor **nodes;
+    size_t n, cap;
+    int no_grad;
+};
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    NCMI_CHECK(p != NULL, "out of memory (%zu x %zu bytes)", n, sz);
+    return p;
+}
+
+nn_graph *nn_graph_new(void) { return xcalloc(1, sizeof(nn_graph)); }
+
+static void tensor_release(nn_tensor *t)
+{
+    if (t->owns_data) free(t->data);
+    free(t->grad);
+    free(t->aux);
+    free(t->aux2);
+    free(t);
+}
+
+void nn_graph_reset(nn_graph *g)
+{
+    if (!g) return;
+    for (size_t i = g->n; i-- > 0;) tensor_release(g->nodes[i]);
+    g->n = 0;
+}
+
+void nn_graph_free(nn_graph *g)
+{
+    if (!g) return;
+    nn_graph_reset(g);
+    free(g->nodes);
+    free(g);
+}
+
+int nn_graph_set_no_grad(nn_graph *g, int no_grad)
+{
+    int old = g->no_grad;
+    g->no_grad = no_grad != 0;
+    return old;
+}
+
+int nn_graph_no_grad(const nn_graph *g) { return g->no_grad; }
+size_t nn_graph_size(const nn_graph *g) { return g->n; }
+
+static void graph_push(nn_graph *g, nn_tensor *t)
+{
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 256;
+        nn_tensor **nodes = realloc(g->nodes, cap * sizeof *nodes);
+        NCMI_CHECK(nodes != NULL, "out of memory growing the graph");
+        g->nodes = nodes;
+        g->cap = cap;
+    }
+    g->nodes[g->n++] = t;
+    t->graph = g;
+}
+
+size_t nn_shape_numel(int ndim, const int *shape)
+{
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    return n;
+}
+
+static nn_tensor *tensor_header(nn_graph *g, int ndim, const int *shape)
+{
+    NCMI_CHECK(ndim >= 0 && ndim <= NN_MAX_DIMS, "tensor with %d dimensions (at most %d)",
+               ndim, NN_MAX_DIMS);
+    nn_tensor *t = xcalloc(1, sizeof *t);
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        NCMI_CHECK(shape[i] >= 0, "negative dimension %d", shape[i]);
+        t->shape[i] = shape[i];
+    }
+    t->numel = nn_shape_numel(ndim, shape);
+    t->device = NN_DEVICE_CPU;
+    if (g) graph_push(g, t);
+    return t;
+}
+
+nn_tensor *nn_tensor_new(nn_graph *g, int ndim, const int *shape)
+{
+    nn_tensor *t = tensor_header(g, ndim, shape);
+    t->data = xcalloc(t->numel, sizeof(float));
+    t->owns_data = 1;
+    return t;
+}
+
+nn_tensor *nn_tensor_new1(nn_graph *g, int d0) { return nn_tensor_new(g, 1, (int[]){d0}); }
+nn_tensor *nn_tensor_new2(nn_graph *g, int d0, int d1)
+{
+    return nn_tensor_new(g, 2, (int[]){d0, d1});
+}
+nn_tensor *nn_tensor_new3(nn_graph *g, int d0, int d1, int d2)
+{
+    return nn_tensor_new(g, 3, (int[]){d0, d1, d2});
+}
+nn_tensor *nn_tensor_new4(nn_graph *g, int d0, int d1, int d2, int d3)
+{
+    return nn_tensor_new(g, 4, (int[]){d0, d1, d2, d3});
+}
+
+nn_tensor *nn_tensor_from(nn_graph *g, int ndim, const int *shape, const float *data)
+{
+    nn_tensor *t = nn_tensor_new(g, ndim, shape);
+    if (t->numel) memcpy(t->data, data, t->numel * sizeof(float));
+    return t;
+}
+
+nn_tensor *nn_tensor_clone(const nn_tensor *src, int copy_grad)
+{
+    nn_tensor *t = nn_tensor_from(NULL, src->ndim, src->shape, src->data);
+    t->requires_grad = src->requires_grad;
+    memcpy(t->name, src->name, sizeof t->name);
+    if (copy_grad && src->grad) {
+        nn_tensor_grad(t);
+        memcpy(t->grad, src->grad, t->numel * sizeof(float));
+    }
+    return t;
+}
+
+void nn_tensor_free(nn_tensor *t)
+{
+    if (!t) return;
+    NCMI_CHECK(t->graph == NULL, "nn_tensor_free on a graph-owned tensor (%s)",
+               t->op ? t->op : "input");
+    tensor_release(t);
+}
+
+float *nn_tensor_grad(nn_tensor *t)
+{
+    if (!t->grad) t->grad = xcalloc(t->numel, sizeof(float));
+    return t->grad;
+}
+
+void nn_tensor_zero_grad(nn_tensor *t)
+{
+    if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
+}
+
+void nn_tensor_fill(nn_tensor *t, float v)
+{
+    for (size_t i = 0; i < t->numel; i++) t->data[i] = v;
+}
+
+void nn_tensor_set_name(nn_tensor *t, const char *name)
+{
+    snprintf(t->name, sizeof t->name, "%s", name);
+}
+
+int nn_tensor_same_shape(const nn_tensor *a, const nn_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+char *nn_shape_str(int ndim, const int *shape, char *buf, size_t n)
+{
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "[");
+    for (int i = 0; i < ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ",%d" : "%d", shape[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+    return buf;
+}
+
+int nn_tensor_dim(const nn_tensor *t, int d)
+{
+    if (d < 0) d += t->ndim;
+    NCMI_CHECK(d >= 0 && d < t->ndim, "dimension %d of a %d-D tensor", d, t->ndim);
+    return t->shape[d];
+}
+
+nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
+                        nn_backward_fn backward, int nsrc, nn_tensor *const *src)
+{
+    NCMI_CHECK(g != NULL, "op %s called without a graph", op);
+    NCMI_CHECK(nsrc <= NN_MAX_SRC, "op %s with %d inputs", op, nsrc);
+    nn_tensor *t = nn_tensor_new(g, ndim, shape);
+    t->op = op;
+    int rg = 0;
+    for (int i = 0; i < nsrc; i++) {
+        t->src[i] = src[i];
+        if (src[i] && src[i]->requires_grad) rg = 1;
+    }
+    t->nsrc = nsrc;
+    if (rg && !g->no_grad && backward) {
+        t->requires_grad = 1;
+        t->backward = backward;
+    }
+    return t;
+}
+
+int nn_op_needs_grad(const nn_tensor *out, int i)
+{
+    return i < out->nsrc && out->src[i] && out->src[i]->requires_grad;
+}
+
+static int graph_index(nn_graph *g, const nn_tensor *t, size_t *idx)
+{
+    if (t->graph != g) return -1;
+    for (size_t i = g->n; i-- > 0;)
+        if (g->nodes[i] == t) {
+            *idx = i;
+            return 0;
+        }
+    return -1;
+}
+
+int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
+{
+    size_t idx;
+    if (graph_index(g, t, &idx) != 0)
+        return ncmi_error_set("backward: the tensor does not belong to this graph");
+    if (!t->requires_grad) return 0; /* nothing to differentiate */
+    float *gr = nn_tensor_grad(t);
+    for (size_t i = 0; i < t->numel; i++) gr[i] += upstream[i];
+    for (size_t i = idx + 1; i-- > 0;) {
+        nn_tensor *n = g->nodes[i];
+        if (n->backward && n->grad) n->backward(n);
+    }
+    return 0;
+}
+
+int nn_backward(nn_graph *g, nn_tensor *loss)
+{
+    if (loss->numel != 1) {
+        char b[64];
+        return ncmi_error_set("backward: loss must be a scalar, got shape %s",
+                              nn_shape_str(loss->ndim, loss->shape, b, sizeof b));
+    }
+    const float one = 1.0f;
+    return nn_backward_from(g, loss, &one);
+}

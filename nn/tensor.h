@@ -1,0 +1,128 @@
+/* ncmi tensors and the reverse-mode autograd tape.
+ *
+ * A tensor is a contiguous float32 array of up to 4 dimensions (row-major,
+ * NCHW for images, [N,D] for bags). Tensors are either
+ *   - persistent (graph == NULL): parameters, buffers, inputs that the caller
+ *     owns and frees with nn_tensor_free();
+ *   - graph-owned: created by ops (or nn_tensor_new(g, ...)) during one
+ *     forward pass and freed together by nn_graph_reset()/nn_graph_free().
+ *
+ * Autograd: every op appends its output to the graph, in creation order,
+ * and, when one of its inputs requires a gradient and the graph is not in
+ * no_grad mode, stores a backward function plus its inputs and whatever it
+ * saved (aux). nn_backward() walks the graph in reverse creation order and
+ * calls each node's backward, which ADDS into its inputs' gradients
+ * (allocated lazily, zeroed). Parameter gradients therefore accumulate over
+ * several backward passes until nn_tensor_zero_grad()/nn_params_zero_grad().
+ *
+ * Model code is written forward only:
+ *     nn_tensor *h = nn_relu(g, nn_linear(g, x, W1, b1));
+ *     nn_tensor *loss = nn_cross_entropy(g, nn_linear(g, h, W2, b2), y, 0.f);
+ *     nn_backward(g, loss);
+ *     ... optimizer step ...
+ *     nn_graph_reset(g);
+ */
+#ifndef NCMI_TENSOR_H
+#define NCMI_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NN_MAX_DIMS 4
+#define NN_MAX_SRC 4
+#define NN_NAME_MAX 128
+
+typedef struct nn_tensor nn_tensor;
+typedef struct nn_graph nn_graph;
+
+/* Backward of one node: read out->grad (never NULL when called), add into
+ * out->src[i]->grad for each input that requires a gradient (use
+ * nn_tensor_grad() to get a zero-initialised buffer). */
+typedef void (*nn_backward_fn)(nn_tensor *out);
+
+typedef enum nn_device {
+    NN_DEVICE_CPU = 0,
+    NN_DEVICE_CUDA = 1, /* filled by the CUDA backend */
+} nn_device;
+
+struct nn_tensor {
+    int ndim;
+    int shape[NN_MAX_DIMS];
+    size_t numel;
+    float *data;
+    float *grad;          /* NULL until a gradient flows into it */
+    int requires_grad;    /* parameters: 1; op outputs: any input's flag */
+    int owns_data;        /* 0 for views (reshape) that borrow src data */
+    nn_device device;
+
+    /* autograd record (NULL backward: a leaf, or recorded under no_grad) */
+    nn_backward_fn backward;
+    const char *op;       /* op name, for messages ("linear", "conv2d") */
+    nn_tensor *src[NN_MAX_SRC];
+    int nsrc;
+    float fparam[8];      /* small op parameters (eps, scale, p, ...) */
+    int iparam[12];       /* small integer parameters (axis, stride, ...) */
+    void *aux;            /* saved buffers, free()d with the tensor */
+    void *aux2;           /* a second saved buffer, free()d with the tensor */
+
+    nn_graph *graph;      /* owner, NULL for persistent tensors */
+    char name[NN_NAME_MAX]; /* parameter/buffer name ("" if none) */
+};
+
+/* ---- graph (tape + arena) ---- */
+nn_graph *nn_graph_new(void);
+/* Free every tensor the graph owns; the graph can be reused. */
+void nn_graph_reset(nn_graph *g);
+void nn_graph_free(nn_graph *g);
+/* In no_grad mode ops record no backward and outputs never require grad.
+ * Returns the previous mode so callers can restore it. */
+int nn_graph_set_no_grad(nn_graph *g, int no_grad);
+int nn_graph_no_grad(const nn_graph *g);
+size_t nn_graph_size(const nn_graph *g);
+
+/* ---- tensors ---- */
+/* New zero-filled tensor. g == NULL: persistent (caller frees). */
+nn_tensor *nn_tensor_new(nn_graph *g, int ndim, const int *shape);
+nn_tensor *nn_tensor_new1(nn_graph *g, int d0);
+nn_tensor *nn_tensor_new2(nn_graph *g, int d0, int d1);
+nn_tensor *nn_tensor_new3(nn_graph *g, int d0, int d1, int d2);
+nn_tensor *nn_tensor_new4(nn_graph *g, int d0, int d1, int d2, int d3);
+/* New tensor holding a copy of data (numel floats). */
+nn_tensor *nn_tensor_from(nn_graph *g, int ndim, const int *shape, const float *data);
+/* Persistent deep copy of data (and of grad if copy_grad). */
+nn_tensor *nn_tensor_clone(const nn_tensor *t, int copy_grad);
+void nn_tensor_free(nn_tensor *t); /* persistent tensors only; NULL ok */
+
+/* Gradient buffer of t, allocated (zeroed) on first use. */
+float *nn_tensor_grad(nn_tensor *t);
+void nn_tensor_zero_grad(nn_tensor *t);
+void nn_tensor_fill(nn_tensor *t, float v);
+void nn_tensor_set_name(nn_tensor *t, const char *name);
+
+/* Shapes. */
+size_t nn_shape_numel(int ndim, const int *shape);
+int nn_tensor_same_shape(const nn_tensor *a, const nn_tensor *b);
+/* Writes "[2,3,4]" into buf; returns buf. */
+char *nn_shape_str(int ndim, const int *shape, char *buf, size_t n);
+/* Dimension d (negative counts from the end). */
+int nn_tensor_dim(const nn_tensor *t, int d);
+
+/* ---- autograd ---- */
+/* Backward from a scalar (numel 1) tensor, seeding d loss/d loss = 1.
+ * Returns 0, or -1 with ncmi_error() set when loss is not a scalar or does
+ * not belong to g. */
+int nn_backward(nn_graph *g, nn_tensor *loss);
+/* Backward from any tensor of g with an explicit upstream gradient
+ * (numel floats, added into t->grad). */
+int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream);
+
+/* For op implementers: a new output of g with the given shape whose
+ * autograd record is set up when any of the nsrc inputs requires a grad
+ * and g is not in no_grad mode. `backward` may be NULL for ops without a
+ * gradient. */
+nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
+                        nn_backward_fn backward, int nsrc, nn_tensor *const *src);
+/* True when src i of a node needs a gradient. */
+int nn_op_needs_grad(const nn_tensor *out, int i);
+
+#endif

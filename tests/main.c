@@ -1,0 +1,163 @@
+/* Test runner: runs every registered TEST (or those whose name or file
+ * contains one of the arguments) and ends with "N passed, N failed, N skipped". */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+typedef struct {
+    const char *name, *file;
+    test_fn fn;
+} test_entry;
+
+static test_entry *tests;
+static int ntests, captests;
+static int cur_failures, cur_skipped;
+static char skip_msg[512];
+static char tmpdir[256];
+
+void test_register(const char *name, const char *file, test_fn fn)
+{
+    if (ntests == captests) {
+        captests = captests ? captests * 2 : 64;
+        tests = realloc(tests, (size_t)captests * sizeof *tests);
+        if (!tests) abort();
+    }
+    tests[ntests++] = (test_entry){name, file, fn};
+}
+
+void test_fail_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stdout, "    FAIL %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    cur_failures++;
+}
+
+void test_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(skip_msg, sizeof skip_msg, fmt, ap);
+    va_end(ap);
+    cur_skipped = 1;
+}
+
+int test_failed(void) { return cur_failures; }
+
+const char *test_fixtures_dir(void)
+{
+    const char *d = getenv("NCMI_FIXTURES");
+    return d && *d ? d : "../shared/fixtures";
+}
+
+const char *test_ncmi_bin(void)
+{
+    const char *b = getenv("NCMI_BIN");
+    return b && *b ? b : "build/ncmi";
+}
+
+static void rm_tmpdir(void)
+{
+    if (tmpdir[0] && !getenv("NCMI_KEEP_TMP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    }
+}
+
+const char *test_tmpdir(void)
+{
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/ncmi-test-XXXXXX");
+        if (!mkdtemp(tmpdir)) {
+            perror("mkdtemp");
+            abort();
+        }
+        atexit(rm_tmpdir);
+    }
+    return tmpdir;
+}
+
+int test_run(const char *cmd, char **output)
+{
+    char *full = NULL;
+    if (asprintf(&full, "( %s ) 2>&1", cmd) < 0) return -1;
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p) return -1;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += r;
+        if (cap - len < 2) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    if (buf) buf[len] = 0;
+    int st = pclose(p);
+    if (output)
+        *output = buf;
+    else
+        free(buf);
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const test_entry *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    qsort(tests, (size_t)ntests, sizeof *tests, cmp_entry);
+    int passed = 0, failed = 0, skipped = 0;
+    double t_all = now();
+    for (int i = 0; i < ntests; i++) {
+        if (argc > 1) {
+            int hit = 0;
+            for (int a = 1; a < argc; a++)
+                if (strstr(tests[i].name, argv[a]) || strstr(tests[i].file, argv[a])) hit = 1;
+            if (!hit) continue;
+        }
+        cur_failures = 0;
+        cur_skipped = 0;
+        double t0 = now();
+        tests[i].fn();
+        double dt = now() - t0;
+        if (cur_failures) {
+            failed++;
+            printf("FAIL %-40s (%s, %.2fs)\n", tests[i].name, tests[i].file, dt);
+        } else if (cur_skipped) {
+            skipped++;
+            printf("SKIP %-40s %s\n", tests[i].name, skip_msg);
+        } else {
+            passed++;
+            printf("ok   %-40s %.2fs\n", tests[i].name, dt);
+        }
+    }
+    printf("(%.1fs)\n%d passed, %d failed, %d skipped\n", now() - t_all, passed, failed, skipped);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,62 @@
+/* A minimal test framework. Each TEST(name) registers itself (constructor)
+ * and the runner (tests/main.c) runs them all, or those whose name contains
+ * argv[1], and ends with "N passed, N failed, N skipped".
+ *
+ * EXPECT_* record a failure and go on; REQUIRE_* record it and return from
+ * the test. SKIP("why") marks the test skipped (printed, not hidden). */
+#ifndef NCMI_TEST_H
+#define NCMI_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*test_fn)(void);
+void test_register(const char *name, const char *file, test_fn fn);
+void test_fail_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int test_failed(void); /* failures so far in the current test */
+
+/* Directory of the shared fixtures: $NCMI_FIXTURES or ../shared/fixtures. */
+const char *test_fixtures_dir(void);
+/* A fresh temporary directory for this test run (removed at exit). */
+const char *test_tmpdir(void);
+/* Path of the ncmi binary under test: $NCMI_BIN or build/ncmi. */
+const char *test_ncmi_bin(void);
+/* Run a shell command, capture stdout+stderr (malloc'd, caller frees) and
+ * return the exit status (-1 if it could not run / was killed). */
+int test_run(const char *cmd, char **output);
+
+#define TEST(name)                                                              \
+    static void test_##name(void);                                              \
+    __attribute__((constructor)) static void test_reg_##name(void)              \
+    {                                                                           \
+        test_register(#name, __FILE__, test_##name);                            \
+    }                                                                           \
+    static void test_##name(void)
+
+#define EXPECT(cond, ...)                                                       \
+    do {                                                                        \
+        if (!(cond)) test_fail_at(__FILE__, __LINE__, __VA_ARGS__);             \
+    } while (0)
+#define REQUIRE(cond, ...)                                                      \
+    do {                                                                        \
+        if (!(cond)) {                                                          \
+            test_fail_at(__FILE__, __LINE__, __VA_ARGS__);                      \
+            return;                                                             \
+        }                                                                       \
+    } while (0)
+#define EXPECT_NEAR(a, b, tol)                                                  \
+    do {                                                                        \
+        double ea_ = (double)(a), eb_ = (double)(b), et_ = (double)(tol);       \
+        if (!(fabs(ea_ - eb_) <= et_))                                          \
+            test_fail_at(__FILE__, __LINE__, "%s = %.9g, %s = %.9g, |diff| %.3g > %.3g", \
+                         #a, ea_, #b, eb_, fabs(ea_ - eb_), et_);               \
+    } while (0)
+#define SKIP(...)                                                               \
+    do {                                                                        \
+        test_skip(__VA_ARGS__);                                                 \
+        return;                                                                 \
+    } while (0)
+
+#endif
