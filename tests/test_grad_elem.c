@@ -91,6 +91,24 @@ TEST(broadcast_forward_values)
     REQUIRE(u->ndim == 2 && u->shape[0] == 2 && u->shape[1] == 2, "sub shape");
     const float eu[4] = {1, -1, 3, 1};
     for (int i = 0; i < 4; i++) EXPECT_NEAR(u->data[i], eu[i], 0);
+    /* [2,1,3,1] * [4,1,2] -> [2,4,3,2]: out[i,j,k,l] = p[i,0,k,0] * q[j,0,l] */
+    float pv[6], qv[8];
+    for (int i = 0; i < 6; i++) pv[i] = (float)(i + 1);
+    for (int i = 0; i < 8; i++) qv[i] = (float)(10 * i + 3);
+    nn_tensor *p = nn_tensor_from(g, 4, (int[]){2, 1, 3, 1}, pv);
+    nn_tensor *q = nn_tensor_from(g, 3, (int[]){4, 1, 2}, qv);
+    nn_tensor *m = nn_mul(g, p, q);
+    REQUIRE(m->ndim == 4 && m->shape[0] == 2 && m->shape[1] == 4 && m->shape[2] == 3 &&
+                m->shape[3] == 2,
+            "4-D broadcast shape");
+    int bad = 0;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++)
+            for (int k = 0; k < 3; k++)
+                for (int l = 0; l < 2; l++)
+                    if (m->data[((i * 4 + j) * 3 + k) * 2 + l] != pv[i * 3 + k] * qv[j * 2 + l])
+                        bad++;
+    EXPECT(bad == 0, "4-D broadcast: %d wrong elements", bad);
     nn_graph_free(g);
 }
 
