@@ -77,16 +77,16 @@ nn_tensor *nn_maxpool2d(nn_graph *g, nn_tensor *x, int kernel, int stride, int p
                 if (w1 > W) w1 = W;
                 float m = -INFINITY;
                 int32_t am = h0 * W + w0;
-                for (int ih = h0; ih < h1; ih++)
+                for (int ih = h0; ih < h1; ih++) {
+                    const float *xr = xp + ih * W;
                     for (int iw = w0; iw < w1; iw++) {
-                        float v = xp[ih * W + iw];
-                        if (v > m || isnan(v)) { /* first maximum; NaN propagates, as torch */
+                        float v = xr[iw];
+                        if (v > m || v != v) { /* first maximum; NaN propagates, as torch */
                             m = v;
                             am = ih * W + iw;
-                            if (isnan(v)) goto done;
                         }
                     }
-            done:
+                }
                 op[oh * Wo + ow] = m;
                 ap[oh * Wo + ow] = am;
             }
