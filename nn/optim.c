@@ -151,10 +151,19 @@ float nn_clip_grad_norm(nn_params *P, float max_norm)
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *t = P->t[i];
         if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
-        double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (t->numel > 65536)
-        for (size_t k = 0; k < t->numel; k++) s += (double)t->grad[k] * t->grad[k];
-        ss += s;
+        /* fixed chunks summed in order: the same result for any thread count */
+        enum { CHUNK = 65536 };
+        size_t nch = (t->numel + CHUNK - 1) / CHUNK;
+        double part_small[16], *part = nch <= 16 ? part_small : xcalloc(nch, sizeof(double));
+#pragma omp parallel for if (nch > 1)
+        for (size_t c = 0; c < nch; c++) {
+            size_t k1 = (c + 1) * CHUNK < t->numel ? (c + 1) * CHUNK : t->numel;
+            double s = 0.0;
+            for (size_t k = c * CHUNK; k < k1; k++) s += (double)t->grad[k] * t->grad[k];
+            part[c] = s;
+        }
+        for (size_t c = 0; c < nch; c++) ss += part[c];
+        if (part != part_small) free(part);
     }
     double norm = sqrt(ss);
     double coef = (double)max_norm / (norm + 1e-6);
@@ -163,7 +172,9 @@ float nn_clip_grad_norm(nn_params *P, float max_norm)
         for (int i = 0; i < P->n; i++) {
             nn_tensor *t = P->t[i];
             if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
-            for (size_t k = 0; k < t->numel; k++) t->grad[k] *= c;
+            float *gr = t->grad;
+#pragma omp parallel for if (t->numel > 65536)
+            for (size_t k = 0; k < t->numel; k++) gr[k] *= c;
         }
     }
     return (float)norm;

@@ -497,3 +497,41 @@ TEST(optim_checkpoint_load_errors_modify_nothing)
     nn_params_free(&E);
     nn_params_free(&W);
 }
+
+TEST(clip_grad_norm_large_and_edges)
+{
+    nn_params P;
+    nn_params_init(&P);
+    nn_tensor *a = nn_params_add(&P, "a", NN_PARAM_WEIGHT, 2, (int[]){300, 1000}); /* several chunks */
+    nn_tensor *b = nn_params_add(&P, "b", NN_PARAM_WEIGHT, 1, (int[]){7});
+    nn_rng rng;
+    nn_rng_seed(&rng, 5);
+    nn_rng_fill_normal(&rng, nn_tensor_grad(a), a->numel, 0.f, 0.01f);
+    nn_rng_fill_normal(&rng, nn_tensor_grad(b), b->numel, 0.f, 1.f);
+    float *g0 = malloc(a->numel * sizeof(float));
+    memcpy(g0, a->grad, a->numel * sizeof(float));
+    double s = 0;
+    for (size_t k = 0; k < a->numel; k++) s += (double)a->grad[k] * a->grad[k];
+    for (size_t k = 0; k < b->numel; k++) s += (double)b->grad[k] * b->grad[k];
+    double norm = sqrt(s);
+    /* above the norm: nothing changes */
+    float got = nn_clip_grad_norm(&P, (float)norm * 2);
+    EXPECT_NEAR(got, norm, 1e-6 * norm);
+    EXPECT(memcmp(a->grad, g0, a->numel * sizeof(float)) == 0, "grads changed without clipping");
+    /* clip to 1: every grad scaled by 1 / (norm + 1e-6) */
+    got = nn_clip_grad_norm(&P, 1.f);
+    EXPECT_NEAR(got, norm, 1e-6 * norm);
+    float c = (float)(1.0 / (norm + 1e-6));
+    int bad = 0;
+    for (size_t k = 0; k < a->numel; k++) bad += a->grad[k] != g0[k] * c;
+    EXPECT(bad == 0, "%d grads not scaled by the clip coefficient", bad);
+    EXPECT_NEAR(nn_clip_grad_norm(&P, 1.f), 1.0, 1e-5);
+    free(g0);
+    nn_params_free(&P);
+    /* no gradients at all: norm 0 */
+    nn_params Q;
+    nn_params_init(&Q);
+    nn_params_add(&Q, "w", NN_PARAM_WEIGHT, 1, (int[]){3});
+    EXPECT(nn_clip_grad_norm(&Q, 1.f) == 0.f, "norm without grads");
+    nn_params_free(&Q);
+}
