@@ -323,10 +323,29 @@ static int save_checkpoint(const char *path, const train_model *m, const nn_opti
     return nn_checkpoint_save(path, &m->P, weights_only ? NULL : o, keys, vals, n);
 }
 
-static int load_checkpoint(const char *path, train_model *m, nn_optim *o, train_state *s)
+/* Warn when the run is resumed with a config that differs from the one the
+ * checkpoint was written with (other than the keys that may change). */
+static void warn_config_change(const char *path, const char *saved_yaml, const ncmi_train_config *c)
+{
+    ncmi_train_config old;
+    ncmi_cfg_defaults(&ncmi_train_schema, &old);
+    char diff[1024];
+    static const char *const may_change[] = {"train.epochs", "train.threads", "out", "name", NULL};
+    if (!saved_yaml ||
+        ncmi_cfg_load_string(&ncmi_train_schema, &old, saved_yaml, strlen(saved_yaml), path))
+        cli_error(CMD, "warning: %s: cannot read the config it was trained with", path);
+    else if (ncmi_cfg_diff(&ncmi_train_schema, &old, c, may_change, diff, sizeof diff) > 0)
+        cli_error(CMD, "warning: resuming with a config that differs from the checkpoint's in: %s "
+                       "(the result will not match an uninterrupted run)", diff);
+    ncmi_cfg_free(&ncmi_train_schema, &old);
+}
+
+static int load_checkpoint(const char *path, train_model *m, nn_optim *o, train_state *s,
+                           const ncmi_train_config *c)
 {
     nn_safetensors st;
     if (nn_st_open(&st, path)) return -1;
+    warn_config_change(path, nn_st_meta(&st, "config"), c);
     const char *fmt = nn_st_meta(&st, "format");
     const char *ep = nn_st_meta(&st, "epoch");
     const char *rng = nn_st_meta(&st, "rng");
@@ -426,6 +445,15 @@ static void schedule_init(nn_lr_schedule *s, const ncmi_train_config *c)
     for (int i = 0; i < c->milestones.n && i < 16; i++) s->milestones[i] = c->milestones.v[i];
 }
 
+/* The schedule's t for epoch e (from 0): e, except during a warm-up of w
+ * epochs, where epoch e runs at (e+1)/w of the base rate (no epoch at 0). */
+static double epoch_time(const ncmi_train_config *c, int e)
+{
+    double w = c->warmup_epochs;
+    if (w > 0 && e < w) return e + 1 < w ? e + 1 : w;
+    return e;
+}
+
 /* Returns an exit code. */
 static int train_run(const ncmi_train_config *c, const train_opts *opt)
 {
@@ -503,7 +531,7 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
         goto done;
     }
     if (opt->resume) {
-        if (load_checkpoint(path_last, &model, &optim, &st)) {
+        if (load_checkpoint(path_last, &model, &optim, &st, c)) {
             cli_error(CMD, "cannot resume: %s", ncmi_error());
             goto done;
         }
@@ -511,6 +539,12 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
             cli_error(CMD, "cannot resume: %s", ncmi_error());
             goto done;
         }
+    }
+    if (st.epoch >= c->epochs) {
+        printf("nothing to do: %s already trained %d of train.epochs = %d epochs\n", dir, st.epoch,
+               c->epochs);
+        rc = NCMI_EXIT_OK;
+        goto done;
     }
     if (ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg)) {
         cli_error(CMD, "%s", ncmi_error());
@@ -541,7 +575,7 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
 
     for (int epoch = st.epoch; epoch < c->epochs; epoch++) {
         double t0 = now_s();
-        optim.lr = nn_lr_at(&sched, (double)epoch);
+        optim.lr = nn_lr_at(&sched, epoch_time(c, epoch));
         nn_rng_permutation(&st.shuffle, perm, data.n_train);
         double loss_sum = 0;
         long correct = 0;
@@ -604,14 +638,10 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     }
     progress_end(&prog);
 
-    if (n_rows > 0) {
-        const log_row *r = &rows[n_rows - 1];
-        printf("final: epoch %d/%d  train_acc %.4f  val_loss %.4f  val_acc %.4f  (best val_acc %.4f at epoch %d)\n",
-               r->epoch, c->epochs, r->train_acc, r->val_loss, r->val_acc, st.best_val_acc,
-               st.best_epoch);
-    } else {
-        printf("nothing to do: %s already trained %d of %d epochs\n", dir, st.epoch, c->epochs);
-    }
+    const log_row *r = &rows[n_rows - 1];
+    printf("final: epoch %d/%d  train_acc %.4f  val_loss %.4f  val_acc %.4f  (best val_acc %.4f at epoch %d)\n",
+           r->epoch, c->epochs, r->train_acc, r->val_loss, r->val_acc, st.best_val_acc,
+           st.best_epoch);
     printf("run folder: %s\n", dir);
     rc = NCMI_EXIT_OK;
 

@@ -712,6 +712,60 @@ int ncmi_cfg_set(const ncmi_cfg_schema *s, void *cfg, const char *assignment)
     return rc;
 }
 
+static int field_equal(const ncmi_cfg_key *k, const void *a, const void *b)
+{
+    switch (k->type) {
+    case NCMI_CFG_INT:
+    case NCMI_CFG_BOOL:
+    case NCMI_CFG_ENUM: return *CFIELD(a, k, int) == *CFIELD(b, k, int);
+    case NCMI_CFG_FLOAT: {
+        double x = *CFIELD(a, k, double), y = *CFIELD(b, k, double);
+        return x == y || (isnan(x) && isnan(y));
+    }
+    case NCMI_CFG_STRING: {
+        const char *x = *CFIELD(a, k, char *), *y = *CFIELD(b, k, char *);
+        return !strcmp(x ? x : "", y ? y : "");
+    }
+    case NCMI_CFG_INT_LIST: {
+        const ncmi_cfg_ints *x = CFIELD(a, k, ncmi_cfg_ints), *y = CFIELD(b, k, ncmi_cfg_ints);
+        return x->n == y->n && (!x->n || !memcmp(x->v, y->v, (size_t)x->n * sizeof *x->v));
+    }
+    case NCMI_CFG_FLOAT_LIST: {
+        const ncmi_cfg_floats *x = CFIELD(a, k, ncmi_cfg_floats), *y = CFIELD(b, k, ncmi_cfg_floats);
+        if (x->n != y->n) return 0;
+        for (int i = 0; i < x->n; i++)
+            if (x->v[i] != y->v[i]) return 0;
+        return 1;
+    }
+    case NCMI_CFG_STRING_LIST: {
+        const ncmi_cfg_strings *x = CFIELD(a, k, ncmi_cfg_strings), *y = CFIELD(b, k, ncmi_cfg_strings);
+        if (x->n != y->n) return 0;
+        for (int i = 0; i < x->n; i++)
+            if (strcmp(x->v[i], y->v[i])) return 0;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+int ncmi_cfg_diff(const ncmi_cfg_schema *s, const void *a, const void *b,
+                  const char *const *ignore, char *buf, size_t n)
+{
+    int count = 0;
+    if (n) buf[0] = 0;
+    for (int i = 0; i < s->n_keys; i++) {
+        const ncmi_cfg_key *k = &s->keys[i];
+        int skip = 0;
+        for (int j = 0; ignore && ignore[j]; j++)
+            if (!strcmp(ignore[j], k->key)) skip = 1;
+        if (skip || field_equal(k, a, b)) continue;
+        size_t l = strlen(buf);
+        if (l < n) snprintf(buf + l, n - l, "%s%s", count ? ", " : "", k->key);
+        count++;
+    }
+    return count;
+}
+
 /* ------------------------------------------------------------------ */
 /* writing                                                             */
 
@@ -944,6 +998,17 @@ static void type_text(const ncmi_cfg_key *k, char *buf, size_t sz)
     if (r[0]) snprintf(buf + l, sz - l, ", %s", r);
 }
 
+/* '|' would end a markdown table cell */
+static void md_escape(const char *in, char *out, size_t n)
+{
+    size_t o = 0;
+    for (; *in && o + 3 < n; in++) {
+        if (*in == '|') out[o++] = '\\';
+        out[o++] = *in;
+    }
+    out[o] = 0;
+}
+
 void ncmi_cfg_print_schema(const ncmi_cfg_schema *s, FILE *f, int markdown)
 {
     if (markdown) {
@@ -953,7 +1018,9 @@ void ncmi_cfg_print_schema(const ncmi_cfg_schema *s, FILE *f, int markdown)
             char t[512];
             type_text(k, t, sizeof t);
             const char *d = k->def && k->def[0] ? k->def : "\"\"";
-            fprintf(f, "| `%s` | %s | `%s` | %s |\n", k->key, t, d, k->help);
+            char te[1024];
+            md_escape(t, te, sizeof te);
+            fprintf(f, "| `%s` | %s | `%s` | %s |\n", k->key, te, d, k->help);
         }
         return;
     }

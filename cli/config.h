@@ -87,6 +87,12 @@ const ncmi_cfg_key *ncmi_cfg_find(const ncmi_cfg_schema *s, const char *key);
 /* The choice name of an ENUM field's current value. */
 const char *ncmi_cfg_enum_name(const ncmi_cfg_key *k, const void *cfg);
 
+/* Keys whose values differ between a and b, as "k1, k2" into buf (empty
+ * when none); keys listed in `ignore` (NULL-terminated, may be NULL) are
+ * skipped. Returns the number of differing keys. */
+int ncmi_cfg_diff(const ncmi_cfg_schema *s, const void *a, const void *b,
+                  const char *const *ignore, char *buf, size_t n);
+
 /* The resolved config as nested YAML (malloc'd; NULL with ncmi_error() set
  * on failure). Round-trips through ncmi_cfg_load_string. */
 char *ncmi_cfg_to_yaml(const ncmi_cfg_schema *s, const void *cfg);

@@ -16,7 +16,7 @@ static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NUL
 
 /* key, type, default, help, offset, choices, bounds, lo, hi, list_len */
 static const ncmi_cfg_key keys[] = {
-    {"name", NCMI_CFG_STRING, "", "run name: the run folder is <out>/<name>/ (empty: the config file's base name)", OFF(name), NULL, 0, 0, 0, 0},
+    {"name", NCMI_CFG_STRING, "", "run name: the run folder is OUT/NAME/ (empty: the config file's base name)", OFF(name), NULL, 0, 0, 0, 0},
     {"seed", NCMI_CFG_INT, "0", "seed of every random draw (data, init, shuffling)", OFF(seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset (synthetic: seeded Gaussian blobs)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
     {"data.n_train", NCMI_CFG_INT, "600", "training samples (synthetic)", OFF(n_train), NULL, NCMI_CFG_MIN, 1, 0, 0},
@@ -24,7 +24,7 @@ static const ncmi_cfg_key keys[] = {
     {"data.n_classes", NCMI_CFG_INT, "3", "number of classes (synthetic)", OFF(n_classes), NULL, NCMI_CFG_MIN, 2, 0, 0},
     {"data.dim", NCMI_CFG_INT, "16", "input features per sample (synthetic)", OFF(dim), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"data.separation", NCMI_CFG_FLOAT, "3.0", "distance of the class means from the origin, in noise std (synthetic)", OFF(separation), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"model.kind", NCMI_CFG_ENUM, "mlp", "model (mlp: linear layers with ReLU between, tensors layers.<i>.weight/bias)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
+    {"model.kind", NCMI_CFG_ENUM, "mlp", "model (mlp: linear layers with ReLU between, tensors layers.I.weight and layers.I.bias)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
     {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([] = a linear classifier)", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"loss.kind", NCMI_CFG_ENUM, "ce", "loss (ce: cross-entropy)", OFF(loss_kind), loss_kinds, 0, 0, 0, 0},
     {"loss.label_smoothing", NCMI_CFG_FLOAT, "0.0", "label smoothing of the cross-entropy (training only)", OFF(label_smoothing), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
@@ -36,10 +36,10 @@ static const ncmi_cfg_key keys[] = {
     {"optim.betas", NCMI_CFG_FLOAT_LIST, "[0.9, 0.999]", "AdamW beta1, beta2", OFF(betas), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 2},
     {"optim.eps", NCMI_CFG_FLOAT, "1.0e-8", "AdamW epsilon", OFF(eps), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"schedule.kind", NCMI_CFG_ENUM, "constant", "learning-rate schedule, evaluated once per epoch", OFF(schedule_kind), sched_kinds, 0, 0, 0, 0},
-    {"schedule.milestones", NCMI_CFG_INT_LIST, "[]", "multistep: epochs where the lr is multiplied by gamma (increasing, at most 16)", OFF(milestones), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"schedule.milestones", NCMI_CFG_INT_LIST, "[]", "multistep: epochs (counted after the warm-up) where the lr is multiplied by gamma (increasing, at most 16)", OFF(milestones), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"schedule.gamma", NCMI_CFG_FLOAT, "0.1", "multistep: factor at each milestone", OFF(gamma), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
-    {"schedule.min_lr", NCMI_CFG_FLOAT, "0.0", "cosine: lr at the last epoch", OFF(min_lr), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"schedule.warmup_epochs", NCMI_CFG_FLOAT, "0.0", "linear warm-up from 0 over this many epochs (any schedule)", OFF(warmup_epochs), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"schedule.min_lr", NCMI_CFG_FLOAT, "0.0", "cosine: the lr the half cycle ends at (after train.epochs)", OFF(min_lr), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"schedule.warmup_epochs", NCMI_CFG_FLOAT, "0.0", "linear warm-up: epoch e < w runs at lr*(e+1)/w; the schedule starts after it", OFF(warmup_epochs), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.epochs", NCMI_CFG_INT, "20", "epochs to train (with --resume: the total, counting those done)", OFF(epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"train.batch_size", NCMI_CFG_INT, "32", "samples per step (the last batch of an epoch may be smaller)", OFF(batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"train.clip_grad_norm", NCMI_CFG_FLOAT, "0.0", "clip the global gradient norm to this (0 = off)", OFF(clip_grad_norm), NULL, NCMI_CFG_MIN, 0, 0, 0},

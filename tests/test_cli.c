@@ -275,6 +275,10 @@ TEST(cli_train_writes_run_folder)
     rc = ncmi(&out, "train --config %s --out %s --resume", cfg, runs);
     EXPECT(rc == 0 && out && strstr(out, "nothing to do"), "resume finished: exit %d\n%s", rc, out ? out : "");
     free(out);
+    rc = ncmi(&out, "train --config %s --out %s --resume --set train.epochs=6 --set optim.lr=0.01", cfg, runs);
+    EXPECT(rc == 0 && out && strstr(out, "differs from the checkpoint's in: optim.lr "),
+           "resume with another lr: exit %d\n%s", rc, out ? out : "");
+    free(out);
     rc = ncmi(&out, "train --config %s --out %s/elsewhere --resume", cfg, runs);
     EXPECT(rc == 2 && out && strstr(out, "no checkpoint to resume"), "resume nothing: exit %d\n%s", rc,
            out ? out : "");
@@ -337,6 +341,7 @@ TEST(cli_train_resume_is_bit_identical)
               runs, common);
     REQUIRE(rc == 0, "resume: exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "after epoch 2"), "resume message:\n%s", out ? out : "");
+    EXPECT(out && !strstr(out, "warning"), "resume warned:\n%s", out ? out : "");
     free(out);
 
     snprintf(pa, sizeof pa, "%s/straight/last.safetensors", runs);
