@@ -19,18 +19,6 @@
 #include "error.h"
 #include "ops.h"
 
-/* Gradient buffer of t. A freshly allocated one is written once before use:
- * nn_tensor_grad's calloc may hand out untouched zero pages, and adding into
- * them faults twice per page (read, then copy-on-write), several times
- * slower on large activations than one write fault. */
-static float *grad_buf(nn_tensor *t)
-{
-    int fresh = t->grad == NULL;
-    float *g = nn_tensor_grad(t);
-    if (fresh) memset(g, 0, t->numel * sizeof(float));
-    return g;
-}
-
 typedef struct {
     int N, C, H, W;      /* input */
     int Co, kh, kw;      /* weight */
@@ -355,9 +343,9 @@ static void conv2d_backward(nn_tensor *out)
     conv_dims c;
     dims_from(&c, out);
     nn_tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
-    float *dx = nn_op_needs_grad(out, 0) ? grad_buf(x) : NULL;
-    float *dw = nn_op_needs_grad(out, 1) ? grad_buf(w) : NULL;
-    float *db = (b && nn_op_needs_grad(out, 2)) ? grad_buf(b) : NULL;
+    float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
+    float *dw = nn_op_needs_grad(out, 1) ? nn_tensor_grad(w) : NULL;
+    float *db = (b && nn_op_needs_grad(out, 2)) ? nn_tensor_grad(b) : NULL;
     conv_backward(&c, x->data, w->data, out->grad, dx, dw, db);
 }
 

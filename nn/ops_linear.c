@@ -11,18 +11,6 @@
 #include "error.h"
 #include "ops.h"
 
-/* Gradient buffer of t. A freshly allocated one is written once before use:
- * nn_tensor_grad's calloc may hand out untouched zero pages, and adding into
- * them faults twice per page (read, then copy-on-write), several times
- * slower on large activations than one write fault. */
-static float *grad_buf(nn_tensor *t)
-{
-    int fresh = t->grad == NULL;
-    float *g = nn_tensor_grad(t);
-    if (fresh) memset(g, 0, t->numel * sizeof(float));
-    return g;
-}
-
 /* ------------------------------------------------------------------------ */
 /* matmul */
 
@@ -35,7 +23,7 @@ static void matmul_backward(nn_tensor *out)
     const float *dy = out->grad;
     if (nn_op_needs_grad(out, 0)) {
         /* dA [M,K] += dY [M,N] @ B^T [N,K] */
-        float *da = grad_buf(a);
+        float *da = nn_tensor_grad(a);
         if (shared) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batches * M, K, N, 1.f, dy, N,
                         b->data, N, 1.f, da, K);
@@ -48,7 +36,7 @@ static void matmul_backward(nn_tensor *out)
     }
     if (nn_op_needs_grad(out, 1)) {
         /* dB [K,N] += A^T [K,M] @ dY [M,N] (summed over batches when shared) */
-        float *db = grad_buf(b);
+        float *db = nn_tensor_grad(b);
         if (shared) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, batches * M, 1.f, a->data,
                         K, dy, N, 1.f, db, N);
@@ -116,16 +104,16 @@ static void linear_backward(nn_tensor *out)
     if (nn_op_needs_grad(out, 0) && nout > 0) {
         /* dx [rows,in] += dy [rows,out] @ W [out,in] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
-                    w->data, in, 1.f, grad_buf(x), in);
+                    w->data, in, 1.f, nn_tensor_grad(x), in);
     }
     if (nn_op_needs_grad(out, 1) && in > 0) {
         /* dW [out,in] += dy^T [out,rows] @ x [rows,in] */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
-                    x->data, in, 1.f, grad_buf(w), in);
+                    x->data, in, 1.f, nn_tensor_grad(w), in);
     }
     if (b && nn_op_needs_grad(out, 2)) {
         /* db [out] += sum over rows of dy */
-        float *db = grad_buf(b);
+        float *db = nn_tensor_grad(b);
         for (int r = 0; r < rows; r++) {
             const float *d = dy + (size_t)r * nout;
             for (int o = 0; o < nout; o++) db[o] += d[o];

@@ -18,18 +18,6 @@
 #include "error.h"
 #include "ops.h"
 
-/* Gradient buffer of t. A freshly allocated one is written once before use:
- * nn_tensor_grad's calloc may hand out untouched zero pages, and adding into
- * them faults twice per page (read, then copy-on-write), several times
- * slower on large activations than one write fault. */
-static float *grad_buf(nn_tensor *t)
-{
-    int fresh = t->grad == NULL;
-    float *g = nn_tensor_grad(t);
-    if (fresh) memset(g, 0, t->numel * sizeof(float));
-    return g;
-}
-
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
@@ -50,9 +38,9 @@ static void batchnorm2d_backward(nn_tensor *out)
     double M = (double)N * (double)HW;
     const float *stats = out->aux; /* mean [C], rstd [C] */
     const float *dy = out->grad;
-    float *dx = nn_op_needs_grad(out, 0) ? grad_buf(x) : NULL;
-    float *dgamma = nn_op_needs_grad(out, 1) ? grad_buf(gamma) : NULL;
-    float *dbeta = nn_op_needs_grad(out, 2) ? grad_buf(beta) : NULL;
+    float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
+    float *dgamma = nn_op_needs_grad(out, 1) ? nn_tensor_grad(gamma) : NULL;
+    float *dbeta = nn_op_needs_grad(out, 2) ? nn_tensor_grad(beta) : NULL;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         float mean = stats[c], rstd = stats[C + c];
@@ -178,7 +166,7 @@ static void layernorm_backward(nn_tensor *out)
     const float *mean = out->aux, *rstd = (const float *)out->aux + rows;
     const float *dy = out->grad;
     if (nn_op_needs_grad(out, 0)) {
-        float *dx = grad_buf(x);
+        float *dx = nn_tensor_grad(x);
 #pragma omp parallel for schedule(static)
         for (long r = 0; r < rows; r++) {
             const float *xp = x->data + (size_t)r * D, *dp = dy + (size_t)r * D;
@@ -199,8 +187,8 @@ static void layernorm_backward(nn_tensor *out)
             }
         }
     }
-    float *dgamma = nn_op_needs_grad(out, 1) ? grad_buf(gamma) : NULL;
-    float *dbeta = nn_op_needs_grad(out, 2) ? grad_buf(beta) : NULL;
+    float *dgamma = nn_op_needs_grad(out, 1) ? nn_tensor_grad(gamma) : NULL;
+    float *dbeta = nn_op_needs_grad(out, 2) ? nn_tensor_grad(beta) : NULL;
     if (dgamma || dbeta) {
         for (long r = 0; r < rows; r++) {
             const float *xp = x->data + (size_t)r * D, *dp = dy + (size_t)r * D;
@@ -269,7 +257,7 @@ static void dropout_backward(nn_tensor *out)
     if (!nn_op_needs_grad(out, 0)) return;
     const uint8_t *mask = out->aux;
     float scale = out->fparam[0];
-    float *dx = grad_buf(x);
+    float *dx = nn_tensor_grad(x);
     long n = (long)out->numel;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++)

@@ -14,18 +14,6 @@
 #include "error.h"
 #include "ops.h"
 
-/* Gradient buffer of t. A freshly allocated one is written once before use:
- * nn_tensor_grad's calloc may hand out untouched zero pages, and adding into
- * them faults twice per page (read, then copy-on-write), several times
- * slower on large activations than one write fault. */
-static float *grad_buf(nn_tensor *t)
-{
-    int fresh = t->grad == NULL;
-    float *g = nn_tensor_grad(t);
-    if (fresh) memset(g, 0, t->numel * sizeof(float));
-    return g;
-}
-
 static void pool_out_shape(const char *op, const nn_tensor *x, int k, int s, int p, int *Ho, int *Wo)
 {
     char sx[64];
@@ -50,7 +38,7 @@ static void maxpool2d_backward(nn_tensor *out)
     int P = out->shape[2] * out->shape[3];
     long planes = (long)out->shape[0] * out->shape[1];
     const int32_t *arg = out->aux;
-    float *dx = grad_buf(x);
+    float *dx = nn_tensor_grad(x);
     const float *dy = out->grad;
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
@@ -123,7 +111,7 @@ static void avgpool2d_backward(nn_tensor *out)
     int H = x->shape[2], W = x->shape[3], Ho = out->shape[2], Wo = out->shape[3];
     long planes = (long)out->shape[0] * out->shape[1];
     float inv = 1.f / (float)(k * k);
-    float *dx = grad_buf(x);
+    float *dx = nn_tensor_grad(x);
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * H * W;
@@ -188,7 +176,7 @@ static void global_avgpool_backward(nn_tensor *out)
     size_t HW = (size_t)x->shape[2] * x->shape[3];
     long planes = (long)out->numel;
     float inv = 1.f / (float)HW;
-    float *dx = grad_buf(x);
+    float *dx = nn_tensor_grad(x);
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         float d = out->grad[pl] * inv;
