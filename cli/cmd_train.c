@@ -400,8 +400,9 @@ static void progress_step(progress *p, int epoch, int step, int steps, double lo
     fmt_eta(done > 0 ? rate * (total - done) : -1, eta, sizeof eta);
     char best[64] = "";
     if (s->best_epoch > 0) snprintf(best, sizeof best, "  best val %.1f%%", 100 * s->best_val_acc);
-    fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  acc %.1f%%%s  ETA %s", epoch + 1,
-            p->epochs, step, steps, loss, 100 * acc, best, eta);
+    fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  acc %.1f%%%s  %.0f steps/s  ETA %s",
+            epoch + 1, p->epochs, step, steps, loss, 100 * acc, best,
+            rate > 0 ? (double)steps / rate : 0.0, eta);
     fflush(stderr);
 }
 
