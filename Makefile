@@ -38,8 +38,13 @@ ifeq ($(CUDA),0)
 NVCC :=
 endif
 HAVE_CUDA := $(if $(NVCC),1,0)
+ifeq ($(HAVE_CUDA),1)
 HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h && echo 1 || echo 0)
 HAVE_NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo 1 || echo 0)
+else
+HAVE_CUDNN := 0
+HAVE_NCCL := 0
+endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Wall -Wextra -Werror -MMD -MP
@@ -78,11 +83,13 @@ features:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	@echo "  NVCC  $<"
+	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # version string is baked into cli/version.o at every build
 $(BUILD)/cli/version.o: FORCE
@@ -91,13 +98,16 @@ FORCE:
 
 $(BUILD)/libncmi.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR    $@"
+	@ar rcs $@ $^
 
 $(BUILD)/ncmi: $(BUILD)/cli/main.o $(BUILD)/libncmi.a
-	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LD    $@"
+	@$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/test_ncmi: $(TEST_OBJ) $(BUILD)/libncmi.a
-	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LD    $@"
+	@$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/bench_%: bench/%.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)

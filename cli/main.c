@@ -1,3 +1,60 @@
-/* placeholder: replaced by the CLI */
+/* ncmi: one program for the whole pipeline. `ncmi <command> [options]`. */
 #include <stdio.h>
-int main(void) { puts("ncmi"); return 0; }
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "ncmi: whole-slide-image pathology and natural-image classifiers trained with the\n"
+            "normalized conditional mutual information (NCMI) loss, in C.\n"
+            "\n"
+            "usage: ncmi <command> [options]\n"
+            "       ncmi <command> --help      help for one command\n"
+            "\n"
+            "commands:\n");
+    for (const ncmi_command *c = ncmi_commands; c->name; c++)
+        fprintf(f, "  %-9s %s\n", c->name, c->summary);
+    fprintf(f,
+            "\n"
+            "global options:\n"
+            "  -h, --help       this help\n"
+            "  -V, --version    same as 'ncmi version'\n"
+            "\n"
+            "environment:\n"
+            "  OMP_NUM_THREADS  CPU threads (a config's train.threads overrides it)\n"
+            "\n"
+            "exit codes: 0 ok, 1 usage error, 2 input error (bad file or config), 3 partial success\n"
+            "\n"
+            "docs: README.md and docs/ in the source tree (docs/config.md: config keys;\n"
+            "      'ncmi train --help-config' prints them too)\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return NCMI_EXIT_USAGE;
+    }
+    const char *a = argv[1];
+    if (cli_is_help(a)) {
+        usage(stdout);
+        return NCMI_EXIT_OK;
+    }
+    if (!strcmp(a, "-V") || !strcmp(a, "--version")) return ncmi_cmd_version(1, argv + 1);
+    if (!strcmp(a, "help")) {
+        if (argc < 3) {
+            usage(stdout);
+            return NCMI_EXIT_OK;
+        }
+        const ncmi_command *c = ncmi_command_find(argv[2]);
+        if (!c) return cli_usage_error("", "unknown command '%s'", argv[2]);
+        c->help(stdout);
+        return NCMI_EXIT_OK;
+    }
+    if (a[0] == '-') return cli_usage_error("", "unknown option '%s'", a);
+    const ncmi_command *c = ncmi_command_find(a);
+    if (!c) return cli_usage_error("", "unknown command '%s'", a);
+    return c->run(argc - 1, argv + 1);
+}

@@ -19,6 +19,21 @@ static void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
+/* Zeroed float buffer, 64-byte aligned, whose pages are written now.
+ * calloc hands out untouched zero pages for large sizes: an op that then
+ * reads and adds into them (backward accumulation) faults every page twice,
+ * which cost ~60 ms on a 16 MB gradient here. posix_memalign + memset is not
+ * folded back into calloc by the compiler. */
+static float *alloc_floats_zeroed(size_t n)
+{
+    void *p = NULL;
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    NCMI_CHECK(posix_memalign(&p, 64, bytes) == 0 && p != NULL,
+               "out of memory (%zu floats)", n);
+    memset(p, 0, bytes);
+    return p;
+}
+
 nn_graph *nn_graph_new(void) { return xcalloc(1, sizeof(nn_graph)); }
 
 static void tensor_release(nn_tensor *t)
@@ -94,7 +109,7 @@ static nn_tensor *tensor_header(nn_graph *g, int ndim, const int *shape)
 nn_tensor *nn_tensor_new(nn_graph *g, int ndim, const int *shape)
 {
     nn_tensor *t = tensor_header(g, ndim, shape);
-    t->data = xcalloc(t->numel, sizeof(float));
+    t->data = alloc_floats_zeroed(t->numel);
     t->owns_data = 1;
     return t;
 }
@@ -142,7 +157,7 @@ void nn_tensor_free(nn_tensor *t)
 
 float *nn_tensor_grad(nn_tensor *t)
 {
-    if (!t->grad) t->grad = xcalloc(t->numel, sizeof(float));
+    if (!t->grad) t->grad = alloc_floats_zeroed(t->numel);
     return t->grad;
 }
 

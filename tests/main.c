@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,6 +114,35 @@ int test_run(const char *cmd, char **output)
         free(buf);
     if (st == -1 || !WIFEXITED(st)) return -1;
     return WEXITSTATUS(st);
+}
+
+int test_aborts(void (*fn)(void *ctx), void *ctx, const char *needle, char *msg, size_t n)
+{
+    int pfd[2];
+    if (n) msg[0] = 0;
+    if (pipe(pfd) != 0) return 0;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        fn(ctx);
+        _exit(0); /* returned normally: did not abort */
+    }
+    close(pfd[1]);
+    size_t len = 0;
+    ssize_t r;
+    char sink[256];
+    while ((r = read(pfd[0], n - len > 1 ? msg + len : sink,
+                     n - len > 1 ? n - len - 1 : sizeof sink)) > 0)
+        if (n - len > 1) len += (size_t)r;
+    if (n) msg[len < n ? len : n - 1] = 0;
+    close(pfd[0]);
+    int st;
+    if (waitpid(pid, &st, 0) < 0) return 0;
+    return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && (!needle || strstr(msg, needle));
 }
 
 static double now(void)

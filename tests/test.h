@@ -27,6 +27,11 @@ const char *test_ncmi_bin(void);
  * return the exit status (-1 if it could not run / was killed). */
 int test_run(const char *cmd, char **output);
 
+/* Runs fn(ctx) in a child process and returns 1 when it aborted (a
+ * programming-error check fired) with `needle` in its stderr; the captured
+ * stderr goes to msg (n bytes) for the failure message. */
+int test_aborts(void (*fn)(void *ctx), void *ctx, const char *needle, char *msg, size_t n);
+
 #define TEST(name)                                                              \
     static void test_##name(void);                                              \
     __attribute__((constructor)) static void test_reg_##name(void)              \

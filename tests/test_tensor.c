@@ -46,3 +46,38 @@ TEST(rng_reproducible)
     EXPECT_NEAR(s / 20000, 0.0, 0.03);
     EXPECT_NEAR(s2 / 20000, 1.0, 0.05);
 }
+
+/* Programming errors (shapes that cannot combine, labels out of range)
+ * abort with the op's name and the offending values. */
+static void bad_broadcast(void *ctx)
+{
+    (void)ctx;
+    nn_graph *g = nn_graph_new();
+    nn_add(g, nn_tensor_new2(g, 3, 4), nn_tensor_new2(g, 2, 4));
+}
+
+static void bad_label(void *ctx)
+{
+    (void)ctx;
+    nn_graph *g = nn_graph_new();
+    int y[2] = {0, 7};
+    nn_cross_entropy(g, nn_tensor_new2(g, 2, 5), y, 0.f);
+}
+
+static void bad_linear(void *ctx)
+{
+    (void)ctx;
+    nn_graph *g = nn_graph_new();
+    nn_linear(g, nn_tensor_new2(g, 3, 4), nn_tensor_new2(g, 5, 6), NULL);
+}
+
+TEST(ops_abort_on_programming_errors)
+{
+    char msg[1024];
+    EXPECT(test_aborts(bad_broadcast, NULL, "[3,4]", msg, sizeof msg),
+           "broadcast [3,4]+[2,4] did not abort with the shapes: %s", msg);
+    EXPECT(test_aborts(bad_label, NULL, "7", msg, sizeof msg),
+           "label 7 of 5 classes did not abort naming it: %s", msg);
+    EXPECT(test_aborts(bad_linear, NULL, "linear", msg, sizeof msg),
+           "linear [3,4] x [5,6] did not abort naming the op: %s", msg);
+}

@@ -1,0 +1,68 @@
+/* The ncmi command line: one file per subcommand (cli/cmd_<name>.c), shared
+ * helpers for options, messages and exit codes (cli/cli.c). */
+#ifndef NCMI_CLI_H
+#define NCMI_CLI_H
+
+#include <stdio.h>
+
+/* Exit codes (design.md). */
+enum {
+    NCMI_EXIT_OK = 0,
+    NCMI_EXIT_USAGE = 1,    /* bad arguments, unknown command, not built yet */
+    NCMI_EXIT_INPUT = 2,    /* bad file, bad config */
+    NCMI_EXIT_PARTIAL = 3,  /* some items failed (listed) */
+    NCMI_EXIT_INTERNAL = 4, /* anything else */
+};
+
+typedef struct ncmi_command {
+    const char *name;
+    const char *summary;            /* one line for `ncmi --help` */
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+    void (*help)(FILE *f);
+} ncmi_command;
+
+/* every subcommand (cmd_<name>.c) */
+int ncmi_cmd_tile(int argc, char **argv);
+int ncmi_cmd_features(int argc, char **argv);
+int ncmi_cmd_train(int argc, char **argv);
+int ncmi_cmd_eval(int argc, char **argv);
+int ncmi_cmd_score(int argc, char **argv);
+int ncmi_cmd_measure(int argc, char **argv);
+int ncmi_cmd_report(int argc, char **argv);
+int ncmi_cmd_version(int argc, char **argv);
+void ncmi_help_tile(FILE *f);
+void ncmi_help_features(FILE *f);
+void ncmi_help_train(FILE *f);
+void ncmi_help_eval(FILE *f);
+void ncmi_help_score(FILE *f);
+void ncmi_help_measure(FILE *f);
+void ncmi_help_report(FILE *f);
+void ncmi_help_version(FILE *f);
+
+/* The command table (cli.c), NULL-name terminated, and lookup by name. */
+extern const ncmi_command ncmi_commands[];
+const ncmi_command *ncmi_command_find(const char *name);
+
+/* "ncmi: <cmd>: <message>\n" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Usage error: the message plus "see 'ncmi <cmd> --help'"; returns NCMI_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "ncmi: <cmd>: not built yet (issue N)"; returns NCMI_EXIT_USAGE. Honours
+ * --help / -h in argv first (help, exit 0). */
+int cli_not_built(int argc, char **argv, void (*help)(FILE *), int issue);
+
+/* Option matching for hand-written loops over argv[1..argc):
+ * "--name VALUE" or "--name=VALUE". Returns 1 (matched, *val set, *i
+ * advanced past the value), 0 (not this option) or -1 (matched but the
+ * value is missing: a usage error was printed). */
+int cli_opt_value(int argc, char **argv, int *i, const char *cmd, const char *name,
+                  const char **val);
+/* "-h" or "--help" */
+int cli_is_help(const char *arg);
+
+/* Version (cli/version.c): git describe of the build, and a multi-line
+ * description of the build features (CUDA, cuDNN, ..., OpenBLAS config). */
+const char *ncmi_version_string(void);
+void ncmi_version_print(FILE *f);
+
+#endif

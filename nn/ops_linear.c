@@ -1,0 +1,154 @@
+/* Linear algebra ops through OpenBLAS: batched matmul and linear.
+ *
+ *   matmul: a [...,M,K] @ b [...,K,N] -> [...,M,N]
+ *           batch dims equal, or b 2-D and shared by every batch of a.
+ *   linear: x [...,in] @ W[out,in]^T + b[out] -> [...,out]
+ *
+ * Backward adds into the inputs' gradients with sgemm beta = 1. */
+#include <cblas.h>
+#include <string.h>
+
+#include "error.h"
+#include "ops.h"
+
+/* ------------------------------------------------------------------------ */
+/* matmul */
+
+/* iparam: 0 batches, 1 M, 2 K, 3 N, 4 b shared (2-D) */
+static void matmul_backward(nn_tensor *out)
+{
+    nn_tensor *a = out->src[0], *b = out->src[1];
+    int batches = out->iparam[0], M = out->iparam[1], K = out->iparam[2], N = out->iparam[3];
+    int shared = out->iparam[4];
+    const float *dy = out->grad;
+    if (nn_op_needs_grad(out, 0)) {
+        /* dA [M,K] += dY [M,N] @ B^T [N,K] */
+        float *da = nn_tensor_grad(a);
+        if (shared) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batches * M, K, N, 1.f, dy, N,
+                        b->data, N, 1.f, da, K);
+        } else {
+            for (int i = 0; i < batches; i++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.f,
+                            dy + (size_t)i * M * N, N, b->data + (size_t)i * K * N, N, 1.f,
+                            da + (size_t)i * M * K, K);
+        }
+    }
+    if (nn_op_needs_grad(out, 1)) {
+        /* dB [K,N] += A^T [K,M] @ dY [M,N] (summed over batches when shared) */
+        float *db = nn_tensor_grad(b);
+        if (shared) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, batches * M, 1.f, a->data,
+                        K, dy, N, 1.f, db, N);
+        } else {
+            for (int i = 0; i < batches; i++)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.f,
+                            a->data + (size_t)i * M * K, K, dy + (size_t)i * M * N, N, 1.f,
+                            db + (size_t)i * K * N, N);
+        }
+    }
+}
+
+nn_tensor *nn_matmul(nn_graph *g, nn_tensor *a, nn_tensor *b)
+{
+    char sa[64], sb[64];
+    nn_shape_str(a->ndim, a->shape, sa, sizeof sa);
+    nn_shape_str(b->ndim, b->shape, sb, sizeof sb);
+    NCMI_CHECK(a->ndim >= 2 && b->ndim >= 2, "matmul: a %s, b %s: need at least 2-D", sa, sb);
+    int shared = b->ndim == 2;
+    NCMI_CHECK(shared || a->ndim == b->ndim, "matmul: a %s, b %s: batch dims differ", sa, sb);
+    int M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1];
+    int N = b->shape[b->ndim - 1];
+    NCMI_CHECK(b->shape[b->ndim - 2] == K, "matmul: a %s, b %s: inner dims differ", sa, sb);
+    int batches = 1;
+    for (int i = 0; i < a->ndim - 2; i++) {
+        if (!shared)
+            NCMI_CHECK(a->shape[i] == b->shape[i], "matmul: a %s, b %s: batch dims differ", sa, sb);
+        batches *= a->shape[i];
+    }
+    int shape[NN_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = N;
+    nn_tensor *src[2] = {a, b};
+    nn_tensor *out = nn_op_output(g, "matmul", a->ndim, shape, matmul_backward, 2, src);
+    out->iparam[0] = batches;
+    out->iparam[1] = M;
+    out->iparam[2] = K;
+    out->iparam[3] = N;
+    out->iparam[4] = shared;
+    if (out->numel == 0) return out;
+    if (K == 0) return out; /* zeros */
+    if (shared) {
+        /* [batches*M, K] @ [K, N] in one call */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batches * M, N, K, 1.f, a->data, K,
+                    b->data, N, 0.f, out->data, N);
+    } else {
+        for (int i = 0; i < batches; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.f,
+                        a->data + (size_t)i * M * K, K, b->data + (size_t)i * K * N, N, 0.f,
+                        out->data + (size_t)i * M * N, N);
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* linear */
+
+/* iparam: 0 rows, 1 in, 2 out */
+static void linear_backward(nn_tensor *out)
+{
+    nn_tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
+    int rows = out->iparam[0], in = out->iparam[1], nout = out->iparam[2];
+    const float *dy = out->grad; /* [rows, out] */
+    if (rows == 0) return;
+    if (nn_op_needs_grad(out, 0) && nout > 0) {
+        /* dx [rows,in] += dy [rows,out] @ W [out,in] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
+                    w->data, in, 1.f, nn_tensor_grad(x), in);
+    }
+    if (nn_op_needs_grad(out, 1) && in > 0) {
+        /* dW [out,in] += dy^T [out,rows] @ x [rows,in] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
+                    x->data, in, 1.f, nn_tensor_grad(w), in);
+    }
+    if (b && nn_op_needs_grad(out, 2)) {
+        /* db [out] += sum over rows of dy */
+        float *db = nn_tensor_grad(b);
+        for (int r = 0; r < rows; r++) {
+            const float *d = dy + (size_t)r * nout;
+            for (int o = 0; o < nout; o++) db[o] += d[o];
+        }
+    }
+}
+
+nn_tensor *nn_linear(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+{
+    char sx[64], sw[64];
+    nn_shape_str(x->ndim, x->shape, sx, sizeof sx);
+    nn_shape_str(w->ndim, w->shape, sw, sizeof sw);
+    NCMI_CHECK(x->ndim >= 1 && w->ndim == 2, "linear: x %s, W %s", sx, sw);
+    int in = x->shape[x->ndim - 1], nout = w->shape[0];
+    NCMI_CHECK(w->shape[1] == in, "linear: x %s, W %s: in features differ", sx, sw);
+    NCMI_CHECK(b == NULL || (b->ndim == 1 && b->shape[0] == nout),
+               "linear: W %s, bias of %zu elements", sw, b ? b->numel : 0);
+    int rows = 1;
+    for (int i = 0; i < x->ndim - 1; i++) rows *= x->shape[i];
+    int shape[NN_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = nout;
+    nn_tensor *src[3] = {x, w, b};
+    nn_tensor *out = nn_op_output(g, "linear", x->ndim, shape, linear_backward, b ? 3 : 2, src);
+    out->iparam[0] = rows;
+    out->iparam[1] = in;
+    out->iparam[2] = nout;
+    if (out->numel == 0) return out;
+    float beta = 0.f;
+    if (b) {
+        for (int r = 0; r < rows; r++) memcpy(out->data + (size_t)r * nout, b->data, (size_t)nout * sizeof(float));
+        beta = 1.f;
+    }
+    if (in > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nout, in, 1.f, x->data, in,
+                    w->data, in, beta, out->data, nout);
+    return out;
+}

@@ -1,0 +1,439 @@
+/* Optimizers, gradient clipping, checkpoints, LR schedules (torch.optim
+ * semantics; element-wise updates in float32 in torch's operation order,
+ * scalar factors in double as torch's Python code computes them). */
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    NCMI_CHECK(p != NULL, "out of memory (%zu x %zu bytes)", n, sz);
+    return p;
+}
+
+static void optim_common_init(nn_optim *o, nn_params *P, nn_optim_kind kind, float lr)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->params = P;
+    o->lr = lr;
+    /* one slot per parameter of P: build the model before the optimizer */
+    o->state1 = xcalloc((size_t)P->n, sizeof(float *));
+    o->state2 = xcalloc((size_t)P->n, sizeof(float *));
+}
+
+void nn_optim_sgd_init(nn_optim *o, nn_params *P, float lr, float momentum, float weight_decay,
+                       int nesterov)
+{
+    NCMI_CHECK(lr >= 0 && momentum >= 0 && weight_decay >= 0, "SGD: negative hyper-parameter");
+    NCMI_CHECK(!nesterov || momentum > 0, "SGD: nesterov momentum requires a momentum");
+    optim_common_init(o, P, NN_OPTIM_SGD, lr);
+    o->momentum = momentum;
+    o->dampening = 0.f;
+    o->weight_decay = weight_decay;
+    o->nesterov = nesterov != 0;
+}
+
+void nn_optim_adamw_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
+                         float weight_decay)
+{
+    NCMI_CHECK(lr >= 0 && eps >= 0 && weight_decay >= 0, "AdamW: negative hyper-parameter");
+    NCMI_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW: betas %g %g not in [0,1)",
+               beta1, beta2);
+    optim_common_init(o, P, NN_OPTIM_ADAMW, lr);
+    o->beta1 = beta1;
+    o->beta2 = beta2;
+    o->eps = eps;
+    o->weight_decay = weight_decay;
+}
+
+void nn_optim_free(nn_optim *o)
+{
+    if (!o) return;
+    if (o->params)
+        for (int i = 0; i < o->params->n; i++) {
+            if (o->state1) free(o->state1[i]);
+            if (o->state2) free(o->state2[i]);
+        }
+    free(o->state1);
+    free(o->state2);
+    memset(o, 0, sizeof *o);
+}
+
+/* torch.optim.SGD (_single_tensor_sgd), dampening as set (0 by default). */
+static void sgd_param(nn_optim *o, int i)
+{
+    nn_tensor *t = o->params->t[i];
+    float *p = t->data;
+    const float *g = t->grad;
+    size_t n = t->numel;
+    const float wd = o->weight_decay, mom = o->momentum, lr = o->lr;
+    const float damp1 = 1.f - o->dampening;
+    if (mom == 0.f) {
+        /* d = g + wd*p; p -= lr*d */
+#pragma omp parallel for if (n > 65536)
+        for (size_t k = 0; k < n; k++) {
+            float d = wd != 0.f ? g[k] + wd * p[k] : g[k];
+            p[k] = p[k] + -lr * d;
+        }
+        return;
+    }
+    int first = o->state1[i] == NULL;
+    if (first) o->state1[i] = xcalloc(n, sizeof(float));
+    float *buf = o->state1[i];
+    const int nesterov = o->nesterov;
+#pragma omp parallel for if (n > 65536)
+    for (size_t k = 0; k < n; k++) {
+        float d = wd != 0.f ? g[k] + wd * p[k] : g[k];
+        float b = first ? d : buf[k] * mom + damp1 * d;
+        buf[k] = b;
+        d = nesterov ? d + mom * b : b;
+        p[k] = p[k] + -lr * d;
+    }
+}
+
+/* torch.optim.AdamW (_single_tensor_adamw, amsgrad=False). */
+static void adamw_param(nn_optim *o, int i)
+{
+    nn_tensor *t = o->params->t[i];
+    float *p = t->data;
+    const float *g = t->grad;
+    size_t n = t->numel;
+    if (!o->state1[i]) {
+        o->state1[i] = xcalloc(n, sizeof(float));
+        o->state2[i] = xcalloc(n, sizeof(float));
+    }
+    float *m = o->state1[i], *v = o->state2[i];
+    const double lr = o->lr, b1 = o->beta1, b2 = o->beta2;
+    const double step = (double)o->step; /* already incremented */
+    const float decay = (float)(1.0 - lr * (double)o->weight_decay);
+    const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
+    const float step_size = (float)(lr / bc1);
+    const float bc2_sqrt = (float)sqrt(bc2);
+    const float fb1 = o->beta1, fb2 = o->beta2, c1 = (float)(1.0 - b1), c2 = (float)(1.0 - b2);
+    const float eps = o->eps;
+#pragma omp parallel for if (n > 65536)
+    for (size_t k = 0; k < n; k++) {
+        float pk = p[k] * decay;
+        float mk = m[k] * fb1 + c1 * g[k];
+        float vk = v[k] * fb2 + c2 * g[k] * g[k];
+        m[k] = mk;
+        v[k] = vk;
+        float denom = sqrtf(vk) / bc2_sqrt + eps;
+        p[k] = pk + -step_size * (mk / denom);
+    }
+}
+
+void nn_optim_step(nn_optim *o)
+{
+    nn_params *P = o->params;
+    o->step++;
+    for (int i = 0; i < P->n; i++) {
+        if (P->kind[i] != NN_PARAM_WEIGHT || !P->t[i]->grad) continue;
+        if (o->kind == NN_OPTIM_SGD)
+            sgd_param(o, i);
+        else
+            adamw_param(o, i);
+    }
+}
+
+/* ---- gradient clipping ---- */
+
+float nn_clip_grad_norm(nn_params *P, float max_norm)
+{
+    double ss = 0.0;
+    for (int i = 0; i < P->n; i++) {
+        const nn_tensor *t = P->t[i];
+        if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
+        /* fixed chunks summed in order: the same result for any thread count */
+        enum { CHUNK = 65536 };
+        size_t nch = (t->numel + CHUNK - 1) / CHUNK;
+        double part_small[16], *part = nch <= 16 ? part_small : xcalloc(nch, sizeof(double));
+#pragma omp parallel for if (nch > 1)
+        for (size_t c = 0; c < nch; c++) {
+            size_t k1 = (c + 1) * CHUNK < t->numel ? (c + 1) * CHUNK : t->numel;
+            double s = 0.0;
+            for (size_t k = c * CHUNK; k < k1; k++) s += (double)t->grad[k] * t->grad[k];
+            part[c] = s;
+        }
+        for (size_t c = 0; c < nch; c++) ss += part[c];
+        if (part != part_small) free(part);
+    }
+    double norm = sqrt(ss);
+    double coef = (double)max_norm / (norm + 1e-6);
+    if (!(coef >= 1.0)) { /* also scales by NaN when the norm is NaN, as torch does */
+        float c = (float)coef;
+        for (int i = 0; i < P->n; i++) {
+            nn_tensor *t = P->t[i];
+            if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
+            float *gr = t->grad;
+#pragma omp parallel for if (t->numel > 65536)
+            for (size_t k = 0; k < t->numel; k++) gr[k] *= c;
+        }
+    }
+    return (float)norm;
+}
+
+/* ---- optimizer state as named tensors ---- */
+
+static const char *state_suffix(nn_optim_kind kind, int which)
+{
+    if (kind == NN_OPTIM_SGD) return which == 0 ? "momentum_buffer" : NULL;
+    return which == 0 ? "exp_avg" : "exp_avg_sq";
+}
+
+static char *state_name(const char *param, const char *suffix)
+{
+    char *s = NULL;
+    NCMI_CHECK(asprintf(&s, "optim.%s.%s", param, suffix) >= 0, "out of memory");
+    return s;
+}
+
+int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts)
+{
+    const nn_params *P = o->params;
+    int n = 1;
+    for (int i = 0; i < P->n; i++) {
+        if (o->state1[i]) n++;
+        if (o->state2[i]) n++;
+    }
+    /* the array, then room for the int64 step value it points at */
+    nn_st_tensor *a = xcalloc(1, (size_t)n * sizeof *a + sizeof(int64_t));
+    int64_t *stepv = (int64_t *)(void *)((char *)a + (size_t)n * sizeof *a);
+    *stepv = o->step;
+    int k = 0;
+    for (int i = 0; i < P->n; i++) {
+        const nn_tensor *t = P->t[i];
+        for (int w = 0; w < 2; w++) {
+            float *s = w == 0 ? o->state1[i] : o->state2[i];
+            if (!s) continue;
+            const char *suf = state_suffix(o->kind, w);
+            NCMI_CHECK(suf != NULL, "SGD with a second state buffer");
+            a[k].name = state_name(t->name, suf);
+            a[k].dtype = NN_ST_F32;
+            a[k].ndim = t->ndim;
+            for (int d = 0; d < t->ndim; d++) a[k].shape[d] = t->shape[d];
+            a[k].data = s;
+            k++;
+        }
+    }
+    char *sn = strdup("optim.step");
+    NCMI_CHECK(sn != NULL, "out of memory");
+    a[k].name = sn;
+    a[k].dtype = NN_ST_I64;
+    a[k].ndim = 0;
+    a[k].data = stepv;
+    k++;
+    *ts = a;
+    return k;
+}
+
+void nn_optim_state_tensors_free(nn_st_tensor *ts, int n)
+{
+    if (!ts) return;
+    for (int i = 0; i < n; i++) {
+        free((char *)ts[i].name);
+        ts[i].name = NULL;
+    }
+}
+
+static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+
+/* Validate the optimizer state in st against o; on success *step is the
+ * stored step. Modifies nothing. */
+static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int64_t *step)
+{
+    const nn_params *P = o->params;
+    const char *kname = o->kind == NN_OPTIM_SGD ? "SGD" : "AdamW";
+    if (!nn_st_find(st, "optim.step"))
+        return ncmi_error_set("%s: no optimizer state (tensor 'optim.step' missing)", st->path);
+    const nn_st_entry *se = nn_st_find(st, "optim.step");
+    if (se->numel != 1 || (se->dtype != NN_ST_I64 && se->dtype != NN_ST_I32))
+        return ncmi_error_set("%s: tensor 'optim.step': one I64 value expected", st->path);
+    int64_t sv;
+    if (nn_st_read_i64(st, "optim.step", &sv, 1) != 0) return -1;
+    if (sv < 0) return ncmi_error_set("%s: tensor 'optim.step': negative step %lld", st->path, (long long)sv);
+    /* every optim.* entry must belong to a trainable parameter with a known suffix */
+    for (int e = 0; e < st->n; e++) {
+        const nn_st_entry *en = &st->entries[e];
+        if (!has_prefix(en->name, "optim.") || strcmp(en->name, "optim.step") == 0) continue;
+        const char *rest = en->name + strlen("optim.");
+        const char *dot = strrchr(rest, '.');
+        if (!dot) return ncmi_error_set("%s: unexpected optimizer tensor '%s'", st->path, en->name);
+        const char *suf = dot + 1;
+        int which = -1;
+        for (int w = 0; w < 2; w++) {
+            const char *s = state_suffix(o->kind, w);
+            if (s && strcmp(s, suf) == 0) which = w;
+        }
+        if (which < 0) {
+            int other = strcmp(suf, "momentum_buffer") == 0 || strcmp(suf, "exp_avg") == 0 ||
+                        strcmp(suf, "exp_avg_sq") == 0;
+            return other ? ncmi_error_set("%s: optimizer tensor '%s' does not belong to %s "
+                                          "(state of a different optimizer)", st->path, en->name, kname)
+                         : ncmi_error_set("%s: unexpected optimizer tensor '%s'", st->path, en->name);
+        }
+        char pname[NN_NAME_MAX];
+        size_t plen = (size_t)(dot - rest);
+        if (plen >= sizeof pname)
+            return ncmi_error_set("%s: unexpected optimizer tensor '%s'", st->path, en->name);
+        memcpy(pname, rest, plen);
+        pname[plen] = 0;
+        int pi = -1;
+        for (int i = 0; i < P->n; i++)
+            if (strcmp(P->t[i]->name, pname) == 0) pi = i;
+        if (pi < 0 || P->kind[pi] != NN_PARAM_WEIGHT)
+            return ncmi_error_set("%s: optimizer tensor '%s' for a parameter the model %s", st->path,
+                                  en->name, pi < 0 ? "does not have" : "does not train");
+        const nn_tensor *t = P->t[pi];
+        int same = en->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = en->shape[d] == t->shape[d];
+        if (!same) {
+            char a[200], b[64];
+            size_t q = 0;
+            q += (size_t)snprintf(a + q, sizeof a - q, "[");
+            for (int d = 0; d < en->ndim && q < sizeof a; d++)
+                q += (size_t)snprintf(a + q, sizeof a - q, d ? ",%lld" : "%lld", (long long)en->shape[d]);
+            if (q < sizeof a) snprintf(a + q, sizeof a - q, "]");
+            nn_shape_str(t->ndim, t->shape, b, sizeof b);
+            return ncmi_error_set("%s: tensor '%s': shape %s in file, %s expected", st->path,
+                                  en->name, a, b);
+        }
+        if (en->dtype != NN_ST_F32 && en->dtype != NN_ST_F16 && en->dtype != NN_ST_BF16)
+            return ncmi_error_set("%s: tensor '%s': dtype %s, a float tensor expected", st->path,
+                                  en->name, nn_st_dtype_name(en->dtype));
+    }
+    /* AdamW: the two moments come together */
+    if (o->kind == NN_OPTIM_ADAMW)
+        for (int i = 0; i < P->n; i++) {
+            char *a = state_name(P->t[i]->name, "exp_avg"), *b = state_name(P->t[i]->name, "exp_avg_sq");
+            int ha = nn_st_find(st, a) != NULL, hb = nn_st_find(st, b) != NULL;
+            int bad = ha != hb;
+            if (bad) ncmi_error_set("%s: tensor '%s' missing (its pair is present)", st->path, ha ? b : a);
+            free(a);
+            free(b);
+            if (bad) return -1;
+        }
+    *step = sv;
+    return 0;
+}
+
+/* Copy the validated state (cannot fail). */
+static void optim_state_copy(nn_optim *o, const nn_safetensors *st, int64_t step)
+{
+    const nn_params *P = o->params;
+    for (int i = 0; i < P->n; i++) {
+        const nn_tensor *t = P->t[i];
+        for (int w = 0; w < 2; w++) {
+            float **slot = w == 0 ? &o->state1[i] : &o->state2[i];
+            const char *suf = state_suffix(o->kind, w);
+            char *name = suf ? state_name(t->name, suf) : NULL;
+            if (name && nn_st_find(st, name)) {
+                if (!*slot) *slot = xcalloc(t->numel, sizeof(float));
+                int rc = nn_st_read_f32(st, name, *slot, t->numel, t->ndim, t->shape);
+                NCMI_CHECK(rc == 0, "reading validated optimizer state failed: %s", ncmi_error());
+            } else {
+                /* absent from the file: as torch, no state until the next step */
+                free(*slot);
+                *slot = NULL;
+            }
+            free(name);
+        }
+    }
+    o->step = (long)step;
+}
+
+int nn_optim_state_load(nn_optim *o, const nn_safetensors *st)
+{
+    int64_t step;
+    if (optim_state_validate(o, st, &step) != 0) return -1;
+    optim_state_copy(o, st, step);
+    return 0;
+}
+
+/* ---- checkpoints ---- */
+
+int nn_checkpoint_save(const char *path, const nn_params *P, const nn_optim *o,
+                       const char *const *meta_keys, const char *const *meta_vals, int n_meta)
+{
+    nn_st_tensor *os = NULL;
+    int no = o ? nn_optim_state_tensors(o, &os) : 0;
+    int n = P->n + no;
+    nn_st_tensor *ts = xcalloc((size_t)n, sizeof *ts);
+    int64_t **ibuf = xcalloc((size_t)P->n, sizeof *ibuf);
+    for (int i = 0; i < P->n; i++) {
+        const nn_tensor *t = P->t[i];
+        ts[i].name = t->name;
+        ts[i].dtype = P->save_dtype[i];
+        ts[i].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) ts[i].shape[d] = t->shape[d];
+        ts[i].data = t->data;
+        if (P->save_dtype[i] == NN_ST_I64 || P->save_dtype[i] == NN_ST_I32) {
+            ts[i].dtype = NN_ST_I64;
+            ibuf[i] = xcalloc(t->numel, sizeof(int64_t));
+            for (size_t k = 0; k < t->numel; k++) ibuf[i][k] = (int64_t)llrintf(t->data[k]);
+            ts[i].data = ibuf[i];
+        }
+    }
+    for (int i = 0; i < no; i++) ts[P->n + i] = os[i];
+    int rc = nn_st_write(path, ts, n, meta_keys, meta_vals, n_meta);
+    for (int i = 0; i < P->n; i++) free(ibuf[i]);
+    free(ibuf);
+    free(ts);
+    nn_optim_state_tensors_free(os, no);
+    free(os);
+    return rc;
+}
+
+int nn_checkpoint_load(const char *path, nn_params *P, nn_optim *o)
+{
+    NCMI_CHECK(!o || o->params == P, "checkpoint load: the optimizer steps another parameter set");
+    nn_safetensors st;
+    if (nn_st_open(&st, path) != 0) return -1;
+    int64_t step = 0;
+    int rc = -1;
+    /* validate the optimizer state first; nn_params_load_st validates the
+     * weights before copying; then copying the state cannot fail */
+    if (o && optim_state_validate(o, &st, &step) != 0) goto out;
+    if (nn_params_load_st(P, &st, 1) != 0) goto out;
+    if (o) optim_state_copy(o, &st, step);
+    rc = 0;
+out:
+    nn_st_close(&st);
+    return rc;
+}
+
+/* ---- LR schedules ---- */
+
+float nn_lr_at(const nn_lr_schedule *s, double t)
+{
+    double base = s->base_lr;
+    if (s->warmup > 0) {
+        if (t < s->warmup) return (float)(base * (t > 0 ? t : 0) / s->warmup);
+        t -= s->warmup;
+    }
+    if (t < 0) t = 0;
+    switch (s->kind) {
+    case NN_LR_CONSTANT: return (float)base;
+    case NN_LR_MULTISTEP: {
+        /* MultiStepLR: gamma^(number of milestones <= t) */
+        int k = 0;
+        for (int i = 0; i < s->n_milestones && i < 16; i++)
+            if (s->milestones[i] <= t) k++;
+        return (float)(base * pow((double)s->gamma, k));
+    }
+    case NN_LR_COSINE: {
+        /* CosineAnnealingLR closed form; stays at min_lr after total */
+        if (s->total <= 0 || t >= s->total) return s->min_lr;
+        double mn = s->min_lr;
+        return (float)(mn + (base - mn) * (1.0 + cos(M_PI * t / s->total)) / 2.0);
+    }
+    }
+    return (float)base;
+}
