@@ -25,8 +25,10 @@ Writes tests/golden/convnet.safetensors:
     bn1.running_mean, bn1.num_batches_tracked (I64), ...), intermediates
     out.conv1, out.bn1, out.pool1, out.conv2, out.conv3, out.pool2,
     out.logits, loss.ce, loss.ce_smooth, loss (the sum), grad.<param> for
-    every trainable parameter, grad.x, and after.bn1.running_mean,
-    after.bn1.running_var, after.bn1.num_batches_tracked (I64).
+    every trainable parameter, grad.x, after.bn1.running_mean,
+    after.bn1.running_var, after.bn1.num_batches_tracked (I64), and
+    out.eval_logits: the logits of x in eval mode after the step (BatchNorm
+    normalising with the updated running statistics).
 
 Run from the repository root: /usr/bin/python3 tests/reference/golden_convnet.py
 """
@@ -116,6 +118,11 @@ def main():
     t["after.bn1.running_mean"] = m64.bn1.running_mean
     t["after.bn1.running_var"] = m64.bn1.running_var
     t["after.bn1.num_batches_tracked"] = m64.bn1.num_batches_tracked
+    # eval mode after the step: running statistics (updated), no update
+    m64.eval()
+    with torch.no_grad():
+        t["out.eval_logits"] = m64(x.double())["out.logits"]
+    assert m64.bn1.num_batches_tracked.item() == 1
     t = OrderedDict((k, v.detach().float() if v.is_floating_point() else v) for k, v in t.items())
 
     # float32 PyTorch vs float64 reference: the rounding a float32 engine incurs
