@@ -32,11 +32,11 @@ def to_numpy(x):
     """torch tensor / numpy array / number -> contiguous little-endian numpy array."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    a = np.ascontiguousarray(np.asarray(x))
+    # np.array, not np.ascontiguousarray: the latter turns 0-d arrays
+    # (PyTorch's num_batches_tracked) into shape (1,)
+    a = np.array(x, order="C", copy=True)
     if a.dtype == np.float64:
         a = a.astype(np.float32)
-    if a.dtype == np.int32 or a.dtype == np.int64:
-        a = a.astype(a.dtype.newbyteorder("<"))
     a = a.astype(a.dtype.newbyteorder("<"), copy=False)
     if a.dtype not in _DTYPES:
         raise TypeError("unsupported dtype %s" % a.dtype)
@@ -107,11 +107,13 @@ if __name__ == "__main__":
         p = os.path.join(d, "t.safetensors")
         ts = {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
               "b": np.array([-1, 2**40], dtype=np.int64),
-              "c": np.zeros((0,), dtype=np.float32)}
+              "c": np.zeros((0,), dtype=np.float32),
+              "d": np.array(7, dtype=np.int64)}
         st_write(p, ts, {"k": "v"})
         check_roundtrip(p, ts)
         with open(p, "rb") as f:
             n = struct.unpack("<Q", f.read(8))[0]
         assert n % 8 == 0
         assert st_read(p)[1] == {"k": "v"}
+        assert st_read(p)[0]["d"].shape == ()
     print("common.py: safetensors round trip ok")
