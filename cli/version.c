@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "../nn/cuda.h"
 
 #ifndef NCMI_GIT_DESCRIBE
 #define NCMI_GIT_DESCRIBE "unknown"
@@ -44,6 +45,17 @@ void ncmi_version_print(FILE *f)
                "          OpenSlide %s, libvips %s, HDF5 %s\n",
             omp_get_max_threads(), yn(NCMI_HAVE_CUDA), yn(NCMI_HAVE_CUDNN), yn(NCMI_HAVE_NCCL),
             yn(NCMI_HAVE_MPI), yn(NCMI_HAVE_OPENSLIDE), yn(NCMI_HAVE_VIPS), yn(NCMI_HAVE_HDF5));
+    int ngpu = nn_cuda_device_count();
+    if (!nn_cuda_built()) {
+        fprintf(f, "GPU: none (built without CUDA)\n");
+    } else if (ngpu == 0) {
+        fprintf(f, "GPU: none found (CUDA built in; no device or driver)\n");
+    } else {
+        for (int i = 0; i < ngpu; i++) {
+            char d[256];
+            fprintf(f, "GPU %d: %s\n", i, nn_cuda_describe(i, d, sizeof d));
+        }
+    }
     fprintf(f, "OpenBLAS: %s\n", openblas_get_config());
     fprintf(f, "libyaml %s, jansson %s\n", yaml_get_version_string(), JANSSON_VERSION);
 #if defined(__clang__)
