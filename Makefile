@@ -22,7 +22,7 @@ SANFLAGS :=
 endif
 
 # ---- required libraries (pkg-config) ----
-REQ_PKGS := openblas yaml-0.1 jansson
+REQ_PKGS := openblas yaml-0.1 jansson zlib
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(REQ_PKGS) 2>/dev/null)
 PKG_LIBS := $(shell $(PKG_CONFIG) --libs $(REQ_PKGS) 2>/dev/null)
 
@@ -55,7 +55,7 @@ FEATURE_DEFS := -DNCMI_HAVE_CUDA=$(HAVE_CUDA) -DNCMI_HAVE_CUDNN=$(HAVE_CUDNN) \
   -DNCMI_HAVE_NCCL=$(HAVE_NCCL) -DNCMI_HAVE_MPI=$(HAVE_MPI) \
   -DNCMI_HAVE_OPENSLIDE=$(HAVE_OPENSLIDE) -DNCMI_HAVE_VIPS=$(HAVE_VIPS) -DNCMI_HAVE_HDF5=$(HAVE_HDF5)
 
-LIB_DIRS := nn eval mil natural tiler features
+LIB_DIRS := nn train eval mil natural tiler features
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)) $(filter-out cli/main.c,$(wildcard cli/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CU_SRC := $(if $(NVCC),$(wildcard nn/cuda/*.cu),)
