@@ -80,7 +80,9 @@ nn_loss_cfg nn_loss_cfg_default(nn_loss_kind kind);
 int nn_loss_cfg_check(const nn_loss_cfg *cfg);
 
 /* Mean loss over the batch, shape [1]. logits [N,C] (C >= 2), labels[N] in
- * [0,C) (NCMI_CHECK: labels are validated where they are loaded). */
+ * [0,C). Programming errors (NCMI_CHECK, abort): a config that fails
+ * nn_loss_cfg_check (check configs when they are read), labels out of range
+ * (validated where they are loaded). */
 nn_tensor *nn_loss_forward(nn_graph *g, const nn_loss_cfg *cfg, nn_tensor *logits,
                            const int *labels);
 
