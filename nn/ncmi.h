@@ -1,6 +1,6 @@
 /* The NCMI loss (normalized conditional mutual information surrogate; Ye,
- * Chi, Plataniotis, Yang, arXiv 2601.02543), as /work/shared/docs/ncmi.md
- * (docs/ncmi.md in the shared docs) specifies. The encoder produces z [N,D];
+ * Chi, Plataniotis, Yang, arXiv 2601.02543), as the shared spec
+ * ../shared/docs/ncmi.md specifies. The encoder produces z [N,D];
  * there is no classifier layer.
  *
  * Per mini-batch (training):
