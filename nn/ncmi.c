@@ -1,0 +1,603 @@
+/* The NCMI loss: fused forward/backward (double inside), the same loss
+ * composed from engine ops, centre handling, eval-mode projection.
+ * Definitions and choices in ncmi.h.
+ *
+ * Fused op, notation (i sample, c class, j coordinate, w_c Gamma weights):
+ *   lp_ij = ln p_ij, p = exp(lp); lq_cj = ln q_cj, q = exp(lq)
+ *   h_c = sum_j q_cj lq_cj,  Q_j = sum_c w_c q_cj,  Hw = sum_c w_c h_c
+ *   CMI_i   = sum_j p_ij (lp_ij - lq_{y_i j}) + 1e-10
+ *   Gamma_i = (Hw - w_y h_y) - sum_j lp_ij (Q_j - w_y q_yj)          (y = y_i)
+ * Backward, with a_i = dL/dCMI_i, b_i = dL/dGamma_i:
+ *   dL/dlp_ij = a_i p_ij (lp_ij - lq_yj + 1) - b_i (Q_j - w_y q_yj)
+ *   dL/dlq_cj = -sum_{i:y_i=c} a_i p_ij
+ *               + w_c q_cj [(lq_cj + 1) B_c - sum_{i:y_i!=c} b_i lp_ij],
+ *               B_c = sum_{i:y_i!=c} b_i
+ * then through ln S (NSF: d ln S_j/dv_k = [j==k] s(-v_k) - s_k s(-v_k)/(sum s + 1e-8);
+ * softmax: [j==k] - p_k) and through v = u / ||u|| / tau:
+ *   du = (dv - (dv.uhat) uhat) / (||u|| tau). */
+#include "ncmi.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "error.h"
+#include "ops.h"
+
+#define NSF_EPS 1e-8   /* sigmax's eps in the denominator (authors' code) */
+#define CMI_EPS 1e-10  /* added to each CMI_i (authors' code) */
+
+/* ---- configuration ---- */
+
+nn_ncmi_cfg nn_ncmi_cfg_default(void)
+{
+    nn_ncmi_cfg c;
+    memset(&c, 0, sizeof c);
+    c.tau = 0.2f;
+    c.momentum = 0.99999f;
+    c.centering = 1;
+    c.simplex = NN_NCMI_NSF;
+    c.gamma = NN_NCMI_GAMMA_CLASSES;
+    c.ratio = NN_NCMI_RATIO_PER_SAMPLE;
+    c.centroids = NN_NCMI_CENTROIDS_LEARNED;
+    c.gamma_floor = 1e-4f;
+    c.norm_eps = 1e-12f;
+    return c;
+}
+
+int nn_ncmi_cfg_check(const nn_ncmi_cfg *c)
+{
+    if (!(c->tau > 0.f && isfinite(c->tau)))
+        return ncmi_error_set("ncmi: tau %g must be > 0", (double)c->tau);
+    if (!(c->momentum >= 0.f && c->momentum <= 1.f))
+        return ncmi_error_set("ncmi: momentum %g outside [0,1]", (double)c->momentum);
+    if (!(c->gamma_floor > 0.f && isfinite(c->gamma_floor)))
+        return ncmi_error_set("ncmi: gamma_floor %g must be > 0", (double)c->gamma_floor);
+    if (!(c->norm_eps > 0.f && isfinite(c->norm_eps)))
+        return ncmi_error_set("ncmi: norm_eps %g must be > 0", (double)c->norm_eps);
+    if ((unsigned)c->simplex > 1 || (unsigned)c->gamma > 1 || (unsigned)c->ratio > 1 ||
+        (unsigned)c->centroids > 1)
+        return ncmi_error_set("ncmi: bad enum value in the configuration");
+    return 0;
+}
+
+static int parse_choice(const char *key, const char *v, const char *a, const char *b, int *out)
+{
+    if (strcmp(v, a) == 0) *out = 0;
+    else if (strcmp(v, b) == 0) *out = 1;
+    else return ncmi_error_set("ncmi: %s: '%s' is not %s or %s", key, v, a, b);
+    return 0;
+}
+
+static int parse_float(const char *key, const char *v, float *out)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || *end != '\0' || !isfinite(d))
+        return ncmi_error_set("ncmi: %s: '%s' is not a number", key, v);
+    *out = (float)d;
+    return 0;
+}
+
+int nn_ncmi_cfg_set(nn_ncmi_cfg *c, const char *key, const char *v)
+{
+    if (!key || !v) return ncmi_error_set("ncmi: NULL option");
+    nn_ncmi_cfg t = *c;
+    int k = 0, rc;
+    if (strcmp(key, "tau") == 0) rc = parse_float(key, v, &t.tau);
+    else if (strcmp(key, "momentum") == 0) rc = parse_float(key, v, &t.momentum);
+    else if (strcmp(key, "gamma_floor") == 0) rc = parse_float(key, v, &t.gamma_floor);
+    else if (strcmp(key, "norm_eps") == 0) rc = parse_float(key, v, &t.norm_eps);
+    else if (strcmp(key, "centering") == 0) {
+        if (!strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1") || !strcasecmp(v, "yes"))
+            t.centering = 1, rc = 0;
+        else if (!strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0") ||
+                 !strcasecmp(v, "no"))
+            t.centering = 0, rc = 0;
+        else rc = ncmi_error_set("ncmi: centering: '%s' is not true or false", v);
+    } else if (strcmp(key, "simplex") == 0) {
+        rc = parse_choice(key, v, "nsf", "softmax", &k);
+        t.simplex = (nn_ncmi_simplex)k;
+    } else if (strcmp(key, "gamma") == 0) {
+        rc = parse_choice(key, v, "classes", "prior", &k);
+        t.gamma = (nn_ncmi_gamma)k;
+    } else if (strcmp(key, "ratio") == 0) {
+        rc = parse_choice(key, v, "per_sample", "of_means", &k);
+        t.ratio = (nn_ncmi_ratio)k;
+    } else if (strcmp(key, "centroids") == 0) {
+        rc = parse_choice(key, v, "learned", "fixed", &k);
+        t.centroids = (nn_ncmi_centroid_mode)k;
+    } else
+        return ncmi_error_set("ncmi: unknown option '%s'", key);
+    if (rc != 0) return rc;
+    if (nn_ncmi_cfg_check(&t) != 0) return -1;
+    *c = t;
+    return 0;
+}
+
+/* ---- init ---- */
+
+int nn_ncmi_init(nn_ncmi *m, nn_params *P, const char *prefix, int C, int D,
+                 const nn_ncmi_cfg *cfg, const float *prior, nn_rng *rng)
+{
+    memset(m, 0, sizeof *m);
+    nn_ncmi_cfg c = cfg ? *cfg : nn_ncmi_cfg_default();
+    if (nn_ncmi_cfg_check(&c) != 0) return -1;
+    if (C < 2 || D < 2)
+        return ncmi_error_set("ncmi: need at least 2 classes and 2 embedding dimensions (C %d, D %d)",
+                              C, D);
+    double *w = malloc((size_t)C * sizeof *w);
+    NCMI_CHECK(w, "ncmi: out of memory");
+    if (c.gamma == NN_NCMI_GAMMA_PRIOR) {
+        if (!prior) {
+            free(w);
+            return ncmi_error_set("ncmi: gamma = prior needs the class frequencies of the training set");
+        }
+        double s = 0;
+        for (int k = 0; k < C; k++) {
+            if (!(prior[k] >= 0.f && isfinite(prior[k]))) {
+                free(w);
+                return ncmi_error_set("ncmi: prior of class %d is %g (must be >= 0)", k,
+                                      (double)prior[k]);
+            }
+            s += prior[k];
+        }
+        if (!(s > 0)) {
+            free(w);
+            return ncmi_error_set("ncmi: the class prior sums to 0");
+        }
+        for (int k = 0; k < C; k++) w[k] = prior[k] / s;
+    } else {
+        for (int k = 0; k < C; k++) w[k] = 1.0 / C;
+    }
+    m->cfg = c;
+    m->C = C;
+    m->D = D;
+    m->w = w;
+    m->xi = nn_params_addf(P, prefix, "xi", NN_PARAM_WEIGHT, 2, (int[]){C, D});
+    m->center = nn_params_addf(P, prefix, "center", NN_PARAM_BUFFER, 1, (int[]){D});
+    m->center_init = nn_params_addf(P, prefix, "center_initialized", NN_PARAM_BUFFER, 1, (int[]){1});
+    float *xi = m->xi->data;
+    if (D >= C) {
+        for (int k = 0; k < C; k++)
+            for (int j = 0; j < D; j++) xi[(size_t)k * D + j] = (j == k ? 10.f : 0.f) + 1e-6f;
+    } else {
+        nn_rng own;
+        if (!rng) {
+            nn_rng_seed(&own, 0x6e636d69ull);
+            rng = &own;
+        }
+        for (int k = 0; k < C; k++) {
+            float *r = xi + (size_t)k * D;
+            double nrm = 0;
+            do {
+                nrm = 0;
+                for (int j = 0; j < D; j++) {
+                    r[j] = (float)nn_rng_normal(rng);
+                    nrm += (double)r[j] * r[j];
+                }
+            } while (nrm < 1e-12);
+            const double s = 10.0 / sqrt(nrm);
+            for (int j = 0; j < D; j++) r[j] = (float)(r[j] * s) + 1e-6f;
+        }
+    }
+    return 0;
+}
+
+void nn_ncmi_free(nn_ncmi *m)
+{
+    if (!m) return;
+    free(m->w);
+    m->w = NULL;
+}
+
+/* ---- centre ---- */
+
+int nn_ncmi_init_center(nn_ncmi *m, const float *Z, int n)
+{
+    if (n < 1 || !Z) return ncmi_error_set("ncmi: init_center needs at least one row (n = %d)", n);
+    const int D = m->D;
+    double *acc = calloc((size_t)D, sizeof *acc);
+    NCMI_CHECK(acc, "ncmi: out of memory");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < D; j++) {
+            const float x = Z[(size_t)i * D + j];
+            if (!isfinite(x)) {
+                free(acc);
+                return ncmi_error_set("ncmi: init_center: row %d column %d is %g", i, j, (double)x);
+            }
+            acc[j] += x;
+        }
+    for (int j = 0; j < D; j++) m->center->data[j] = (float)(acc[j] / n);
+    m->center_init->data[0] = 1.f;
+    free(acc);
+    return 0;
+}
+
+/* Step 1 of the forward: EMA update from the detached batch (training only). */
+static void update_center(nn_ncmi *m, const nn_tensor *z)
+{
+    const int N = z->shape[0], D = m->D;
+    float *c = m->center->data;
+    const double mom = m->cfg.momentum;
+    const int first = !(m->center_init->data[0] > 0.5f);
+    for (int j = 0; j < D; j++) {
+        double s = 0;
+        for (int i = 0; i < N; i++) s += z->data[(size_t)i * D + j];
+        const double mean = s / N;
+        c[j] = first ? (float)mean : (float)(mom * c[j] + (1.0 - mom) * mean);
+    }
+    m->center_init->data[0] = 1.f;
+}
+
+static void check_args(const nn_ncmi *m, const nn_tensor *z, const int *labels, const char *op)
+{
+    NCMI_CHECK(m && m->xi && m->w, "%s: ncmi not initialised", op);
+    NCMI_CHECK(z && z->ndim == 2 && z->shape[1] == m->D && z->shape[0] >= 1,
+               "%s: z must be [N,%d] with N >= 1", op, m->D);
+    NCMI_CHECK(labels != NULL, "%s: NULL labels", op);
+    for (int i = 0; i < z->shape[0]; i++)
+        NCMI_CHECK(labels[i] >= 0 && labels[i] < m->C, "%s: label %d of row %d outside [0,%d)", op,
+                   labels[i], i, m->C);
+}
+
+/* u = z_i - c (or z_i) into u[D]; returns ||u||. */
+static double centred_row(const nn_ncmi *m, const float *z, double *u)
+{
+    double r2 = 0;
+    for (int j = 0; j < m->D; j++) {
+        u[j] = (double)z[j] - (m->cfg.centering ? (double)m->center->data[j] : 0.0);
+        r2 += u[j] * u[j];
+    }
+    return sqrt(r2);
+}
+
+/* Centre update (training) and the skip rule: 1 when every sample has
+ * ||z_i - c|| <= norm_eps. */
+static int prepare(nn_ncmi *m, const nn_tensor *z, int training)
+{
+    if (training && m->cfg.centering) update_center(m, z);
+    double *u = malloc((size_t)m->D * sizeof *u);
+    NCMI_CHECK(u, "ncmi: out of memory");
+    int all = 1;
+    for (int i = 0; i < z->shape[0] && all; i++)
+        if (centred_row(m, z->data + (size_t)i * m->D, u) > m->cfg.norm_eps) all = 0;
+    free(u);
+    m->last_skipped = all;
+    return all;
+}
+
+/* ln S(v) into lp[D] (double); for NSF also s(-v) into sm[D] (may be NULL)
+ * and returns the denominator sum s + 1e-8; softmax returns 0. */
+static double log_simplex(nn_ncmi_simplex simplex, const double *v, int D, double *lp, double *sm)
+{
+    if (simplex == NN_NCMI_SOFTMAX) {
+        double mx = -INFINITY;
+        for (int j = 0; j < D; j++)
+            if (v[j] > mx) mx = v[j];
+        double s = 0;
+        for (int j = 0; j < D; j++) s += exp(v[j] - mx);
+        const double lse = mx + log(s);
+        for (int j = 0; j < D; j++) lp[j] = v[j] - lse;
+        return 0;
+    }
+    double S = 0;
+    for (int j = 0; j < D; j++) {
+        /* ln s(v) = -softplus(-v), stable both ways */
+        const double x = -v[j];
+        const double sp = x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
+        lp[j] = -sp;
+        S += exp(lp[j]);
+        if (sm) sm[j] = 1.0 / (1.0 + exp(v[j])); /* s(-v) = 1 - s(v) */
+    }
+    const double den = S + NSF_EPS;
+    const double lden = log(den);
+    for (int j = 0; j < D; j++) lp[j] -= lden;
+    return den;
+}
+
+/* Back through ln S: gv[k] = d/dv_k given glp[j] = d/d lnS_j. For NSF, s_k =
+ * exp(ln s(v_k)) is recovered as 1 - sm_k. */
+static void log_simplex_back(nn_ncmi_simplex simplex, const double *lp, const double *sm,
+                             double den, const double *glp, int D, double *gv)
+{
+    double tot = 0;
+    for (int j = 0; j < D; j++) tot += glp[j];
+    if (simplex == NN_NCMI_SOFTMAX) {
+        for (int k = 0; k < D; k++) gv[k] = glp[k] - exp(lp[k]) * tot;
+        return;
+    }
+    for (int k = 0; k < D; k++) {
+        const double s = 1.0 - sm[k];
+        gv[k] = glp[k] * sm[k] - tot * s * sm[k] / den;
+    }
+}
+
+/* ---- fused op ---- */
+
+static void ncmi_backward(nn_tensor *out)
+{
+    const float gs = out->grad[0];
+    if (out->aux && nn_op_needs_grad(out, 0)) {
+        nn_tensor *z = out->src[0];
+        float *gz = nn_tensor_grad(z);
+        const float *s = out->aux;
+        for (size_t k = 0; k < z->numel; k++) gz[k] += gs * s[k];
+    }
+    if (out->aux2 && nn_op_needs_grad(out, 1)) {
+        nn_tensor *xi = out->src[1];
+        float *gx = nn_tensor_grad(xi);
+        const float *s = out->aux2;
+        for (size_t k = 0; k < xi->numel; k++) gx[k] += gs * s[k];
+    }
+}
+
+nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels, int training)
+{
+    check_args(m, z, labels, "ncmi_loss");
+    const int N = z->shape[0], C = m->C, D = m->D;
+    const nn_ncmi_cfg *cf = &m->cfg;
+    const int skip = prepare(m, z, training);
+    const int learned = cf->centroids == NN_NCMI_CENTROIDS_LEARNED;
+
+    nn_tensor *src[2] = {z, m->xi};
+    nn_tensor *out = skip ? nn_op_output(g, "ncmi", 1, (int[]){1}, NULL, 0, NULL)
+                          : nn_op_output(g, "ncmi", 1, (int[]){1}, ncmi_backward, learned ? 2 : 1, src);
+    const int want = out->backward != NULL;
+    const int want_z = want && z->requires_grad;
+    const int want_xi = want && learned && m->xi->requires_grad;
+
+    /* work: lp, sm, v [N,D]; lq, smq [C,D]; den [N], denq [C]; ... */
+    double *lp = malloc((size_t)N * D * sizeof(double));
+    double *smz = malloc((size_t)N * D * sizeof(double));
+    double *rn = malloc((size_t)N * sizeof(double));   /* ||u_i|| */
+    double *denz = malloc((size_t)N * sizeof(double));
+    double *lq = malloc((size_t)C * D * sizeof(double));
+    double *smq = malloc((size_t)C * D * sizeof(double));
+    double *denq = malloc((size_t)C * sizeof(double));
+    double *h = malloc((size_t)C * sizeof(double));
+    double *Q = calloc((size_t)D, sizeof(double));
+    double *cmi = malloc((size_t)N * sizeof(double));
+    double *gam = malloc((size_t)N * sizeof(double));
+    double *u = malloc((size_t)D * sizeof(double)), *v = malloc((size_t)D * sizeof(double));
+    NCMI_CHECK(lp && smz && rn && denz && lq && smq && denq && h && Q && cmi && gam && u && v,
+               "ncmi_loss: out of memory");
+    const double tau = cf->tau, eps = cf->norm_eps;
+    const double *w = m->w;
+
+    /* centroids: lq = ln S(xi_c), h_c, Q_j, Hw */
+    for (int c = 0; c < C; c++) {
+        for (int j = 0; j < D; j++) v[j] = m->xi->data[(size_t)c * D + j];
+        denq[c] = log_simplex(cf->simplex, v, D, lq + (size_t)c * D, smq + (size_t)c * D);
+        double hc = 0;
+        for (int j = 0; j < D; j++) {
+            const double l = lq[(size_t)c * D + j], q = exp(l);
+            hc += q * l;
+            Q[j] += w[c] * q;
+        }
+        h[c] = hc;
+    }
+    double Hw = 0;
+    for (int c = 0; c < C; c++) Hw += w[c] * h[c];
+
+    /* samples: lp, CMI_i, Gamma_i */
+    double sum_cmi = 0, sum_gam = 0;
+    for (int i = 0; i < N; i++) {
+        const double r = centred_row(m, z->data + (size_t)i * D, u);
+        rn[i] = r;
+        const double sc = 1.0 / ((r > eps ? r : eps) * tau);
+        for (int j = 0; j < D; j++) v[j] = u[j] * sc;
+        double *lpi = lp + (size_t)i * D;
+        denz[i] = log_simplex(cf->simplex, v, D, lpi, smz + (size_t)i * D);
+        const int y = labels[i];
+        const double *lqy = lq + (size_t)y * D;
+        double ci = 0, cross = 0;
+        for (int j = 0; j < D; j++) {
+            ci += exp(lpi[j]) * (lpi[j] - lqy[j]);
+            cross += lpi[j] * (Q[j] - w[y] * exp(lqy[j]));
+        }
+        cmi[i] = ci + CMI_EPS;
+        gam[i] = (Hw - w[y] * h[y]) - cross;
+        sum_cmi += cmi[i];
+        sum_gam += gam[i];
+    }
+    const double floor_ = cf->gamma_floor;
+    double loss;
+    double *alpha = malloc((size_t)N * sizeof(double)), *beta = malloc((size_t)N * sizeof(double));
+    NCMI_CHECK(alpha && beta, "ncmi_loss: out of memory");
+    if (cf->ratio == NN_NCMI_RATIO_PER_SAMPLE) {
+        loss = 0;
+        for (int i = 0; i < N; i++) {
+            const double G = gam[i] >= floor_ ? gam[i] : floor_;
+            loss += cmi[i] / G;
+            alpha[i] = 1.0 / (N * G);
+            beta[i] = gam[i] >= floor_ ? -cmi[i] / (N * G * G) : 0.0;
+        }
+        loss /= N;
+    } else {
+        const double A = sum_cmi / N, Gm = sum_gam / N;
+        const double B = Gm >= floor_ ? Gm : floor_;
+        loss = A / B;
+        for (int i = 0; i < N; i++) {
+            alpha[i] = 1.0 / (N * B);
+            beta[i] = Gm >= floor_ ? -A / (N * B * B) : 0.0;
+        }
+    }
+    out->data[0] = (float)loss;
+    m->last_cmi = (float)(sum_cmi / N);
+    m->last_gamma = (float)(sum_gam / N);
+
+    if (want_z || want_xi) {
+        float *gz = want_z ? malloc((size_t)N * D * sizeof(float)) : NULL;
+        float *gxi = want_xi ? malloc((size_t)C * D * sizeof(float)) : NULL;
+        /* per-class accumulators for dL/dlq: Pa[c][j] = sum_{y_i=c} a_i p_ij,
+         * Tb[c][j] = sum_{y_i=c} b_i lp_ij, Bc[c] = sum_{y_i=c} b_i; T = sum_i b_i lp_i */
+        double *Pa = want_xi ? calloc((size_t)C * D, sizeof(double)) : NULL;
+        double *Tb = want_xi ? calloc((size_t)C * D, sizeof(double)) : NULL;
+        double *Bc = want_xi ? calloc((size_t)C, sizeof(double)) : NULL;
+        double *T = want_xi ? calloc((size_t)D, sizeof(double)) : NULL;
+        double *glp = malloc((size_t)D * sizeof(double)), *gv = malloc((size_t)D * sizeof(double));
+        NCMI_CHECK((!want_z || gz) && (!want_xi || (gxi && Pa && Tb && Bc && T)) && glp && gv,
+                   "ncmi_loss: out of memory");
+        double Bsum = 0;
+        for (int i = 0; i < N; i++) {
+            const int y = labels[i];
+            const double *lpi = lp + (size_t)i * D, *lqy = lq + (size_t)y * D;
+            if (want_xi) {
+                for (int j = 0; j < D; j++) {
+                    Pa[(size_t)y * D + j] += alpha[i] * exp(lpi[j]);
+                    Tb[(size_t)y * D + j] += beta[i] * lpi[j];
+                    T[j] += beta[i] * lpi[j];
+                }
+                Bc[y] += beta[i];
+                Bsum += beta[i];
+            }
+            if (!want_z) continue;
+            float *gzi = gz + (size_t)i * D;
+            const double r = rn[i];
+            if (!(r > eps)) { /* no direction: no gradient (see ncmi.h) */
+                for (int j = 0; j < D; j++) gzi[j] = 0.f;
+                continue;
+            }
+            for (int j = 0; j < D; j++)
+                glp[j] = alpha[i] * exp(lpi[j]) * (lpi[j] - lqy[j] + 1.0) -
+                         beta[i] * (Q[j] - w[y] * exp(lqy[j]));
+            log_simplex_back(cf->simplex, lpi, smz + (size_t)i * D, denz[i], glp, D, gv);
+            /* through v = u / (r tau): du = (gv - (gv.uh) uh) / (r tau) */
+            centred_row(m, z->data + (size_t)i * D, u);
+            double dot = 0;
+            for (int j = 0; j < D; j++) dot += gv[j] * u[j];
+            dot /= r;
+            for (int j = 0; j < D; j++) gzi[j] = (float)((gv[j] - dot * u[j] / r) / (r * tau));
+        }
+        if (want_xi) {
+            for (int c = 0; c < C; c++) {
+                const double *lqc = lq + (size_t)c * D;
+                const double Bnot = Bsum - Bc[c];
+                for (int j = 0; j < D; j++) {
+                    const double q = exp(lqc[j]);
+                    glp[j] = -Pa[(size_t)c * D + j] +
+                             w[c] * q * ((lqc[j] + 1.0) * Bnot - (T[j] - Tb[(size_t)c * D + j]));
+                }
+                log_simplex_back(cf->simplex, lqc, smq + (size_t)c * D, denq[c], glp, D, gv);
+                for (int j = 0; j < D; j++) gxi[(size_t)c * D + j] = (float)gv[j];
+            }
+        }
+        out->aux = gz;
+        out->aux2 = gxi;
+        free(Pa);
+        free(Tb);
+        free(Bc);
+        free(T);
+        free(glp);
+        free(gv);
+    }
+    free(alpha);
+    free(beta);
+    free(lp);
+    free(smz);
+    free(rn);
+    free(denz);
+    free(lq);
+    free(smq);
+    free(denq);
+    free(h);
+    free(Q);
+    free(cmi);
+    free(gam);
+    free(u);
+    free(v);
+    return out;
+}
+
+/* ---- composed from engine ops ---- */
+
+static nn_tensor *log_simplex_op(nn_graph *g, nn_ncmi_simplex simplex, nn_tensor *v)
+{
+    if (simplex == NN_NCMI_SOFTMAX) return nn_log_softmax(g, v);
+    nn_tensor *a = nn_scale(g, nn_softplus(g, nn_scale(g, v, -1.f)), -1.f); /* ln s(v) */
+    nn_tensor *S = nn_sum(g, nn_sigmoid(g, v), -1, 1);                     /* [N,1] */
+    return nn_sub(g, a, nn_log(g, nn_add_scalar(g, S, (float)NSF_EPS)));
+}
+
+nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels,
+                                 int training)
+{
+    check_args(m, z, labels, "ncmi_loss_composed");
+    const int N = z->shape[0], C = m->C, D = m->D;
+    const nn_ncmi_cfg *cf = &m->cfg;
+    const int skip = prepare(m, z, training);
+    nn_tensor *zz = z, *xi = m->xi;
+    if (skip) zz = nn_tensor_from(g, 2, z->shape, z->data); /* a constant: no gradient */
+    if (skip || cf->centroids == NN_NCMI_CENTROIDS_FIXED)
+        xi = nn_tensor_from(g, 2, m->xi->shape, m->xi->data);
+
+    nn_tensor *u = zz;
+    if (cf->centering) u = nn_sub(g, zz, nn_tensor_from(g, 1, (int[]){D}, m->center->data));
+    nn_tensor *v = nn_scale(g, nn_l2_normalize(g, u, cf->norm_eps), 1.f / cf->tau);
+    nn_tensor *lp = log_simplex_op(g, cf->simplex, v); /* [N,D] */
+    nn_tensor *lq = log_simplex_op(g, cf->simplex, xi); /* [C,D] */
+    nn_tensor *p = nn_exp(g, lp), *q = nn_exp(g, lq);
+    nn_tensor *lqy = nn_index_select(g, lq, labels, N);
+    nn_tensor *cmi = nn_add_scalar(g, nn_sum(g, nn_mul(g, p, nn_sub(g, lp, lqy)), 1, 0), (float)CMI_EPS);
+    /* K[i,c] = KL(q_c || p_i) = h_c - sum_j lp_ij q_cj */
+    nn_tensor *hq = nn_sum(g, nn_mul(g, q, lq), 1, 0);                   /* [C] */
+    nn_tensor *K = nn_sub(g, hq, nn_matmul(g, lp, nn_transpose(g, q, 0, 1))); /* [N,C] */
+    nn_tensor *W = nn_tensor_new2(g, N, C);
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) W->data[(size_t)i * C + c] = c == labels[i] ? 0.f : (float)m->w[c];
+    nn_tensor *gam = nn_sum(g, nn_mul(g, K, W), 1, 0); /* [N] */
+    nn_tensor *loss;
+    if (cf->ratio == NN_NCMI_RATIO_PER_SAMPLE)
+        loss = nn_mean_all(g, nn_div(g, cmi, nn_clamp(g, gam, cf->gamma_floor, FLT_MAX)));
+    else
+        loss = nn_div(g, nn_mean_all(g, cmi),
+                      nn_clamp(g, nn_mean_all(g, gam), cf->gamma_floor, FLT_MAX));
+    double sc = 0, sg = 0;
+    for (int i = 0; i < N; i++) {
+        sc += cmi->data[i];
+        sg += gam->data[i];
+    }
+    m->last_cmi = (float)(sc / N);
+    m->last_gamma = (float)(sg / N);
+    return loss;
+}
+
+/* ---- eval helpers ---- */
+
+void nn_ncmi_project(const nn_ncmi *m, const float *z, int n, float *zprime, float *p)
+{
+    const int D = m->D;
+    double *u = malloc((size_t)D * sizeof *u), *lp = malloc((size_t)D * sizeof *lp);
+    NCMI_CHECK(u && lp, "ncmi_project: out of memory");
+    const double eps = m->cfg.norm_eps, tau = m->cfg.tau;
+    for (int i = 0; i < n; i++) {
+        const double r = centred_row(m, z + (size_t)i * D, u);
+        const double sc = 1.0 / ((r > eps ? r : eps) * tau);
+        for (int j = 0; j < D; j++) u[j] *= sc;
+        if (zprime)
+            for (int j = 0; j < D; j++) zprime[(size_t)i * D + j] = (float)u[j];
+        if (p) {
+            log_simplex(m->cfg.simplex, u, D, lp, NULL);
+            for (int j = 0; j < D; j++) p[(size_t)i * D + j] = (float)exp(lp[j]);
+        }
+    }
+    free(u);
+    free(lp);
+}
+
+void nn_ncmi_centroids(const nn_ncmi *m, float *q)
+{
+    const int C = m->C, D = m->D;
+    double *v = malloc((size_t)D * sizeof *v), *lq = malloc((size_t)D * sizeof *lq);
+    NCMI_CHECK(v && lq, "ncmi_centroids: out of memory");
+    for (int c = 0; c < C; c++) {
+        for (int j = 0; j < D; j++) v[j] = m->xi->data[(size_t)c * D + j];
+        log_simplex(m->cfg.simplex, v, D, lq, NULL);
+        for (int j = 0; j < D; j++) q[(size_t)c * D + j] = (float)exp(lq[j]);
+    }
+    free(v);
+    free(lq);
+}
