@@ -16,7 +16,7 @@ int eval_cmd_eval(int argc, char **argv);
 int eval_cmd_measure(int argc, char **argv);
 
 /* Writes j to path through a temporary file and rename (2-space indent,
- * keys in insertion order). 0 or -1. */
+ * keys in insertion order, reals with 16 significant digits). 0 or -1. */
 int eval_json_write_atomic(const char *path, json_t *j);
 
 #endif
