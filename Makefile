@@ -31,6 +31,11 @@ have_pkg = $(shell $(PKG_CONFIG) --exists $(1) 2>/dev/null && echo 1 || echo 0)
 HAVE_OPENSLIDE := $(call have_pkg,openslide)
 HAVE_VIPS := $(call have_pkg,vips)
 HAVE_HDF5 := $(shell ($(PKG_CONFIG) --exists hdf5 || test -f /usr/include/hdf5/serial/hdf5.h) 2>/dev/null && echo 1 || echo 0)
+ifeq ($(HAVE_HDF5),1)
+# Debian's serial HDF5 may lack a pkg-config file: headers in /usr/include/hdf5/serial, -lhdf5_serial
+HDF5_CFLAGS := $(shell $(PKG_CONFIG) --cflags hdf5 2>/dev/null || echo -I/usr/include/hdf5/serial)
+HDF5_LIBS := $(shell $(PKG_CONFIG) --libs hdf5 2>/dev/null || echo -lhdf5_serial)
+endif
 
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(shell command -v nvcc 2>/dev/null || (test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc))
@@ -48,8 +53,8 @@ endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Wall -Wextra -Werror -MMD -MP
-CFLAGS_ALL = $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS) $(FEATURE_DEFS) $(CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) $(CUDA_LIBS) -lm -fopenmp $(SANFLAGS) $(LDLIBS)
+CFLAGS_ALL = $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS) $(HDF5_CFLAGS) $(FEATURE_DEFS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) $(HDF5_LIBS) $(CUDA_LIBS) -lm -fopenmp $(SANFLAGS) $(LDLIBS)
 
 FEATURE_DEFS := -DNCMI_HAVE_CUDA=$(HAVE_CUDA) -DNCMI_HAVE_CUDNN=$(HAVE_CUDNN) \
   -DNCMI_HAVE_NCCL=$(HAVE_NCCL) -DNCMI_HAVE_MPI=$(HAVE_MPI) \

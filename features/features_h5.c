@@ -1,0 +1,276 @@
+/* Features HDF5 reader/writer (see features_h5.h). */
+#include "features_h5.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../nn/error.h"
+
+void features_h5_free(features_h5 *f)
+{
+    free(f->features);
+    free(f->coords);
+    memset(f, 0, sizeof *f);
+}
+
+#if NCMI_HAVE_HDF5
+
+#include <hdf5.h>
+
+int features_h5_available(void) { return 1; }
+
+static void quiet(void)
+{
+    /* our messages replace HDF5's error-stack printout */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+static hid_t open_file(const char *path)
+{
+    quiet();
+    if (access(path, R_OK) != 0) {
+        ncmi_error_set("%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+#if H5_VERSION_GE(1, 12, 0)
+    htri_t is_h5 = H5Fis_accessible(path, H5P_DEFAULT);
+#else
+    htri_t is_h5 = H5Fis_hdf5(path);
+#endif
+    if (is_h5 <= 0) {
+        ncmi_error_set("%s: not an HDF5 file", path);
+        return -1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) ncmi_error_set("%s: cannot open as HDF5", path);
+    return f;
+}
+
+/* Opens a dataset and gives its logical [rows, cols] shape:
+ * [R, K] as is; [1, R, K] squeezed; [K] as one row when allow_1d. */
+static hid_t open_2d(hid_t file, const char *path, const char *name, int allow_1d, int64_t *rows, int64_t *cols)
+{
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) {
+        ncmi_error_set("%s: no dataset '%s'", path, name);
+        return -1;
+    }
+    hid_t ds = H5Dopen2(file, name, H5P_DEFAULT);
+    if (ds < 0) {
+        ncmi_error_set("%s: '%s' is not a dataset", path, name);
+        return -1;
+    }
+    hid_t sp = H5Dget_space(ds);
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    hsize_t dims[H5S_MAX_RANK];
+    if (rank >= 0) H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (sp >= 0) H5Sclose(sp);
+    if (rank == 2) {
+        *rows = (int64_t)dims[0];
+        *cols = (int64_t)dims[1];
+    } else if (rank == 3 && dims[0] == 1) {
+        *rows = (int64_t)dims[1];
+        *cols = (int64_t)dims[2];
+    } else if (rank == 1 && allow_1d) {
+        *rows = 1;
+        *cols = (int64_t)dims[0];
+    } else {
+        char shape[128] = "";
+        size_t len = 0;
+        for (int i = 0; i < rank && len < 100; i++)
+            len += (size_t)snprintf(shape + len, sizeof shape - len, "%s%llu", i ? ", " : "",
+                                    (unsigned long long)dims[i]);
+        ncmi_error_set("%s: dataset '%s': shape [%s] is not [N, K]%s", path, name, shape,
+                       allow_1d ? " (or [1, N, K] or [K])" : " (or [1, N, K])");
+        H5Dclose(ds);
+        return -1;
+    }
+    return ds;
+}
+
+static int read_features(hid_t file, const char *path, features_h5 *f)
+{
+    int64_t rows, cols;
+    hid_t ds = open_2d(file, path, "features", 1, &rows, &cols);
+    if (ds < 0) return -1;
+    hid_t t = H5Dget_type(ds);
+    H5T_class_t cls = H5Tget_class(t);
+    size_t size = H5Tget_size(t);
+    H5Tclose(t);
+    if (cls != H5T_FLOAT) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'features': type is %s, expected float32 (or float16/float64)", path,
+                              cls == H5T_INTEGER ? "integer" : "not a float");
+    }
+    if (cols < 1 || cols > 1 << 24) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'features': dimension %lld out of range", path, (long long)cols);
+    }
+    (void)size;
+    f->n = rows;
+    f->d = (int)cols;
+    f->features = malloc((size_t)(rows ? rows : 1) * (size_t)cols * sizeof(float));
+    if (!f->features) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'features': out of memory (%lld x %lld)", path, (long long)rows,
+                              (long long)cols);
+    }
+    herr_t st = rows ? H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, f->features) : 0;
+    H5Dclose(ds);
+    if (st < 0) return ncmi_error_set("%s: dataset 'features': read failed (corrupt file?)", path);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if (!isfinite(f->features[i * cols + j]))
+                return ncmi_error_set("%s: dataset 'features': row %lld column %lld is %g (not finite)", path,
+                                      (long long)i, (long long)j, f->features[i * cols + j]);
+    return 0;
+}
+
+static int read_coords(hid_t file, const char *path, features_h5 *f)
+{
+    if (H5Lexists(file, "coords", H5P_DEFAULT) <= 0) return 0; /* optional */
+    int64_t rows, cols;
+    hid_t ds = open_2d(file, path, "coords", 0, &rows, &cols);
+    if (ds < 0) return -1;
+    hid_t t = H5Dget_type(ds);
+    H5T_class_t cls = H5Tget_class(t);
+    H5Tclose(t);
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'coords': type is not numeric", path);
+    }
+    if (cols != 2 || rows != f->n) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'coords': shape [%lld, %lld], expected [%lld, 2] (one (x, y) per row "
+                              "of 'features')",
+                              path, (long long)rows, (long long)cols, (long long)f->n);
+    }
+    f->coords = malloc((size_t)(rows ? rows : 1) * 2 * sizeof *f->coords);
+    if (!f->coords) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'coords': out of memory", path);
+    }
+    herr_t st = rows ? H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, f->coords) : 0;
+    H5Dclose(ds);
+    if (st < 0) return ncmi_error_set("%s: dataset 'coords': read failed (corrupt file?)", path);
+    return 0;
+}
+
+int features_h5_read(features_h5 *f, const char *path, int want_coords)
+{
+    memset(f, 0, sizeof *f);
+    hid_t file = open_file(path);
+    if (file < 0) return -1;
+    int rc = read_features(file, path, f);
+    if (rc == 0 && want_coords) rc = read_coords(file, path, f);
+    H5Fclose(file);
+    if (rc != 0) features_h5_free(f);
+    return rc;
+}
+
+int features_h5_shape(const char *path, int64_t *n, int *d)
+{
+    hid_t file = open_file(path);
+    if (file < 0) return -1;
+    int64_t rows, cols;
+    hid_t ds = open_2d(file, path, "features", 1, &rows, &cols);
+    H5Fclose(file);
+    if (ds < 0) return -1;
+    H5Dclose(ds);
+    *n = rows;
+    *d = (int)cols;
+    return 0;
+}
+
+static int write_dataset(hid_t file, const char *name, hid_t filetype, hid_t memtype, hsize_t rows, hsize_t cols,
+                         const void *data)
+{
+    hsize_t dims[2] = {rows, cols};
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t ds = sp >= 0 ? H5Dcreate2(file, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    herr_t st = ds >= 0 && rows ? H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+    if (ds >= 0) H5Dclose(ds);
+    if (sp >= 0) H5Sclose(sp);
+    return ds < 0 || st < 0 ? -1 : 0;
+}
+
+int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                      const char *encoder)
+{
+    quiet();
+    char *tmp = NULL;
+    if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file < 0) {
+        ncmi_error_set("%s: cannot create %s", path, tmp);
+        free(tmp);
+        return -1;
+    }
+    int bad = write_dataset(file, "features", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, (hsize_t)n, (hsize_t)d, features);
+    const char *what = "features";
+    if (!bad && coords) {
+        bad = write_dataset(file, "coords", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)n, 2, coords);
+        what = "coords";
+    }
+    if (!bad && encoder) {
+        what = "attribute encoder";
+        hid_t st = H5Tcopy(H5T_C_S1);
+        H5Tset_size(st, H5T_VARIABLE);
+        H5Tset_cset(st, H5T_CSET_UTF8);
+        hid_t sp = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(file, "encoder", st, sp, H5P_DEFAULT, H5P_DEFAULT);
+        bad = a < 0 || H5Awrite(a, st, &encoder) < 0;
+        if (a >= 0) H5Aclose(a);
+        H5Sclose(sp);
+        H5Tclose(st);
+    }
+    if (H5Fclose(file) < 0) bad = 1;
+    if (bad) {
+        ncmi_error_set("%s: cannot write %s (to %s)", path, what, tmp);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        ncmi_error_set("%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}
+
+#else /* no libhdf5 */
+
+int features_h5_available(void) { return 0; }
+
+int features_h5_read(features_h5 *f, const char *path, int want_coords)
+{
+    (void)want_coords;
+    memset(f, 0, sizeof *f);
+    return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
+}
+
+int features_h5_shape(const char *path, int64_t *n, int *d)
+{
+    (void)n;
+    (void)d;
+    return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
+}
+
+int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                      const char *encoder)
+{
+    (void)features;
+    (void)n;
+    (void)d;
+    (void)coords;
+    (void)encoder;
+    return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
+}
+
+#endif

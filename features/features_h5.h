@@ -1,0 +1,45 @@
+/* Features HDF5 files (design.md "Features file"):
+ *
+ *   features   [N, D] float32 (float16 / float64 accepted and converted)
+ *   coords     [N, 2] int64 (int32 and float accepted, converted), optional
+ *
+ * Layouts accepted by the reader:
+ *   - ncmi's own (features float32, coords int64, attributes encoder, ...);
+ *   - CLAM `h5_files` (features float32 [N, D], coords int32 or int64 [N, 2],
+ *     no attributes);
+ *   - TRIDENT patch feature files (features [N, D], coords [N, 2] with
+ *     attributes on the datasets), including a leading axis of 1
+ *     ([1, N, D] / [1, N, 2]); a 1-D `features` [D] (a slide embedding) is
+ *     read as one row.
+ * Features must be finite (NaN/inf are an error naming the file and row).
+ * Errors name the file and the dataset: "<path>: dataset 'features': ...".
+ * Without libhdf5 at build time every function fails with a message saying so.
+ */
+#ifndef NCMI_FEATURES_H5_H
+#define NCMI_FEATURES_H5_H
+
+#include <stdint.h>
+
+typedef struct features_h5 {
+    int64_t n;       /* rows */
+    int d;           /* feature dimension */
+    float *features; /* [n*d] */
+    int64_t *coords; /* [n*2] or NULL (absent, or not asked for) */
+} features_h5;
+
+/* Reads the whole file; coords are read when want_coords and present. 0 or -1. */
+int features_h5_read(features_h5 *f, const char *path, int want_coords);
+void features_h5_free(features_h5 *f);
+/* Shape of `features` only (no data read). 0 or -1. */
+int features_h5_shape(const char *path, int64_t *n, int *d);
+
+/* Writes ncmi's layout (features float32 [n, d], coords int64 [n, 2] when
+ * coords != NULL, string attribute `encoder` when encoder != NULL) to a
+ * temporary name and renames it into place. 0 or -1. */
+int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                      const char *encoder);
+
+/* 1 when ncmi was built with libhdf5. */
+int features_h5_available(void);
+
+#endif
