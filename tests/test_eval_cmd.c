@@ -10,7 +10,8 @@
 #include <unistd.h>
 
 #include "../eval/cmi.h"
-#include "../eval/commands.h"
+#include "../cli/cli.h"
+#include "../eval/json_io.h"
 #include "../eval/csv.h"
 #include "../eval/manifest.h"
 #include "../eval/metrics.h"
@@ -431,7 +432,7 @@ TEST(eval_cmd_matches_sklearn_golden)
             fprintf(f, "\n");
         }
         fclose(f);
-        cmd_result r = run_entry(eval_cmd_eval, "eval", "--predictions", p, "--json", jp, NULL);
+        cmd_result r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--json", jp, NULL);
         EXPECT(r.rc == 0, "eval exit %d: %s", r.rc, r.err);
         EXPECT(strstr(r.out, "Macro averages run over the") && strstr(r.out, "present in the labels or the predictions"),
                "output does not say what macro averages run over:\n%s", r.out);
@@ -467,7 +468,7 @@ TEST(eval_cmd_undefined_auc_bootstrap_usage)
     char *p = tmp_path("undef.csv"), *jp = tmp_path("undef.json");
     write_text(p, "slide_id,label,pred,p_a,p_b,p_c\n"
                   "1,a,a,0.7,0.2,0.1\n2,a,c,0.3,0.3,0.4\n3,b,b,0.1,0.8,0.1\n4,b,a,0.5,0.4,0.1\n5,a,a,0.6,0.3,0.1\n");
-    cmd_result r = run_entry(eval_cmd_eval, "eval", "--predictions", p, "--json", jp, "--bootstrap", "50", NULL);
+    cmd_result r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--json", jp, "--bootstrap", "50", NULL);
     EXPECT(r.rc == 0, "exit %d: %s", r.rc, r.err);
     EXPECT(strstr(r.out, "AUC undefined") && strstr(r.out, "95% bootstrap"), "output:\n%s", r.out);
     json_error_t err;
@@ -484,19 +485,19 @@ TEST(eval_cmd_undefined_auc_bootstrap_usage)
     json_decref(j);
     free_result(&r);
 
-    r = run_entry(eval_cmd_eval, "eval", NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", NULL);
     EXPECT(r.rc == 1 && strstr(r.err, "ncmi: eval: --predictions"), "no arguments: exit %d, %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_eval, "eval", "--predictions", p, "--bogus", NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--bogus", NULL);
     EXPECT(r.rc == 1 && strstr(r.err, "--bogus"), "unknown option: exit %d, %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_eval, "eval", "--predictions=", "--bootstrap", "0", NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", "--predictions=", "--bootstrap", "0", NULL);
     EXPECT(r.rc == 1 && strstr(r.err, "--bootstrap"), "--bootstrap 0: exit %d, %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_eval, "eval", "--help", NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", "--help", NULL);
     EXPECT(r.rc == 0 && strstr(r.out, "usage: ncmi eval"), "--help: exit %d", r.rc);
     free_result(&r);
-    r = run_entry(eval_cmd_eval, "eval", "--predictions", tmp_path("missing.csv"), NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", "--predictions", tmp_path("missing.csv"), NULL);
     EXPECT(r.rc == 2 && strstr(r.err, "missing.csv"), "missing file: exit %d, %s", r.rc, r.err);
     free_result(&r);
 }
@@ -515,7 +516,7 @@ TEST(eval_cmd_bad_inputs)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *p = tmp_path("eval_bad_%zu.csv", i), *jp = tmp_path("eval_bad_%zu.json", i);
         write_text(p, bad[i].text);
-        cmd_result r = run_entry(eval_cmd_eval, "eval", "--predictions", p, "--json", jp, NULL);
+        cmd_result r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--json", jp, NULL);
         EXPECT(r.rc == 2, "bad predictions %zu: exit %d", i, r.rc);
         EXPECT(strstr(r.err, "ncmi: eval: ") && strstr(r.err, p) && strstr(r.err, bad[i].needle),
                "bad predictions %zu: message '%s' (wanted the file and '%s')", i, r.err, bad[i].needle);
@@ -569,7 +570,7 @@ TEST(measure_cmd_generated)
     REQUIRE(eval_cmi_measure(pooled, pooledy, S, D, 2, EVAL_SIMPLEX_SOFTMAX, &want_mean) == 0, "%s", ncmi_error());
 
     json_error_t err;
-    cmd_result r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex", "nsf",
+    cmd_result r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex", "nsf",
                              "--json", jp, NULL);
     EXPECT(r.rc == 0, "exit %d: %s", r.rc, r.err);
     EXPECT(strstr(r.out, "CMI") && strstr(r.out, "Gamma") && strstr(r.out, "NCMI") && strstr(r.out, "cc_accuracy"),
@@ -584,7 +585,7 @@ TEST(measure_cmd_generated)
     json_decref(j);
     free_result(&r);
 
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--pool=mean", "--json", jp, NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--pool=mean", "--json", jp, NULL);
     EXPECT(r.rc == 0, "exit %d: %s", r.rc, r.err);
     j = json_load_file(jp, 0, &err);
     REQUIRE(j, "%s: %s", jp, err.text);
@@ -596,13 +597,13 @@ TEST(measure_cmd_generated)
     free_result(&r);
 
     /* --split and a single file */
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--split", "train", "--json", jp,
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--split", "train", "--json", jp,
                   NULL);
     j = json_load_file(jp, 0, &err);
     EXPECT(r.rc == 0 && j && jget(j, "n_slides") == 4 && jget(j, "n_samples") == 2 + 3 + 4 + 5, "--split train");
     json_decref(j);
     free_result(&r);
-    r = run_entry(eval_cmd_measure, "measure", "--features", tmp_path("feats/slide3.h5"), "--manifest", man, "--json",
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", tmp_path("feats/slide3.h5"), "--manifest", man, "--json",
                   jp, NULL);
     j = json_load_file(jp, 0, &err);
     EXPECT(r.rc == 0 && j && jget(j, "n_slides") == 1 && jget(j, "n_samples") == 5 && isnan(jget(j, "ncmi")),
@@ -612,7 +613,7 @@ TEST(measure_cmd_generated)
 
     /* bad inputs */
     /* a label outside the class list */
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--classes", "normal,benign", NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--classes", "normal,benign", NULL);
     EXPECT(r.rc == 2 && strstr(r.err, man) && strstr(r.err, "row 2 (line 3)") && strstr(r.err, "'tumor'"),
            "label outside the class list: exit %d, %s", r.rc, r.err);
     free_result(&r);
@@ -620,33 +621,33 @@ TEST(measure_cmd_generated)
     float x5[2 * 5] = {0};
     REQUIRE(features_h5_write(odd, x5, 2, 5, NULL, NULL) == 0, "%s", ncmi_error());
     unlink(jp);
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--json", jp, NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--json", jp, NULL);
     EXPECT(r.rc == 2 && strstr(r.err, odd) && strstr(r.err, "dimension 5 differs from the dimension 4"),
            "different dimension: exit %d, %s", r.rc, r.err);
     EXPECT(access(jp, F_OK) != 0, "JSON written after an input error");
     free_result(&r);
     /* a missing features file: partial success, listed */
     unlink(odd);
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--json", jp, NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--json", jp, NULL);
     EXPECT(r.rc == 3 && strstr(r.err, "slide4.h5") && strstr(r.err, "1 of 6"), "missing file: exit %d, %s", r.rc, r.err);
     j = json_load_file(jp, 0, &err);
     EXPECT(j && jget(j, "n_slides") == 5 && json_array_size(json_object_get(j, "missing")) == 1, "missing in JSON");
     json_decref(j);
     free_result(&r);
     /* usage */
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex", "relu", NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex", "relu", NULL);
     EXPECT(r.rc == 1 && strstr(r.err, "--simplex 'relu'"), "bad simplex: exit %d %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--pool", "max", NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--pool", "max", NULL);
     EXPECT(r.rc == 1, "missing --manifest: exit %d %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--pool", "max", NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--pool", "max", NULL);
     EXPECT(r.rc == 1 && strstr(r.err, "--pool 'max'"), "bad pool: exit %d %s", r.rc, r.err);
     free_result(&r);
-    r = run_entry(eval_cmd_measure, "measure", "-h", NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "-h", NULL);
     EXPECT(r.rc == 0 && strstr(r.out, "usage: ncmi measure"), "help");
     free_result(&r);
-    r = run_entry(eval_cmd_measure, "measure", "--features", tmp_path("feats/slide0.h5"), "--manifest",
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", tmp_path("feats/slide0.h5"), "--manifest",
                   tmp_path("nope.csv"), NULL);
     EXPECT(r.rc == 2 && strstr(r.err, "nope.csv"), "missing manifest: exit %d %s", r.rc, r.err);
     free_result(&r);
@@ -672,7 +673,7 @@ TEST(measure_cmd_musk1)
     char jp[600];
     snprintf(jp, sizeof jp, "%s", tmp_path("musk1.json"));
     for (int v = 0; v < 4; v++) {
-        cmd_result r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex",
+        cmd_result r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex",
                                  variants[v][0], "--pool", variants[v][1], "--json", jp, NULL);
         EXPECT(r.rc == 0, "musk1 %s/%s: exit %d %s", variants[v][0], variants[v][1], r.rc, r.err);
         json_t *j = json_load_file(jp, 0, &err);
@@ -695,7 +696,7 @@ TEST(measure_cmd_musk1)
         free_result(&r);
     }
     /* the fold's test split alone */
-    cmd_result r = run_entry(eval_cmd_measure, "measure", "--features", dir, "--manifest", man, "--split", "test",
+    cmd_result r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--split", "test",
                              "--json", jp, NULL);
     json_t *j = json_load_file(jp, 0, &err);
     EXPECT(r.rc == 0 && j && jget(j, "n_slides") == 10, "musk1 test split: exit %d %s", r.rc, r.err);
