@@ -89,6 +89,19 @@ const char *test_tmpdir(void)
     return tmpdir;
 }
 
+char *test_tmp_path(const char *fmt, ...)
+{
+    static char buf[16][1024];
+    static int k;
+    char *p = buf[k++ % 16], name[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    snprintf(p, sizeof buf[0], "%s/%s", test_tmpdir(), name);
+    return p;
+}
+
 int test_run(const char *cmd, char **output)
 {
     char *full = NULL;

@@ -21,6 +21,9 @@ int test_failed(void); /* failures so far in the current test */
 const char *test_fixtures_dir(void);
 /* A fresh temporary directory for this test run (removed at exit). */
 const char *test_tmpdir(void);
+/* "<tmpdir>/<name>" with name printf-formatted; rotating static buffers
+ * (the last 16 results stay valid). */
+char *test_tmp_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Path of the ncmi binary under test: $NCMI_BIN or build/ncmi. */
 const char *test_ncmi_bin(void);
 /* Run a shell command, capture stdout+stderr (malloc'd, caller frees) and

@@ -24,20 +24,6 @@
 #include <hdf5.h>
 #endif
 
-static char *tmp_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *tmp_path(const char *fmt, ...)
-{
-    static char buf[16][600];
-    static int k;
-    char *p = buf[k++ % 16], name[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    snprintf(p, 600, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "wb");
@@ -112,7 +98,7 @@ static void free_result(cmd_result *r)
 
 TEST(csv_quoting_bom_crlf)
 {
-    char *p = tmp_path("q.csv");
+    char *p = test_tmp_path("q.csv");
     write_text(p, "\xEF\xBB\xBFslide_id,label,note\r\n"
                   "s1,\"a, b\",\"say \"\"hi\"\"\"\r\n"
                   "\r\n"
@@ -141,14 +127,14 @@ TEST(csv_quoting_bom_crlf)
     EXPECT(eval_csv_next(&r) == -1 && strstr(ncmi_error(), p) && strstr(ncmi_error(), "unterminated"),
            "unterminated quote: %s", ncmi_error());
     eval_csv_close(&r);
-    EXPECT(eval_csv_open(&r, tmp_path("nope.csv")) == -1 && strstr(ncmi_error(), "nope.csv"), "missing file");
+    EXPECT(eval_csv_open(&r, test_tmp_path("nope.csv")) == -1 && strstr(ncmi_error(), "nope.csv"), "missing file");
 }
 
 /* ---------------- manifest ---------------- */
 
 TEST(manifest_read_and_errors)
 {
-    char *p = tmp_path("man.csv");
+    char *p = test_tmp_path("man.csv");
     write_text(p, "label,path,slide_id,mpp,split,fold,extra\n"
                   "tumor,slides/a.svs,A,0.25,train,0,x\n"
                   "\"normal, benign\",/abs/b.svs,B,,test,,\"q,r\"\n"
@@ -197,7 +183,7 @@ TEST(manifest_read_and_errors)
         {"", "empty file"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *bp = tmp_path("bad_manifest_%zu.csv", i);
+        char *bp = test_tmp_path("bad_manifest_%zu.csv", i);
         write_text(bp, bad[i].text);
         EXPECT(eval_manifest_read(&m, bp) == -1 && strstr(ncmi_error(), bp) && strstr(ncmi_error(), bad[i].needle),
                "bad manifest %zu: '%s' (wanted '%s')", i, ncmi_error(), bad[i].needle);
@@ -208,7 +194,7 @@ TEST(manifest_read_and_errors)
 
 TEST(predictions_read_write_and_errors)
 {
-    char *p = tmp_path("pred.csv");
+    char *p = test_tmp_path("pred.csv");
     write_text(p, "pred,slide_id,p_benign,label,p_tumor,p_other,extra\n"
                   "tumor,s1,0.1,tumor,0.8,0.1,z\n"
                   "0,s2,0.7,2,0.2,0.1,\n"
@@ -223,7 +209,7 @@ TEST(predictions_read_write_and_errors)
            "labels by name and by index");
     EXPECT(P.prob[2 * 3 + 0] == 1e-3 && P.prob[1 * 3 + 1] == 0.2 && strcmp(P.slide_id[2], "s,3") == 0, "values");
     /* write + read back */
-    char *p2 = tmp_path("pred2.csv");
+    char *p2 = test_tmp_path("pred2.csv");
     REQUIRE(eval_predictions_write(p2, P.classes, P.C, P.slide_id, P.label, P.pred, P.prob, P.n) == 0, "%s",
             ncmi_error());
     eval_predictions Q;
@@ -253,7 +239,7 @@ TEST(predictions_read_write_and_errors)
         {"slide_id,label,pred,p_a\n", "no rows"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *bp = tmp_path("bad_pred_%zu.csv", i);
+        char *bp = test_tmp_path("bad_pred_%zu.csv", i);
         write_text(bp, bad[i].text);
         EXPECT(eval_predictions_read(&P, bp) == -1 && strstr(ncmi_error(), bp) && strstr(ncmi_error(), bad[i].needle),
                "bad predictions %zu: '%s' (wanted '%s')", i, ncmi_error(), bad[i].needle);
@@ -296,7 +282,7 @@ TEST(features_h5_layouts_and_errors)
     for (int i = 0; i < N * D; i++) x[i] = (float)(i % 7) * 0.5f - 1.f; /* exact in float16 */
     for (int i = 0; i < N * 2; i++) xy[i] = 1000 * i + 7;
     /* ncmi's own layout */
-    char *p = tmp_path("own.h5");
+    char *p = test_tmp_path("own.h5");
     REQUIRE(features_h5_write(p, x, N, D, xy, "resnet50_trunc") == 0, "%s", ncmi_error());
     features_h5 f;
     REQUIRE(features_h5_read(&f, p, 1) == 0, "%s", ncmi_error());
@@ -306,7 +292,7 @@ TEST(features_h5_layouts_and_errors)
     int64_t n;
     int d;
     EXPECT(features_h5_shape(p, &n, &d) == 0 && n == N && d == D, "shape");
-    EXPECT(access(tmp_path("own.h5.tmp.%ld", (long)getpid()), F_OK) != 0, "temporary file left behind");
+    EXPECT(access(test_tmp_path("own.h5.tmp.%ld", (long)getpid()), F_OK) != 0, "temporary file left behind");
 
     /* CLAM: int32 coords, no attributes; float16 and float64 features; TRIDENT [1,N,D] */
     int32_t xy32[N * 2];
@@ -318,7 +304,7 @@ TEST(features_h5_layouts_and_errors)
         int kind;
     } variants[] = {{"clam.h5", 0}, {"half.h5", 1}, {"f64.h5", 2}, {"trident.h5", 3}, {"slide_emb.h5", 4}};
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
-        char *vp = tmp_path("%s", variants[v].name);
+        char *vp = test_tmp_path("%s", variants[v].name);
         hid_t h = H5Fcreate(vp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
         hsize_t d2[2] = {N, D}, c2[2] = {N, 2}, d3[3] = {1, N, D}, c3[3] = {1, N, 2}, d1[1] = {D};
         switch (variants[v].kind) {
@@ -362,7 +348,7 @@ TEST(features_h5_layouts_and_errors)
                {"rank4.h5", "dataset 'features': shape [2, 2, 2, 2]", 4},
                {"text.h5", "not an HDF5 file", 5}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *bp = tmp_path("%s", bad[i].name);
+        char *bp = test_tmp_path("%s", bad[i].name);
         if (bad[i].kind == 5) {
             write_text(bp, "slide_id,label\n");
         } else {
@@ -386,7 +372,7 @@ TEST(features_h5_layouts_and_errors)
         EXPECT(features_h5_read(&f, bp, 1) == -1 && strstr(ncmi_error(), bp) && strstr(ncmi_error(), bad[i].needle),
                "%s: '%s' (wanted '%s')", bad[i].name, ncmi_error(), bad[i].needle);
     }
-    EXPECT(features_h5_read(&f, tmp_path("absent.h5"), 0) == -1 && strstr(ncmi_error(), "absent.h5"), "absent file");
+    EXPECT(features_h5_read(&f, test_tmp_path("absent.h5"), 0) == -1 && strstr(ncmi_error(), "absent.h5"), "absent file");
 #endif
 }
 
@@ -413,7 +399,7 @@ TEST(eval_cmd_matches_sklearn_golden)
         if (json_is_null(json_object_get(e, "auc_macro")) || (used < 2 && C != 2) || (used >= 2 && C < 4)) continue;
         json_t *yt = json_object_get(c, "y_true"), *yp = json_object_get(c, "y_pred"), *k = json_object_get(c, "scores_int");
         int n = (int)json_array_size(yt), normalize = json_is_true(json_object_get(c, "normalize"));
-        char *p = tmp_path("golden_pred_%zu.csv", ci), *jp = tmp_path("golden_pred_%zu.json", ci);
+        char *p = test_tmp_path("golden_pred_%zu.csv", ci), *jp = test_tmp_path("golden_pred_%zu.json", ci);
         FILE *f = fopen(p, "w");
         REQUIRE(f, "cannot write %s", p);
         fprintf(f, "slide_id,label,pred");
@@ -465,7 +451,7 @@ TEST(eval_cmd_matches_sklearn_golden)
 TEST(eval_cmd_undefined_auc_bootstrap_usage)
 {
     /* class "c" never in the labels: its AUC undefined, reported as null; macro over a and b */
-    char *p = tmp_path("undef.csv"), *jp = tmp_path("undef.json");
+    char *p = test_tmp_path("undef.csv"), *jp = test_tmp_path("undef.json");
     write_text(p, "slide_id,label,pred,p_a,p_b,p_c\n"
                   "1,a,a,0.7,0.2,0.1\n2,a,c,0.3,0.3,0.4\n3,b,b,0.1,0.8,0.1\n4,b,a,0.5,0.4,0.1\n5,a,a,0.6,0.3,0.1\n");
     cmd_result r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--json", jp, "--bootstrap", "50", NULL);
@@ -497,7 +483,7 @@ TEST(eval_cmd_undefined_auc_bootstrap_usage)
     r = run_entry(ncmi_cmd_eval, "eval", "--help", NULL);
     EXPECT(r.rc == 0 && strstr(r.out, "usage: ncmi eval"), "--help: exit %d", r.rc);
     free_result(&r);
-    r = run_entry(ncmi_cmd_eval, "eval", "--predictions", tmp_path("missing.csv"), NULL);
+    r = run_entry(ncmi_cmd_eval, "eval", "--predictions", test_tmp_path("missing.csv"), NULL);
     EXPECT(r.rc == 2 && strstr(r.err, "missing.csv"), "missing file: exit %d, %s", r.rc, r.err);
     free_result(&r);
 }
@@ -514,7 +500,7 @@ TEST(eval_cmd_bad_inputs)
         {"slide_id,label,pred,p_a,p_b\ns1,a,a,0.9\n", "row 1 (line 2): expected 5 fields"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char *p = tmp_path("eval_bad_%zu.csv", i), *jp = tmp_path("eval_bad_%zu.json", i);
+        char *p = test_tmp_path("eval_bad_%zu.csv", i), *jp = test_tmp_path("eval_bad_%zu.json", i);
         write_text(p, bad[i].text);
         cmd_result r = run_entry(ncmi_cmd_eval, "eval", "--predictions", p, "--json", jp, NULL);
         EXPECT(r.rc == 2, "bad predictions %zu: exit %d", i, r.rc);
@@ -535,10 +521,10 @@ TEST(measure_cmd_generated)
     /* 6 slides of 2..7 vectors, 2 classes, D = 4 */
     /* tmp_path's buffers rotate: keep our own copies */
     char dir[600], man[600], jp[600], odd[600];
-    snprintf(dir, sizeof dir, "%s", tmp_path("feats"));
-    snprintf(man, sizeof man, "%s", tmp_path("measure_manifest.csv"));
-    snprintf(jp, sizeof jp, "%s", tmp_path("measure.json"));
-    snprintf(odd, sizeof odd, "%s", tmp_path("feats/slide4.h5"));
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("feats"));
+    snprintf(man, sizeof man, "%s", test_tmp_path("measure_manifest.csv"));
+    snprintf(jp, sizeof jp, "%s", test_tmp_path("measure.json"));
+    snprintf(odd, sizeof odd, "%s", test_tmp_path("feats/slide4.h5"));
     mkdir(dir, 0755);
     FILE *mf = fopen(man, "w");
     REQUIRE(mf, "cannot write %s", man);
@@ -551,7 +537,7 @@ TEST(measure_cmd_generated)
         float x[8 * D];
         for (int i = 0; i < n; i++)
             for (int j = 0; j < D; j++) x[i * D + j] = (float)(sin(s * 3.1 + i * 0.7 + j) + (j == y) * 1.2);
-        char *fp = tmp_path("feats/slide%d.h5", s);
+        char *fp = test_tmp_path("feats/slide%d.h5", s);
         REQUIRE(features_h5_write(fp, x, n, D, NULL, NULL) == 0, "%s", ncmi_error());
         fprintf(mf, "slide%d,%s,%s\n", s, y ? "tumor" : "normal", s < 4 ? "train" : "test");
         for (int j = 0; j < D; j++) {
@@ -603,7 +589,7 @@ TEST(measure_cmd_generated)
     EXPECT(r.rc == 0 && j && jget(j, "n_slides") == 4 && jget(j, "n_samples") == 2 + 3 + 4 + 5, "--split train");
     json_decref(j);
     free_result(&r);
-    r = run_entry(ncmi_cmd_measure, "measure", "--features", tmp_path("feats/slide3.h5"), "--manifest", man, "--json",
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", test_tmp_path("feats/slide3.h5"), "--manifest", man, "--json",
                   jp, NULL);
     j = json_load_file(jp, 0, &err);
     EXPECT(r.rc == 0 && j && jget(j, "n_slides") == 1 && jget(j, "n_samples") == 5 && isnan(jget(j, "ncmi")),
@@ -647,8 +633,8 @@ TEST(measure_cmd_generated)
     r = run_entry(ncmi_cmd_measure, "measure", "-h", NULL);
     EXPECT(r.rc == 0 && strstr(r.out, "usage: ncmi measure"), "help");
     free_result(&r);
-    r = run_entry(ncmi_cmd_measure, "measure", "--features", tmp_path("feats/slide0.h5"), "--manifest",
-                  tmp_path("nope.csv"), NULL);
+    r = run_entry(ncmi_cmd_measure, "measure", "--features", test_tmp_path("feats/slide0.h5"), "--manifest",
+                  test_tmp_path("nope.csv"), NULL);
     EXPECT(r.rc == 2 && strstr(r.err, "nope.csv"), "missing manifest: exit %d %s", r.rc, r.err);
     free_result(&r);
 #endif
@@ -671,7 +657,7 @@ TEST(measure_cmd_musk1)
     REQUIRE(json_is_object(g), "no musk1 section in tests/golden/cmi.json (regenerate with NCMI_FIXTURES set)");
     const char *variants[4][2] = {{"softmax", "none"}, {"softmax", "mean"}, {"nsf", "none"}, {"nsf", "mean"}};
     char jp[600];
-    snprintf(jp, sizeof jp, "%s", tmp_path("musk1.json"));
+    snprintf(jp, sizeof jp, "%s", test_tmp_path("musk1.json"));
     for (int v = 0; v < 4; v++) {
         cmd_result r = run_entry(ncmi_cmd_measure, "measure", "--features", dir, "--manifest", man, "--simplex",
                                  variants[v][0], "--pool", variants[v][1], "--json", jp, NULL);

@@ -11,39 +11,10 @@
 #include "../nn/ops.h"
 #include "../nn/safetensors.h"
 #include "gradcheck.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define GOLDEN "tests/golden/losses.safetensors"
-
-static float *read_all(const nn_safetensors *st, const char *name, size_t *n)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e) return NULL;
-    float *x = malloc((e->numel ? e->numel : 1) * sizeof *x);
-    if (nn_st_read_f32(st, name, x, e->numel, -1, NULL) != 0) {
-        free(x);
-        return NULL;
-    }
-    if (n) *n = e->numel;
-    return x;
-}
-
-/* |a - b| <= atol + rtol |b| */
-static int close_all(const float *a, const float *b, size_t n, double atol, double rtol,
-                     const char *what)
-{
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= atol + rtol * fabs((double)b[i]))) {
-            if (bad < 3)
-                test_fail_at(__FILE__, __LINE__, "%s[%zu]: ours %.9g, torch %.9g", what, i, a[i],
-                             b[i]);
-            bad++;
-        }
-    }
-    return bad == 0;
-}
 
 TEST(losses_golden_torch)
 {
@@ -75,13 +46,13 @@ TEST(losses_golden_torch)
         char nm[128];
         snprintf(nm, sizeof nm, "%s.logits", shape);
         size_t nl = 0, ny = 0, ng = 0, nv = 0;
-        float *logits = read_all(&st, nm, &nl);
+        float *logits = test_st_read_all(&st, nm, &nl);
         snprintf(nm, sizeof nm, "%s.labels", shape);
-        float *ylab = read_all(&st, nm, &ny);
+        float *ylab = test_st_read_all(&st, nm, &ny);
         snprintf(nm, sizeof nm, "%s.loss", var);
-        float *want_v = read_all(&st, nm, &nv);
+        float *want_v = test_st_read_all(&st, nm, &nv);
         snprintf(nm, sizeof nm, "%s.grad", var);
-        float *want_g = read_all(&st, nm, &ng);
+        float *want_g = test_st_read_all(&st, nm, &ng);
         REQUIRE(logits && ylab && want_v && want_g && nl == (size_t)N * C && ny == (size_t)N &&
                     ng == nl && nv == 1,
                 "golden case %s incomplete", var);
@@ -95,12 +66,12 @@ TEST(losses_golden_torch)
         REQUIRE(nn_backward(g, loss) == 0, "%s", ncmi_error());
         char what[160];
         snprintf(what, sizeof what, "%s loss", var);
-        close_all(loss->data, want_v, 1, 1e-7, 1e-5, what);
+        test_close_all(loss->data, want_v, 1, 1e-7, 1e-5, what);
         snprintf(what, sizeof what, "%s grad", var);
         REQUIRE(x->grad != NULL, "%s: no gradient", var);
         /* gradients are O(1/N); 1e-5 relative with an absolute floor for
          * entries that cancel to ~0 */
-        close_all(x->grad, want_g, ng, 1e-7, 1e-5, what);
+        test_close_all(x->grad, want_g, ng, 1e-7, 1e-5, what);
         nn_graph_free(g);
         nn_tensor_free(x);
         free(y);

@@ -16,22 +16,10 @@
 #include "../nn/safetensors.h"
 #include "../nn/synth.h"
 #include "gradcheck.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define GOLDEN "tests/golden/ncmi.safetensors"
-
-static float *read_all(const nn_safetensors *st, const char *name, size_t *n)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e) return NULL;
-    float *x = malloc((e->numel ? e->numel : 1) * sizeof *x);
-    if (nn_st_read_f32(st, name, x, e->numel, -1, NULL) != 0) {
-        free(x);
-        return NULL;
-    }
-    if (n) *n = e->numel;
-    return x;
-}
 
 /* |a - b| <= atol + rtol |b|, with atol = afrac * max|b| (entries that
  * cancel to ~0 are judged on the scale of the whole tensor) */
@@ -101,7 +89,7 @@ TEST(ncmi_golden_torch)
             char nm[160];
             size_t n = 0;
             snprintf(nm, sizeof nm, "%s.%s", var, fields[k]);
-            f[k] = read_all(&st, nm, &n);
+            f[k] = test_st_read_all(&st, nm, &n);
             REQUIRE(f[k] && n == sizes[k], "golden %s missing or wrong size", nm);
         }
         int *y = malloc((size_t)N * sizeof *y);

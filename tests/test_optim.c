@@ -6,47 +6,10 @@
 
 #include "../nn/error.h"
 #include "../nn/optim.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define GOLDEN "tests/golden/optim_reference.safetensors"
-
-static char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
-/* |a - b| <= atol + rtol |b| for every element; reports the first misses */
-static int close_all(const float *a, const float *b, size_t n, double atol, double rtol,
-                     const char *what)
-{
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= atol + rtol * fabs((double)b[i]))) {
-            if (bad < 3)
-                test_fail_at(__FILE__, __LINE__, "%s[%zu]: ours %.9g, torch %.9g", what, i, a[i], b[i]);
-            bad++;
-        }
-    }
-    return bad == 0;
-}
-
-static float *read_golden(const nn_safetensors *st, const char *name, size_t *n)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e) return NULL;
-    float *x = malloc((e->numel ? e->numel : 1) * sizeof *x);
-    if (nn_st_read_f32(st, name, x, e->numel, -1, NULL) != 0) {
-        free(x);
-        return NULL;
-    }
-    if (n) *n = e->numel;
-    return x;
-}
 
 TEST(optim_golden_torch)
 {
@@ -95,20 +58,20 @@ TEST(optim_golden_torch)
         for (int k = 0; k < 2; k++) {
             size_t n;
             snprintf(name, sizeof name, "%s.p%d", var, k);
-            float *want = read_golden(&st, name, &n);
+            float *want = test_st_read_all(&st, name, &n);
             REQUIRE(want && n == p[k]->numel, "golden %s", name);
-            close_all(p[k]->data, want, n, 1e-6, 2e-6, name); /* torch fuses multiply-adds (FMA): ulp-level differences */
+            test_close_all(p[k]->data, want, n, 1e-6, 2e-6, name); /* torch fuses multiply-adds (FMA): ulp-level differences */
             free(want);
             for (int w = 1; w <= 2; w++) {
                 snprintf(name, sizeof name, "%s.p%d.state%d", var, k, w);
-                want = read_golden(&st, name, &n);
+                want = test_st_read_all(&st, name, &n);
                 float *ours = w == 1 ? o.state1[k] : o.state2[k];
                 if (!want) {
                     EXPECT(ours == NULL, "%s: state%d exists, torch has none", var, w);
                     continue;
                 }
                 REQUIRE(ours != NULL, "%s: no state%d", var, w);
-                close_all(ours, want, n, 1e-7, 2e-6, name);
+                test_close_all(ours, want, n, 1e-7, 2e-6, name);
                 free(want);
             }
         }
@@ -175,12 +138,12 @@ TEST(clip_grad_norm_golden_torch)
         EXPECT(nog->grad == NULL, "grad allocated for a parameter without one");
         float *w0 = NULL, *w1 = NULL;
         snprintf(name, sizeof name, "clip.%s.out0", vars[v]);
-        w0 = read_golden(&st, name, NULL);
+        w0 = test_st_read_all(&st, name, NULL);
         snprintf(name, sizeof name, "clip.%s.out1", vars[v]);
-        w1 = read_golden(&st, name, NULL);
+        w1 = test_st_read_all(&st, name, NULL);
         REQUIRE(w0 && w1, "golden clip outputs");
-        close_all(p0->grad, w0, 12, 1e-7, 2e-6, "clipped g0");
-        close_all(p1->grad, w1, 5, 1e-7, 2e-6, "clipped g1");
+        test_close_all(p0->grad, w0, 12, 1e-7, 2e-6, "clipped g0");
+        test_close_all(p1->grad, w1, 5, 1e-7, 2e-6, "clipped g1");
         if (v == 0) {
             double s = 0;
             for (int i = 0; i < 12; i++) s += (double)p0->grad[i] * p0->grad[i];
@@ -221,7 +184,7 @@ TEST(lr_schedules_golden_torch)
             p += used;
         }
         size_t n;
-        float *want = read_golden(&st, st.meta_keys[mi], &n);
+        float *want = test_st_read_all(&st, st.meta_keys[mi], &n);
         REQUIRE(want && n > 5, "golden %s", st.meta_keys[mi]);
         for (size_t t = 0; t < n; t++) {
             float got = nn_lr_at(&s, (double)t);
@@ -315,7 +278,7 @@ TEST(optim_checkpoint_resume_bit_identical)
             nn_optim_step(&ob);
         }
         nn_params_get(&B, "bn.num_batches_tracked")->data[0] = 3;
-        const char *path = tmp_path(adam ? "ckpt_adam.safetensors" : "ckpt_sgd.safetensors");
+        const char *path = test_tmp_path(adam ? "ckpt_adam.safetensors" : "ckpt_sgd.safetensors");
         const char *mk[] = {"epoch"}, *mv[] = {"3"};
         REQUIRE(nn_checkpoint_save(path, &B, &ob, mk, mv, 1) == 0, "%s", ncmi_error());
         float lr = ob.lr;
@@ -417,9 +380,9 @@ TEST(optim_checkpoint_load_errors_modify_nothing)
     nn_optim_sgd_init(&sgd, &A, 0.1f, 0.9f, 0.f, 0);
     fake_grads(&A, 0);
     nn_optim_step(&sgd);
-    const char *ck_sgd = tmp_path("e_sgd.safetensors");
+    const char *ck_sgd = test_tmp_path("e_sgd.safetensors");
     REQUIRE(nn_checkpoint_save(ck_sgd, &A, &sgd, NULL, NULL, 0) == 0, "%s", ncmi_error());
-    const char *weights = tmp_path("e_weights.safetensors");
+    const char *weights = test_tmp_path("e_weights.safetensors");
     REQUIRE(nn_checkpoint_save(weights, &A, NULL, NULL, NULL, 0) == 0, "%s", ncmi_error());
 
     nn_params B;
@@ -484,7 +447,7 @@ TEST(optim_checkpoint_load_errors_modify_nothing)
     EXPECT(o2.step == 1 && o2.state1[0] && memcmp(o2.state1[0], sgd.state1[0], 30 * sizeof(float)) == 0,
            "state loaded");
     nn_st_close(&st);
-    EXPECT(nn_checkpoint_load(tmp_path("absent.safetensors"), &B, &adam) == -1, "absent file");
+    EXPECT(nn_checkpoint_load(test_tmp_path("absent.safetensors"), &B, &adam) == -1, "absent file");
 
     nn_optim_free(&o2);
     nn_optim_free(&oe);

@@ -9,15 +9,6 @@
 #include "../nn/params.h"
 #include "test.h"
 
-static char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 TEST(params_add_get_numel)
 {
     nn_params P;
@@ -108,7 +99,7 @@ TEST(params_save_load_roundtrip)
         a.bn.running_mean->data[i] = 0.5f * i;
         a.bn.running_var->data[i] = 1.f + i;
     }
-    const char *path = tmp_path("model.safetensors");
+    const char *path = test_tmp_path("model.safetensors");
     const char *mk[] = {"model", "classes"}, *mv[] = {"tiny", "a,b"};
     REQUIRE(nn_params_save(&a.P, path, mk, mv, 2) == 0, "%s", ncmi_error());
     EXPECT(memcmp(a.fc.weight->data, b.fc.weight->data, 40 * sizeof(float)) != 0,
@@ -146,7 +137,7 @@ TEST(params_load_errors_leave_params_untouched)
     model a, b;
     model_init(&a, 1, 512);
     model_init(&b, 2, 256);
-    const char *path = tmp_path("m512.safetensors");
+    const char *path = test_tmp_path("m512.safetensors");
     REQUIRE(nn_params_save(&a.P, path, NULL, NULL, 0) == 0, "%s", ncmi_error());
     float *snap = snapshot(&b.P);
     char want[800];
@@ -177,7 +168,7 @@ TEST(params_load_errors_leave_params_untouched)
     model d;
     model_init(&d, 4, 512);
     nn_params_add(&d.P, "extra.buf", NN_PARAM_BUFFER, 1, (int[]){3});
-    const char *path2 = tmp_path("extra.safetensors");
+    const char *path2 = test_tmp_path("extra.safetensors");
     REQUIRE(nn_params_save(&d.P, path2, NULL, NULL, 0) == 0, "%s", ncmi_error());
     model e;
     model_init(&e, 5, 512);
@@ -190,10 +181,10 @@ TEST(params_load_errors_leave_params_untouched)
     EXPECT(memcmp(e.fc.weight->data, d.fc.weight->data, 5120 * sizeof(float)) == 0, "loaded");
 
     /* unreadable files */
-    const char *nope = tmp_path("nope.safetensors");
+    const char *nope = test_tmp_path("nope.safetensors");
     EXPECT(nn_params_load(&b.P, nope, 1) == -1, "missing file accepted");
     EXPECT(strncmp(ncmi_error(), nope, strlen(nope)) == 0, "message: %s", ncmi_error());
-    const char *junk = tmp_path("junk.safetensors");
+    const char *junk = test_tmp_path("junk.safetensors");
     FILE *f = fopen(junk, "wb");
     fputs("\x05\0\0\0\0\0\0\0{\"a\":", f);
     fclose(f);
@@ -202,7 +193,7 @@ TEST(params_load_errors_leave_params_untouched)
     EXPECT(same_as_snapshot(&b.P, snap), "params modified by a failed load");
 
     /* entries named optim.* (a checkpoint's optimizer state) are not unexpected */
-    const char *path3 = tmp_path("withoptim.safetensors");
+    const char *path3 = test_tmp_path("withoptim.safetensors");
     nn_st_tensor *ts = calloc((size_t)a.P.n + 1, sizeof *ts);
     int64_t nbt = 0;
     for (int i = 0; i < a.P.n; i++) {

@@ -29,15 +29,6 @@ static float bitsf(uint32_t u)
     return f;
 }
 
-static char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
-    return p;
-}
-
 static int write_bytes(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -130,7 +121,7 @@ TEST(st_f16_bf16_special_values)
 
 TEST(st_roundtrip_all_dtypes)
 {
-    const char *path = tmp_path("rt.safetensors");
+    const char *path = test_tmp_path("rt.safetensors");
     float f[6] = {1.5f, -2.25f, 3.0e-3f, 65504.f, -1e-7f, 1e30f};
     float h[6] = {1.f, -0.333333343f, 70000.f, 1e-6f, -0.f, 2049.f};
     float b[4] = {3.14159274f, -1e-20f, 1e38f, 0.1f};
@@ -212,7 +203,7 @@ TEST(st_roundtrip_all_dtypes)
 
 TEST(st_read_errors_name_file_and_tensor)
 {
-    const char *path = tmp_path("re.safetensors");
+    const char *path = test_tmp_path("re.safetensors");
     float f[6] = {0};
     nn_st_tensor ts[] = {{"w", NN_ST_F32, 2, {3, 4}, NULL}, {"x", NN_ST_F32, 2, {2, 3}, f}};
     float w[12] = {0};
@@ -320,7 +311,7 @@ TEST(st_f16_bf16_match_torch)
 static const char *make_file_n(const char *name, uint64_t hlen, const char *hdr, size_t hl,
                                size_t ndata)
 {
-    const char *p = tmp_path(name);
+    const char *p = test_tmp_path(name);
     uint8_t *b = calloc(8 + hl + ndata + 1, 1);
     for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hlen >> (8 * i));
     memcpy(b + 8, hdr, hl);
@@ -360,7 +351,7 @@ static void expect_open_fails(const char *path, const char *want1, const char *w
 TEST(st_malformed_corpus)
 {
     /* a valid file, truncated at every byte position */
-    const char *good = tmp_path("good.safetensors");
+    const char *good = test_tmp_path("good.safetensors");
     float a[6] = {1, 2, 3, 4, 5, 6};
     int64_t l[2] = {1, 2};
     nn_st_tensor ts[] = {{"a", NN_ST_F32, 2, {2, 3}, a}, {"l", NN_ST_I64, 1, {2}, l}};
@@ -369,7 +360,7 @@ TEST(st_malformed_corpus)
     size_t n;
     uint8_t *bytes = read_bytes(good, &n);
     REQUIRE(bytes && n > 8 + 40, "read back %zu bytes", n);
-    const char *trunc = tmp_path("trunc.safetensors");
+    const char *trunc = test_tmp_path("trunc.safetensors");
     int accepted = 0;
     for (size_t cut = 0; cut < n; cut++) {
         write_bytes(trunc, bytes, cut);
@@ -385,7 +376,7 @@ TEST(st_malformed_corpus)
     /* header garbage: flip bytes inside the JSON, never crash */
     uint64_t hl = 0;
     for (int i = 0; i < 8; i++) hl |= (uint64_t)bytes[i] << (8 * i);
-    const char *flip = tmp_path("flip.safetensors");
+    const char *flip = test_tmp_path("flip.safetensors");
     for (size_t pos = 8; pos < 8 + hl; pos++) {
         uint8_t save = bytes[pos];
         bytes[pos] = (uint8_t)(save ^ 0xff);
@@ -397,11 +388,11 @@ TEST(st_malformed_corpus)
     }
     free(bytes);
 
-    expect_open_fails(tmp_path("does-not-exist.safetensors"), "cannot open", NULL, "missing", __LINE__);
+    expect_open_fails(test_tmp_path("does-not-exist.safetensors"), "cannot open", NULL, "missing", __LINE__);
     expect_open_fails(test_tmpdir(), "not a regular file", NULL, "directory", __LINE__);
     expect_open_fails(make_file("empty.st", 0, "", 0), NULL, NULL, "empty", __LINE__);
     {
-        const char *p = tmp_path("short.st");
+        const char *p = test_tmp_path("short.st");
         write_bytes(p, "\x08\0\0", 3);
         expect_open_fails(p, "too short", NULL, "3 bytes", __LINE__);
     }
@@ -497,7 +488,7 @@ TEST(st_malformed_corpus)
 
 TEST(st_write_atomic_and_errors)
 {
-    const char *dir = tmp_path("atomic");
+    const char *dir = test_tmp_path("atomic");
     mkdir(dir, 0755);
     char path[600];
     snprintf(path, sizeof path, "%s/m.safetensors", dir);

@@ -1,0 +1,36 @@
+#include "golden_io.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "test.h"
+
+float *test_st_read_all(const nn_safetensors *st, const char *name, size_t *n)
+{
+    const nn_st_entry *e = nn_st_find(st, name);
+    if (!e) return NULL;
+    float *x = malloc((e->numel ? e->numel : 1) * sizeof *x);
+    if (!x) return NULL;
+    if (nn_st_read_f32(st, name, x, e->numel, -1, NULL) != 0) {
+        free(x);
+        return NULL;
+    }
+    if (n) *n = e->numel;
+    return x;
+}
+
+int test_close_all(const float *a, const float *b, size_t n, double atol, double rtol,
+                   const char *what)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= atol + rtol * fabs((double)b[i]))) {
+            if (bad < 3)
+                test_fail_at(__FILE__, __LINE__, "%s[%zu]: ours %.9g, reference %.9g", what, i,
+                             a[i], b[i]);
+            bad++;
+        }
+    }
+    return bad == 0;
+}
