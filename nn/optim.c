@@ -292,19 +292,7 @@ static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int
             return ncmi_error_set("%s: optimizer tensor '%s' for a parameter the model %s", st->path,
                                   en->name, pi < 0 ? "does not have" : "does not train");
         const nn_tensor *t = P->t[pi];
-        int same = en->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = en->shape[d] == t->shape[d];
-        if (!same) {
-            char a[200], b[64];
-            size_t q = 0;
-            q += (size_t)snprintf(a + q, sizeof a - q, "[");
-            for (int d = 0; d < en->ndim && q < sizeof a; d++)
-                q += (size_t)snprintf(a + q, sizeof a - q, d ? ",%lld" : "%lld", (long long)en->shape[d]);
-            if (q < sizeof a) snprintf(a + q, sizeof a - q, "]");
-            nn_shape_str(t->ndim, t->shape, b, sizeof b);
-            return ncmi_error_set("%s: tensor '%s': shape %s in file, %s expected", st->path,
-                                  en->name, a, b);
-        }
+        if (nn_st_check_shape(st, en, t->ndim, t->shape) != 0) return -1;
         if (en->dtype != NN_ST_F32 && en->dtype != NN_ST_F16 && en->dtype != NN_ST_BF16)
             return ncmi_error_set("%s: tensor '%s': dtype %s, a float tensor expected", st->path,
                                   en->name, nn_st_dtype_name(en->dtype));

@@ -137,19 +137,7 @@ int nn_params_load_st(nn_params *P, const nn_safetensors *st, int strict)
             missing++;
             continue;
         }
-        int same = e->ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++) same = e->shape[d] == t->shape[d];
-        if (!same) {
-            char a[200], b[64];
-            size_t o = 0;
-            o += (size_t)snprintf(a + o, sizeof a - o, "[");
-            for (int d = 0; d < e->ndim && o < sizeof a; d++)
-                o += (size_t)snprintf(a + o, sizeof a - o, d ? ",%lld" : "%lld", (long long)e->shape[d]);
-            if (o < sizeof a) snprintf(a + o, sizeof a - o, "]");
-            nn_shape_str(t->ndim, t->shape, b, sizeof b);
-            return ncmi_error_set("%s: tensor '%s': shape %s in file, %s expected", st->path,
-                                  t->name, a, b);
-        }
+        if (nn_st_check_shape(st, e, t->ndim, t->shape) != 0) return -1;
     }
     if (missing)
         return missing == 1

@@ -417,25 +417,26 @@ static void shape_str64(int ndim, const int64_t *shape, char *buf, size_t n)
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
+int nn_st_check_shape(const nn_safetensors *st, const nn_st_entry *e, int ndim, const int *shape)
+{
+    int same = e->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = e->shape[i] == (int64_t)shape[i];
+    if (same) return 0;
+    char a[160], b[160];
+    int64_t s64[NN_ST_MAX_DIMS];
+    int nd = ndim < NN_ST_MAX_DIMS ? ndim : NN_ST_MAX_DIMS;
+    for (int i = 0; i < nd; i++) s64[i] = shape[i];
+    shape_str64(e->ndim, e->shape, a, sizeof a);
+    shape_str64(nd, s64, b, sizeof b);
+    return ncmi_error_set("%s: tensor '%s': shape %s in file, %s expected", st->path, e->name, a, b);
+}
+
 int nn_st_read_f32(const nn_safetensors *st, const char *name, float *out, size_t numel, int ndim,
                    const int *shape)
 {
     const nn_st_entry *e = nn_st_find(st, name);
     if (!e) return ncmi_error_set("%s: tensor '%s' not found", st->path, name);
-    if (ndim >= 0) {
-        int same = e->ndim == ndim;
-        for (int i = 0; same && i < ndim; i++) same = e->shape[i] == (int64_t)shape[i];
-        if (!same) {
-            char a[160], b[160];
-            int64_t s64[NN_ST_MAX_DIMS];
-            int nd = ndim < NN_ST_MAX_DIMS ? ndim : NN_ST_MAX_DIMS;
-            for (int i = 0; i < nd; i++) s64[i] = shape[i];
-            shape_str64(e->ndim, e->shape, a, sizeof a);
-            shape_str64(nd, s64, b, sizeof b);
-            return ncmi_error_set("%s: tensor '%s': shape %s in file, %s expected", st->path, name,
-                                  a, b);
-        }
-    }
+    if (ndim >= 0 && nn_st_check_shape(st, e, ndim, shape) != 0) return -1;
     if (e->numel != numel)
         return ncmi_error_set("%s: tensor '%s': %zu elements in file, %zu expected", st->path, name,
                               e->numel, numel);

@@ -46,6 +46,9 @@ const char *nn_st_meta(const nn_safetensors *st, const char *key); /* NULL if ab
  * [3,4] in file, [4,3] expected"); ndim < 0 only checks numel. */
 int nn_st_read_f32(const nn_safetensors *st, const char *name, float *out, size_t numel,
                    int ndim, const int *shape);
+/* 0 when entry e has exactly shape[0..ndim), else -1 with
+ * "<path>: tensor 'x': shape [3,4] in file, [4,3] expected". */
+int nn_st_check_shape(const nn_safetensors *st, const nn_st_entry *e, int ndim, const int *shape);
 /* Read an I64 tensor as int64 (also accepts I32). */
 int nn_st_read_i64(const nn_safetensors *st, const char *name, int64_t *out, size_t numel);
 
