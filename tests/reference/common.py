@@ -117,3 +117,25 @@ if __name__ == "__main__":
         assert st_read(p)[1] == {"k": "v"}
         assert st_read(p)[0]["d"].shape == ()
     print("common.py: safetensors round trip ok")
+
+
+def train_step(model, x, y, smooth):
+    """Forward + backward of model(x) (a dict of named outputs with
+    "out.logits") under loss = CE + CE with label smoothing `smooth`.
+    Returns (outputs, losses, grads) as ordered dicts named like the golden
+    files: "loss.ce", "loss.ce_smooth", "loss", "grad.<param>", "grad.x"."""
+    from collections import OrderedDict
+
+    import torch.nn.functional as F
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    o = model(x)
+    ce = F.cross_entropy(o["out.logits"], y)
+    ces = F.cross_entropy(o["out.logits"], y, label_smoothing=smooth)
+    loss = ce + ces
+    loss.backward()
+    grads = OrderedDict(("grad." + n, p.grad) for n, p in model.named_parameters())
+    grads["grad.x"] = x.grad
+    losses = OrderedDict([("loss.ce", ce.reshape(1)), ("loss.ce_smooth", ces.reshape(1)),
+                          ("loss", loss.reshape(1))])
+    return o, losses, grads

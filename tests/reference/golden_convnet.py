@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write  # noqa: E402
+from common import check_roundtrip, golden_path, st_write, train_step  # noqa: E402
 
 N_CLASSES = 5
 SMOOTH = 0.1
@@ -71,18 +71,7 @@ class ConvNet(nn.Module):
 def run(model, x, y):
     """One training-mode forward + backward; returns (outputs, losses, grads)."""
     model.train()
-    model.zero_grad()
-    x = x.clone().requires_grad_(True)
-    o = model(x)
-    ce = F.cross_entropy(o["out.logits"], y)
-    ces = F.cross_entropy(o["out.logits"], y, label_smoothing=SMOOTH)
-    loss = ce + ces
-    loss.backward()
-    grads = OrderedDict(("grad." + n, p.grad) for n, p in model.named_parameters())
-    grads["grad.x"] = x.grad
-    losses = OrderedDict([("loss.ce", ce.reshape(1)), ("loss.ce_smooth", ces.reshape(1)),
-                          ("loss", loss.reshape(1))])
-    return o, losses, grads
+    return train_step(model, x, y, SMOOTH)
 
 
 def main():
