@@ -53,8 +53,13 @@ endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Wall -Wextra -Werror -MMD -MP
-CFLAGS_ALL = $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS) $(HDF5_CFLAGS) $(FEATURE_DEFS) $(CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) $(HDF5_LIBS) $(CUDA_LIBS) -lm -fopenmp $(SANFLAGS) $(LDLIBS)
+# OpenSlide and libvips (tiler/, previews, synthetic slides) when detected
+SLIDE_PKGS := $(if $(filter 1,$(HAVE_OPENSLIDE)),openslide) $(if $(filter 1,$(HAVE_VIPS)),vips)
+SLIDE_CFLAGS := $(if $(SLIDE_PKGS),$(shell $(PKG_CONFIG) --cflags $(SLIDE_PKGS)))
+SLIDE_LIBS := $(if $(SLIDE_PKGS),$(shell $(PKG_CONFIG) --libs $(SLIDE_PKGS)))
+
+CFLAGS_ALL = $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS) $(HDF5_CFLAGS) $(SLIDE_CFLAGS) $(FEATURE_DEFS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) $(HDF5_LIBS) $(SLIDE_LIBS) $(CUDA_LIBS) -lm -fopenmp $(SANFLAGS) $(LDLIBS)
 
 FEATURE_DEFS := -DNCMI_HAVE_CUDA=$(HAVE_CUDA) -DNCMI_HAVE_CUDNN=$(HAVE_CUDNN) \
   -DNCMI_HAVE_NCCL=$(HAVE_NCCL) -DNCMI_HAVE_MPI=$(HAVE_MPI) \
@@ -113,6 +118,11 @@ $(BUILD)/ncmi: $(BUILD)/cli/main.o $(BUILD)/libncmi.a
 $(BUILD)/test_ncmi: $(TEST_OBJ) $(BUILD)/libncmi.a
 	@echo "  LD    $@"
 	@$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/tools/%: tools/%.c $(BUILD)/libncmi.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/bench_%: bench/%.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)
