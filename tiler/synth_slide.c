@@ -422,7 +422,7 @@ static int wr(const tiff_io *t, uint64_t off, const void *buf, size_t n)
 static uint64_t get_u(const tiff_io *t, const uint8_t *b, int n)
 {
     uint64_t v = 0;
-    for (int i = 0; i < n; i++) v |= (uint64_t)b[t->le ? i : n - 1 - i] << (8 * (t->le ? i : n - 1 - i));
+    for (int i = 0; i < n; i++) v |= (uint64_t)b[i] << (8 * (t->le ? i : n - 1 - i));
     return v;
 }
 
@@ -668,7 +668,7 @@ int tl_synth_slide_write(const char *path, const tl_synth_params *p, tl_synth_tr
         vips_image_generate(im, NULL, gen_region, NULL, m, NULL)) {
         rc = vips_fail(path, "cannot set up the image");
     } else if (vips_tiffsave(im, tmp, "tile", TRUE, "tile_width", p->tile, "tile_height", p->tile, "pyramid",
-                             TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG, "Q", p->quality, "resunit",
+                             p->no_pyramid ? FALSE : TRUE, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG, "Q", p->quality, "resunit",
                              VIPS_FOREIGN_TIFF_RESUNIT_CM, "xres", ppmm, "yres", ppmm, "bigtiff",
                              p->width * p->height > ((int64_t)1 << 31) ? TRUE : FALSE, NULL)) {
         rc = vips_fail(path, "tiffsave");

@@ -25,6 +25,7 @@ typedef struct tl_synth_params {
     double tissue_scale;    /* size of the pieces relative to the default (1.0) */
     int quality;            /* JPEG quality (default 90) */
     int tile;               /* TIFF tile size (default 256) */
+    int no_pyramid;         /* 1: level 0 only (a single-level tiled TIFF) */
     int no_resolution;      /* 1: strip XResolution/YResolution/ResolutionUnit from every IFD */
     int corrupt_tile;       /* 1: overwrite the JPEG header of one level-0 tile (decoding it fails) */
     int64_t corrupt_x, corrupt_y; /* level-0 point inside the tile to corrupt; < 0: the tile
@@ -33,7 +34,8 @@ typedef struct tl_synth_params {
 } tl_synth_params;
 
 /* Defaults: 4000x3000 at 0.5 µm/px, seed 1, 3 pieces with 2 holes each,
- * scale 1, Q 90, tile 256, resolution written, no corruption, mask 1024. */
+ * scale 1, Q 90, tile 256, pyramid, resolution written, no corruption,
+ * mask 1024. */
 void tl_synth_params_default(tl_synth_params *p);
 
 typedef struct tl_synth_truth {
