@@ -719,10 +719,13 @@ TEST(tiler_lowres_memory_bounded)
     long after = vm_hwm_kb();
     /* 16 / 0.5 = 32 px per pixel: 375 x 282 */
     EXPECT(w == 375 && h == 282 && dx == 32 && dy == 32, "lowres %dx%d ds %g %g", w, h, dx, dy);
+#if defined(__SANITIZE_ADDRESS__)
+    reset = 0; /* ASan's quarantine keeps freed strips resident: the bound is measured in the plain build */
+#endif
     if (reset && before > 0 && after > 0)
         EXPECT(after - before < 120 * 1024, "peak RSS grew by %ld MB while reading a 432 MB level", (after - before) / 1024);
     else
-        printf("    (VmHWM reset unavailable: memory bound not measured)\n");
+        printf("    (VmHWM reset unavailable or ASan build: memory bound not measured)\n");
     free(img);
     tl_slide_close(&s);
 }
