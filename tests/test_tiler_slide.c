@@ -25,7 +25,7 @@
 #define PEER "tests/reference/tiler_slide_peer.py"
 
 /* fixture path, or NULL when absent (caller SKIPs) */
-static const char *fixture(const char *name)
+__attribute__((unused)) static const char *fixture(const char *name)
 {
     static char buf[4][1024];
     static int k;
@@ -37,7 +37,7 @@ static const char *fixture(const char *name)
 /* Run the Python peer; returns its parsed JSON output (or an empty object
  * when it prints nothing), NULL when Python/module/script is unavailable
  * (printed) or it failed (recorded as a failure). */
-static json_t *peer(const char *args, int *available)
+__attribute__((unused)) static json_t *peer(const char *args, int *available)
 {
     *available = 0;
     if (access(PEER, R_OK) != 0) {
