@@ -141,55 +141,199 @@ static void bounding_rect(const tl_polygon *p, int64_t *x, int64_t *y, int64_t *
     *h = (int64_t)floor(y1) - *y + 1;
 }
 
-static int contour_check(const tl_polygon *c, tl_contour_check kind, int64_t x, int64_t y, int64_t ps)
+/* One horizontal line through a polygon, prepared so that
+ * cv2.pointPolygonTest for any point on it costs O(log n): the x of every
+ * edge crossing the line (one endpoint <= y, the other > y: OpenCV's
+ * straddle test), sorted, and the boundary intervals on the line (vertices
+ * and horizontal edges at y), merged. A point is on the boundary (0) when
+ * it lies in an interval or on a crossing, else inside when an odd number
+ * of crossings lie to its right (OpenCV's counter). Points within 1e-6 of a
+ * crossing are settled by the exact OpenCV loop. */
+typedef struct {
+    double y;
+    double *xs;
+    size_t nx, cap_x;
+    double *iv; /* [a, b] pairs */
+    size_t ni, cap_i;
+} pline;
+
+static int grow(double **v, size_t *cap, size_t need)
 {
-    double cx = (double)(x + ps / 2), cy = (double)(y + ps / 2);
-    if (kind == TL_CHECK_CENTER) return ppt(c, cx, cy) >= 0;
-    int64_t s = (ps / 2) / 2; /* int(patch//2 * 0.5) */
-    if (s <= 0) return ppt(c, cx, cy) >= 0;
-    const double pts[4][2] = {{cx - s, cy - s}, {cx + s, cy + s}, {cx + s, cy - s}, {cx - s, cy + s}};
-    for (int i = 0; i < 4; i++) {
-        int in = ppt(c, pts[i][0], pts[i][1]) >= 0;
-        if (kind == TL_CHECK_FOUR_PT && in) return 1;
-        if (kind == TL_CHECK_FOUR_PT_HARD && !in) return 0;
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 32;
+    while (c < need) c *= 2;
+    double *p = realloc(*v, c * sizeof *p);
+    if (!p) return -1;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int pline_build(const tl_polygon *p, double y, pline *L)
+{
+    L->y = y;
+    L->nx = L->ni = 0;
+    int n = p->n;
+    for (int i = 0; i < n; i++) {
+        const double *v0 = p->xy + 2 * (i == 0 ? n - 1 : i - 1), *v = p->xy + 2 * i;
+        if (v[1] == y) {
+            double a = v[0], b = v[0];
+            if (v0[1] == y) {
+                a = fmin(v0[0], v[0]);
+                b = fmax(v0[0], v[0]);
+            }
+            if (grow(&L->iv, &L->cap_i, 2 * (L->ni + 1))) return -1;
+            L->iv[2 * L->ni] = a;
+            L->iv[2 * L->ni + 1] = b;
+            L->ni++;
+        }
+        if ((v0[1] <= y) == (v[1] <= y)) continue;
+        if (grow(&L->xs, &L->cap_x, L->nx + 1)) return -1;
+        L->xs[L->nx++] = v0[0] + (y - v0[1]) * (v[0] - v0[0]) / (v[1] - v0[1]);
     }
-    return kind == TL_CHECK_FOUR_PT_HARD;
+    qsort(L->xs, L->nx, sizeof *L->xs, cmp_dbl);
+    if (L->ni > 1) {
+        qsort(L->iv, L->ni, 2 * sizeof *L->iv, cmp_pair);
+        size_t k = 0;
+        for (size_t i = 1; i < L->ni; i++) {
+            if (L->iv[2 * i] <= L->iv[2 * k + 1]) {
+                if (L->iv[2 * i + 1] > L->iv[2 * k + 1]) L->iv[2 * k + 1] = L->iv[2 * i + 1];
+            } else {
+                k++;
+                L->iv[2 * k] = L->iv[2 * i];
+                L->iv[2 * k + 1] = L->iv[2 * i + 1];
+            }
+        }
+        L->ni = k + 1;
+    }
+    return 0;
+}
+
+static int pline_test(const pline *L, const tl_polygon *p, double px)
+{
+    /* boundary intervals: last one starting at or before px */
+    size_t lo = 0, hi = L->ni;
+    while (lo < hi) {
+        size_t m = (lo + hi) / 2;
+        if (L->iv[2 * m] <= px) lo = m + 1;
+        else hi = m;
+    }
+    if (lo > 0 && px <= L->iv[2 * (lo - 1) + 1]) return 0;
+    /* crossings: first strictly right of px */
+    lo = 0;
+    hi = L->nx;
+    while (lo < hi) {
+        size_t m = (lo + hi) / 2;
+        if (L->xs[m] <= px) lo = m + 1;
+        else hi = m;
+    }
+    if ((lo > 0 && px - L->xs[lo - 1] < 1e-6) || (lo < L->nx && L->xs[lo] - px < 1e-6)) return ppt(p, px, L->y);
+    return ((L->nx - lo) & 1) ? 1 : -1;
+}
+
+static void pline_free(pline *L)
+{
+    free(L->xs);
+    free(L->iv);
+}
+
+/* CLAM's candidates for one contour, evaluated row by row (one prepared
+ * line per distinct test y), emitted x-major. */
+static int grid_one_contour(const tl_contour *c, const tl_grid_params *p, pt_set *seen, int dedup, coord_buf *out)
+{
+    int64_t ps = p->patch_level0, step = p->step_level0;
+    int64_t x0, y0, w, h;
+    bounding_rect(&c->outer, &x0, &y0, &w, &h);
+    int64_t stop_x = x0 + w, stop_y = y0 + h;
+    if (!p->use_padding) {
+        if (stop_x > p->slide_w - ps + 1) stop_x = p->slide_w - ps + 1;
+        if (stop_y > p->slide_h - ps + 1) stop_y = p->slide_h - ps + 1;
+    }
+    if (stop_x <= x0 || stop_y <= y0) return 0;
+    int64_t nx = (stop_x - x0 + step - 1) / step, ny = (stop_y - y0 + step - 1) / step;
+    uint8_t *keep = calloc((size_t)(nx * ny), 1);
+    pline lines[2] = {{0}}, *hl = calloc((size_t)(c->n_holes > 0 ? c->n_holes : 1), sizeof *hl);
+    int rc = -1;
+    if (!keep || !hl) goto done;
+    int64_t half = ps / 2, s = (ps / 2) / 2; /* centre = pt + patch//2, shift = int(patch//2 * 0.5) */
+    int four = p->check != TL_CHECK_CENTER && s > 0;
+    for (int64_t j = 0; j < ny; j++) {
+        int64_t y = y0 + j * step;
+        double cy = (double)(y + half);
+        if (four) {
+            if (pline_build(&c->outer, cy - (double)s, &lines[0]) || pline_build(&c->outer, cy + (double)s, &lines[1]))
+                goto done;
+        } else if (pline_build(&c->outer, cy, &lines[0]))
+            goto done;
+        double hy = (double)y + (double)ps / 2;
+        for (int k = 0; k < c->n_holes; k++)
+            if (pline_build(&c->holes[k], hy, &hl[k])) goto done;
+        for (int64_t i = 0; i < nx; i++) {
+            int64_t x = x0 + i * step;
+            double cx = (double)(x + half);
+            int ok;
+            if (!four)
+                ok = pline_test(&lines[0], &c->outer, cx) >= 0;
+            else {
+                /* CLAM's order: (-,-), (+,+), (+,-), (-,+) */
+                int a = pline_test(&lines[0], &c->outer, cx - (double)s) >= 0;
+                int b = pline_test(&lines[1], &c->outer, cx + (double)s) >= 0;
+                int d = pline_test(&lines[0], &c->outer, cx + (double)s) >= 0;
+                int e = pline_test(&lines[1], &c->outer, cx - (double)s) >= 0;
+                ok = p->check == TL_CHECK_FOUR_PT_HARD ? a && b && d && e : a || b || d || e;
+            }
+            if (!ok) continue;
+            double hx = (double)x + (double)ps / 2;
+            for (int k = 0; k < c->n_holes && ok; k++) ok = pline_test(&hl[k], &c->holes[k], hx) <= 0;
+            keep[i * ny + j] = (uint8_t)ok;
+        }
+    }
+    for (int64_t i = 0; i < nx; i++)
+        for (int64_t j = 0; j < ny; j++) {
+            if (!keep[i * ny + j]) continue;
+            int64_t x = x0 + i * step, y = y0 + j * step;
+            if (dedup) {
+                int r = set_insert(seen, x, y);
+                if (r < 0) goto done;
+                if (r == 0) continue;
+            }
+            if (push(out, x, y)) goto done;
+        }
+    rc = 0;
+done:
+    free(keep);
+    pline_free(&lines[0]);
+    pline_free(&lines[1]);
+    if (hl)
+        for (int k = 0; k < c->n_holes; k++) pline_free(&hl[k]);
+    free(hl);
+    return rc;
 }
 
 static int grid_contours(const tl_tissue *t, const tl_grid_params *p, coord_buf *out)
 {
-    int64_t ps = p->patch_level0, step = p->step_level0;
     pt_set seen = {0};
     for (int ci = 0; ci < t->n; ci++) {
-        const tl_contour *c = &t->c[ci];
-        if (c->outer.n <= 0) continue;
-        int64_t x0, y0, w, h;
-        bounding_rect(&c->outer, &x0, &y0, &w, &h);
-        int64_t stop_x = x0 + w, stop_y = y0 + h;
-        if (!p->use_padding) {
-            if (stop_x > p->slide_w - ps + 1) stop_x = p->slide_w - ps + 1;
-            if (stop_y > p->slide_h - ps + 1) stop_y = p->slide_h - ps + 1;
+        if (t->c[ci].outer.n <= 0) continue;
+        if (grid_one_contour(&t->c[ci], p, &seen, t->n > 1, out)) {
+            free(seen.k);
+            return ncmi_error_set("patch grid: out of memory");
         }
-        for (int64_t x = x0; x < stop_x; x += step)
-            for (int64_t y = y0; y < stop_y; y += step) {
-                if (!contour_check(&c->outer, p->check, x, y, ps)) continue;
-                double hx = (double)x + (double)ps / 2, hy = (double)y + (double)ps / 2;
-                int in_hole = 0;
-                for (int k = 0; k < c->n_holes && !in_hole; k++) in_hole = ppt(&c->holes[k], hx, hy) > 0;
-                if (in_hole) continue;
-                if (t->n > 1) {
-                    int r = set_insert(&seen, x, y);
-                    if (r < 0) goto oom;
-                    if (r == 0) continue;
-                }
-                if (push(out, x, y)) goto oom;
-            }
     }
     free(seen.k);
     return 0;
-oom:
-    free(seen.k);
-    return ncmi_error_set("patch grid: out of memory");
 }
 
 /* ------------------------------------------------------------- global grid */
