@@ -203,7 +203,7 @@ static int pline_build(const tl_polygon *p, double y, pline *L)
         if (grow(&L->xs, &L->cap_x, L->nx + 1)) return -1;
         L->xs[L->nx++] = v0[0] + (y - v0[1]) * (v[0] - v0[0]) / (v[1] - v0[1]);
     }
-    qsort(L->xs, L->nx, sizeof *L->xs, cmp_dbl);
+    if (L->nx > 1) qsort(L->xs, L->nx, sizeof *L->xs, cmp_dbl);
     if (L->ni > 1) {
         qsort(L->iv, L->ni, 2 * sizeof *L->iv, cmp_pair);
         size_t k = 0;
@@ -393,7 +393,7 @@ static int crossings(const tl_polygon *p, double y, double **xs, size_t *nx, siz
         }
         (*xs)[(*nx)++] = x0 + (y - y0) * (x1 - x0) / (y1 - y0);
     }
-    qsort(*xs + n0, *nx - n0, sizeof **xs, cmp_double);
+    if (*nx - n0 > 1) qsort(*xs + n0, *nx - n0, sizeof **xs, cmp_double);
     return 0;
 }
 

@@ -328,14 +328,16 @@ static int trace_border(int *img, int W, int i0, int x, int y, int is_hole, int 
  * outputs them. */
 static int find_contours_ccomp(const uint8_t *mask, int w, int h, raw_list *out)
 {
+    memset(out, 0, sizeof *out);
     int W = w + 2, H = h + 2;
+    if ((size_t)W * (size_t)H > (size_t)INT32_MAX / 2)
+        return ncmi_error_set("segmentation: a %dx%d image is too large for contour tracing", w, h);
     int *img = calloc((size_t)W * (size_t)H, sizeof(int));
     int *owner = NULL; /* label -> discovery index */
     int n_owner = 0, cap_owner = 0;
     if (!img) return ncmi_error_set("segmentation: out of memory for a %dx%d contour image", w, h);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) img[(size_t)(y + 1) * W + x + 1] = mask[(size_t)y * w + x] != 0;
-    memset(out, 0, sizeof *out);
     int nbd = 2;
     for (int y = 1; y < H - 1; y++) {
         int *row = img + (size_t)y * W;
