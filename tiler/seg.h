@@ -8,7 +8,9 @@
 #include <stdint.h>
 
 typedef struct tl_seg_params {
-    int use_otsu;      /* Otsu threshold on the blurred saturation instead of sthresh */
+    int use_otsu;      /* 1: Otsu threshold on the blurred saturation instead of sthresh (CLAM);
+                        * 2: Otsu, but never below sthresh (ncmi `default`: on a blank
+                        * slide Otsu would split the glass noise and call most of it tissue) */
     int sthresh;       /* fixed saturation threshold (CLAM default 8) */
     int mthresh;       /* median blur kernel, odd (CLAM default 7) */
     int close;         /* morphological close kernel size, 0 = none (CLAM default 4) */
@@ -58,6 +60,19 @@ void tl_rgb_saturation(const uint8_t *rgb, int w, int h, uint8_t *sat);
 void tl_median_blur(const uint8_t *in, int w, int h, int k, uint8_t *out);
 int tl_otsu_threshold(const uint8_t *img, size_t n);
 void tl_morph_close(const uint8_t *in, int w, int h, int k, uint8_t *out);
+
+/* cv2.findContours(mask != 0, RETR_CCOMP, CHAIN_APPROX_NONE) (Suzuki-Abe
+ * border following as OpenCV does it): contours in OpenCV's order, points
+ * in image coordinates, hierarchy as OpenCV's (next, previous, first child,
+ * parent; -1 = none). Exposed for tests and previews. 0, or -1 (memory). */
+typedef struct tl_contour_set {
+    int n;
+    int *npts;   /* points per contour */
+    int **pts;   /* npts[i] (x,y) pairs each */
+    int *hier;   /* [4n] */
+} tl_contour_set;
+int tl_find_contours(const uint8_t *mask, int w, int h, tl_contour_set *out);
+void tl_contour_set_free(tl_contour_set *s);
 
 /* Point-in-polygon (even-odd; points on the boundary count as inside, as
  * cv2.pointPolygonTest >= 0). */
