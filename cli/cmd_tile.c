@@ -233,6 +233,7 @@ static void do_slide(run_ctx *c, item *it)
         memset(&a, 0, sizeof a);
         if (tl_coords_h5_read(h5, &coords, &n, &a, name, sizeof name) == 0) {
             free(coords);
+            tl_tile_remove_outputs(c->out, it->id, 0); /* temporary leftovers only */
             it->st = ST_SKIPPED;
             it->n_patches = n;
             it->mpp_used = a.level0_mpp;
