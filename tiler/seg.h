@@ -59,6 +59,19 @@ void tl_median_blur(const uint8_t *in, int w, int h, int k, uint8_t *out);
 int tl_otsu_threshold(const uint8_t *img, size_t n);
 void tl_morph_close(const uint8_t *in, int w, int h, int k, uint8_t *out);
 
+/* cv2.findContours(mask != 0, RETR_CCOMP, CHAIN_APPROX_NONE) (Suzuki-Abe
+ * border following as OpenCV does it): contours in OpenCV's order, points
+ * in image coordinates, hierarchy as OpenCV's (next, previous, first child,
+ * parent; -1 = none). Exposed for tests and previews. 0, or -1 (memory). */
+typedef struct tl_contour_set {
+    int n;
+    int *npts;   /* points per contour */
+    int **pts;   /* npts[i] (x,y) pairs each */
+    int *hier;   /* [4n] */
+} tl_contour_set;
+int tl_find_contours(const uint8_t *mask, int w, int h, tl_contour_set *out);
+void tl_contour_set_free(tl_contour_set *s);
+
 /* Point-in-polygon (even-odd; points on the boundary count as inside, as
  * cv2.pointPolygonTest >= 0). */
 int tl_polygon_contains(const tl_polygon *p, double x, double y);

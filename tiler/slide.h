@@ -56,7 +56,7 @@ int tl_slide_read_rgb(tl_slide *s, int64_t x, int64_t y, int level, int w, int h
  * `target_mpp` µm/px (e.g. 8-16) but never more than max_side pixels on
  * its longer side: read from the closest level at or below that
  * resolution in strips and box-averaged down, so memory stays bounded
- * whatever the slide size. *rgb is malloc'd (w*h*3); *ds_x/*ds_y = level-0
+ * whatever the slide size. *rgb is malloc'd (w*h*3); *ds_x, *ds_y = level-0
  * pixels per image pixel. */
 int tl_slide_lowres(tl_slide *s, double target_mpp, int max_side, uint8_t **rgb, int *w, int *h,
                     double *ds_x, double *ds_y);
