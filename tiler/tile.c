@@ -182,7 +182,8 @@ static void bbox_add(bbox *b, int64_t x0, int64_t y0, int64_t x1, int64_t y1)
  * 32 px; what still fails is painted white and added to *bad. -1 only when
  * the handle could not be reopened. */
 static int read_block_robust(tl_slide *s, int level, int64_t lx, int64_t ly, int w, int h,
-                             uint8_t *buf, int stride, bbox *bad, char *first_err, size_t fe_n)
+                             uint8_t *buf, int stride, bbox *bad, double *bad_px, char *first_err,
+                             size_t fe_n)
 {
     double ds = s->ds[level];
     int64_t x0 = (int64_t)llround((double)lx * ds), y0 = (int64_t)llround((double)ly * ds);
@@ -201,6 +202,7 @@ static int read_block_robust(tl_slide *s, int level, int64_t lx, int64_t ly, int
     ncmi_error_clear();
     if (w <= 32 && h <= 32) {
         for (int r = 0; r < h; r++) memset(buf + ((size_t)r * (size_t)stride) * 3, 255, (size_t)w * 3);
+        *bad_px += (double)w * (double)h;
         bbox_add(bad, x0, y0, x0 + (int64_t)ceil(w * ds), y0 + (int64_t)ceil(h * ds));
         return 0;
     }
@@ -211,7 +213,7 @@ static int read_block_robust(tl_slide *s, int level, int64_t lx, int64_t ly, int
             int bw = qx ? w - w1 : w1, bh = qy ? h - h1 : h1;
             if (read_block_robust(s, level, lx + bx, ly + by, bw, bh,
                                   buf + ((size_t)by * (size_t)stride + (size_t)bx) * 3, stride, bad,
-                                  first_err, fe_n) != 0)
+                                  bad_px, first_err, fe_n) != 0)
                 return -1;
         }
     return 0;
@@ -243,13 +245,14 @@ static int lowres_robust(tl_slide *s, double target_mpp, int max_side, uint8_t *
         return ncmi_error_set("%s: out of memory for a %dx%d low-res image", s->path, w, h);
     }
     char first_err[256] = "";
+    double bad_px = 0;
     for (int oy = 0; oy < h; oy += bh_out) {
         for (int ox = 0; ox < w; ox += bw_out) {
             int64_t lx = (int64_t)ox * kk, ly = (int64_t)oy * kk;
             int rw = (int)(lx + blk_w <= wl ? blk_w : wl - lx);
             int rh = (int)(ly + blk_h <= hl ? blk_h : hl - ly);
             bbox bad = {1, 1, 0, 0};
-            if (read_block_robust(s, level, lx, ly, rw, rh, blk, blk_w, &bad, first_err,
+            if (read_block_robust(s, level, lx, ly, rw, rh, blk, blk_w, &bad, &bad_px, first_err,
                                   sizeof first_err) != 0) {
                 free(img);
                 free(blk);
@@ -280,6 +283,11 @@ static int lowres_robust(tl_slide *s, double target_mpp, int max_side, uint8_t *
         }
     }
     free(blk);
+    if (bad_px >= (double)wl * (double)hl) {
+        free(img);
+        return ncmi_error_set("%s: unreadable: no region of level %d could be read (%s)", s->path, level,
+                              first_err[0] ? first_err : "every read failed");
+    }
     if (r->n_read_errors > 4) note_add(r, "... %d unreadable regions in all", r->n_read_errors);
     if (first_err[0]) note_add(r, "first read error: %s", first_err);
     *out = img;
@@ -461,27 +469,21 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         note_add(r, "target %.4g um/px is finer than the slide (%.4g um/px): patches will be upsampled",
                  p->target_mpp, s.mpp_x);
 
-    /* low-resolution image for segmentation and the preview */
+    /* low-resolution image for segmentation. tl_slide_lowres paints blocks it
+     * cannot read white; when that happened, read again block by block to
+     * record where (and to fail a slide where nothing at all can be read). */
     int w = 0, h = 0;
     double dsx = 1, dsy = 1;
     int reopen0 = s.reopen_count;
     if (tl_slide_lowres(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy) != 0) {
-        /* a corrupt tile (or an error latched on the handle): read again block
-         * by block, painting what cannot be read white and recording it */
         if (!s.osr) goto done;
-        char first[512];
-        snprintf(first, sizeof first, "%s", ncmi_error());
+        reopen0 = -1; /* an error latched on the handle: try block by block */
+    }
+    if (s.reopen_count != reopen0) {
         ncmi_error_clear();
+        free(img);
         img = NULL;
-        if (lowres_robust(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy, r) != 0) {
-            ncmi_error_prefix("%s (after: %s)", path, first);
-            goto done;
-        }
-        if (r->n_read_errors == 0) note_add(r, "low-res read failed once (%s), read again block by block", first);
-    } else if (s.reopen_count > reopen0) {
-        r->n_read_errors += s.reopen_count - reopen0;
-        note_add(r, "%d read error(s) while making the low-res image (handle reopened, region white)",
-                 s.reopen_count - reopen0);
+        if (lowres_robust(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy, r) != 0) goto done;
     }
     r->seg_mpp = s.mpp_x * dsx;
 
@@ -513,10 +515,33 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
     char out[4096];
     tl_tile_output_path(out, sizeof out, out_dir, "contours", slide_id);
     if (tl_geojson_write(out, &tissue) != 0) goto done;
+    /* the preview: the segmentation image when it is large enough, else a
+     * finer one (up to preview_max_side a side, never finer than level 0) */
+    uint8_t *pimg = img;
+    int pw = w, ph = h;
+    double pdsx = dsx, pdsy = dsy;
+    int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
+    int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
+    if ((w > h ? w : h) < 0.9 * want) {
+        int r0 = s.reopen_count;
+        uint8_t *fine = NULL;
+        if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
+                            &pdsx, &pdsy) == 0) {
+            pimg = fine;
+            if (s.reopen_count > r0)
+                note_add(r, "preview: %d unreadable block(s) painted white", s.reopen_count - r0);
+        } else {
+            if (!s.osr) goto done;
+            note_add(r, "preview from the segmentation image (%s)", ncmi_error());
+            ncmi_error_clear();
+            pw = w, ph = h, pdsx = dsx, pdsy = dsy;
+        }
+    }
     tl_tile_output_path(out, sizeof out, out_dir, "previews", slide_id);
-    if (write_preview(out, img, w, h, dsx, dsy, p->preview_max_side, &tissue, coords, n,
-                      r->patch_size_level0) != 0)
-        goto done;
+    int prc = write_preview(out, pimg, pw, ph, pdsx, pdsy, p->preview_max_side, &tissue, coords, n,
+                            r->patch_size_level0);
+    if (pimg != img) free(pimg);
+    if (prc != 0) goto done;
 
     int L = r->level;
     char save_path[4096];
