@@ -42,25 +42,52 @@ measure() {
 }
 
 calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
-mkdir -p "$OUT"
+mkdir -p "$OUT/py"
 echo "bench/tile: $(nproc) CPUs; preset $PRESET, target $TARGET um/px, 256 px patches; outputs in $OUT"
 printf '%-14s %10s %10s %8s %10s %10s %8s %9s %9s\n' slide "ncmi s" "python s" speedup "ncmi MiB" "py MiB" "mem x" "ncmi n" "py n"
-tot_n=0; tot_p=0; worst_mem=0
+tot_n=0; tot_p=0; P0S=()
 for s in "${SLIDES[@]}"; do
   id=$(basename "${s%.*}")
   /usr/bin/time -v "$BUILD/ncmi" tile "$s" --out "$OUT/ncmi" --force --preset "$PRESET" \
       --target-mpp "$TARGET" 2>"$OUT/$id.ncmi.log" >/dev/null || { cat "$OUT/$id.ncmi.log" >&2; exit 1; }
-  /usr/bin/time -v "$PY" tests/reference/clam_reference.py --slide "$s" --preset "$PRESET" \
-      --target-mpp "$TARGET" --out "$OUT/py/$id.h5" >"$OUT/$id.py.out" 2>"$OUT/$id.py.log" \
+  P0=$(awk -F, -v id="$id" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "patch_size_level0") c = i }
+                           $1 == id { print $c }' "$OUT/ncmi/tile_status.csv")
+  P0S+=("$P0")
+  /usr/bin/time -v "$PY" tests/reference/clam_reference.py --slide "$s" --preset "$PRESET" --patch-level0 "$P0" --no-padding --out "$OUT/py/$id.json" >"$OUT/$id.py.out" 2>"$OUT/$id.py.log" \
       || { cat "$OUT/$id.py.log" >&2; exit 1; }
   read -r tn mn < <(measure "$OUT/$id.ncmi.log")
   read -r tp mp < <(measure "$OUT/$id.py.log")
   nn=$("$PY" -c "import h5py,sys; print(h5py.File(sys.argv[1])['coords'].shape[0])" "$OUT/ncmi/patches/$id.h5")
-  np_=$("$PY" -c "import h5py,sys; print(h5py.File(sys.argv[1])['coords'].shape[0])" "$OUT/py/$id.h5" 2>/dev/null || echo "?")
+  np_=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['n_coords'])" "$OUT/py/$id.json" 2>/dev/null || echo "?")
   printf '%-14s %10.3f %10.3f %7.1fx %10.1f %10.1f %7.2fx %9s %9s\n' "$id" "$tn" "$tp" \
     "$(calc "$tp / $tn")" "$(calc "$mn / 1024")" "$(calc "$mp / 1024")" \
     "$(calc "$mp / $mn")" "$nn" "$np_"
   tot_n=$(calc "$tot_n + $tn"); tot_p=$(calc "$tot_p + $tp")
 done
 printf '%-14s %10.3f %10.3f %7.1fx\n' total "$tot_n" "$tot_p" "$(calc "$tot_p / $tot_n")"
-echo "speedup = python s / ncmi s; mem x = python peak RSS / ncmi peak RSS (both > 1: ncmi faster and smaller)"
+echo "(one process per slide on both sides; speedup = python s / ncmi s; mem x = python peak RSS / ncmi peak RSS)"
+
+# the whole cohort in one process on both sides (CLAM's create_patches_fp.py runs a
+# folder in one process): start-up paid once; ncmi with 1 and with $(nproc) jobs
+J=$(nproc)
+/usr/bin/time -v "$BUILD/ncmi" tile "${SLIDES[@]}" --out "$OUT/cohort1" --force --preset "$PRESET" \
+    --target-mpp "$TARGET" --jobs 1 2>"$OUT/cohort1.log" >/dev/null || { cat "$OUT/cohort1.log" >&2; exit 1; }
+/usr/bin/time -v "$BUILD/ncmi" tile "${SLIDES[@]}" --out "$OUT/cohortJ" --force --preset "$PRESET" \
+    --target-mpp "$TARGET" --jobs "$J" 2>"$OUT/cohortJ.log" >/dev/null || { cat "$OUT/cohortJ.log" >&2; exit 1; }
+/usr/bin/time -v "$PY" bench/tile_clam_cohort.py --preset "$PRESET" --patch-level0 "${P0S[@]}" -- "${SLIDES[@]}" \
+    >"$OUT/cohort_py.out" 2>"$OUT/cohort_py.log" || { cat "$OUT/cohort_py.log" >&2; exit 1; }
+read -r c1 m1 < <(measure "$OUT/cohort1.log")
+read -r cj mj < <(measure "$OUT/cohortJ.log")
+read -r cp mp < <(measure "$OUT/cohort_py.log")
+imp=$(awk '$1 == "imports" { print $2 }' "$OUT/cohort_py.out")
+work=$(awk '$1 == "total" { print $2 }' "$OUT/cohort_py.out")
+n=${#SLIDES[@]}
+echo
+echo "whole cohort ($n slides) in one process:"
+printf '%-28s %10s %12s %10s %8s\n' run "wall s" "s / slide" "peak MiB" "speedup"
+printf '%-28s %10.3f %12.3f %10.1f %7.1fx\n' "python (CLAM algorithm)" "$cp" "$(calc "$cp / $n")" "$(calc "$mp / 1024")" 1
+printf '%-28s %10.3f %12.3f %10.1f %7.1fx\n' "ncmi tile --jobs 1" "$c1" "$(calc "$c1 / $n")" "$(calc "$m1 / 1024")" "$(calc "$cp / $c1")"
+printf '%-28s %10.3f %12.3f %10.1f %7.1fx\n' "ncmi tile --jobs $J" "$cj" "$(calc "$cj / $n")" "$(calc "$mj / 1024")" "$(calc "$cp / $cj")"
+echo "(python: $imp s of imports, $work s of reading + segmentation + grid for the $n slides; ncmi also"
+echo " writes the preview PNG, the GeoJSON and the coords HDF5 of every slide, python only its counts)"
+if [ -n "${NCMI_TILE_PROFILE:-}" ]; then grep "ncmi: tile: .*: open" "$OUT/cohort1.log"; fi

@@ -112,6 +112,7 @@ typedef struct run_ctx {
     size_t patches;
     double t0;
     int tty;
+    int profile;   /* NCMI_TILE_PROFILE=1: per-slide phase times on stderr */
     FILE *status;  /* live status file (rows as slides finish) */
     pthread_mutex_t mu;
 } run_ctx;
@@ -259,6 +260,10 @@ static void do_slide(run_ctx *c, item *it)
     it->level = r.level;
     it->patch0 = r.patch_size_level0;
     snprintf(it->msg, sizeof it->msg, "%s", r.note);
+    if (c->profile)
+        fprintf(stderr, "ncmi: tile: %s: open %.3f s, low-res %.3f s (%.2f um/px), segmentation %.3f s, grid %.3f s, "
+                "contours + preview %.3f s, coords %.3f s\n",
+                it->id, r.t_open, r.t_lowres, r.seg_mpp, r.t_seg, r.t_grid, r.t_preview, r.t_write);
     (void)removed;
 out:
     it->seconds = now_s() - t;
@@ -541,6 +546,7 @@ end_args:
     fflush(c.status);
 
     c.tty = isatty(2);
+    c.profile = getenv("NCMI_TILE_PROFILE") && atoi(getenv("NCMI_TILE_PROFILE")) > 0;
     c.t0 = now_s();
     pthread_mutex_init(&c.mu, NULL);
     if (!c.tty)

@@ -198,7 +198,12 @@ static int read_block_robust(tl_slide *s, int level, int64_t lx, int64_t ly, int
     }
     free(tmp);
     if (!s->osr) return -1; /* reopen failed: the message says why */
-    if (!first_err[0]) snprintf(first_err, fe_n, "%s", ncmi_error());
+    if (!first_err[0]) {
+        const char *e = ncmi_error();
+        size_t pl = strlen(s->path);
+        if (!strncmp(e, s->path, pl) && !strncmp(e + pl, ": ", 2)) e += pl + 2; /* the path is said once */
+        snprintf(first_err, fe_n, "%s", e);
+    }
     ncmi_error_clear();
     if (w <= 32 && h <= 32) {
         for (int r = 0; r < h; r++) memset(buf + ((size_t)r * (size_t)stride) * 3, 255, (size_t)w * 3);
@@ -411,7 +416,7 @@ static int write_preview(const char *path, const uint8_t *img, int w, int h, dou
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld.png", path, (long)getpid());
     int rc = -1;
-    if (im && vips_pngsave(im, tmp, "compression", 6, "strip", TRUE, NULL) == 0) rc = 0;
+    if (im && vips_pngsave(im, tmp, "compression", 2, "strip", TRUE, NULL) == 0) rc = 0;
     if (im) g_object_unref(im);
     g_free(buf);
     if (rc != 0) {
@@ -433,6 +438,13 @@ static int write_preview(const char *path, const uint8_t *img, int w, int h, dou
 #endif
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ------------------------------------------------------------------ */
 /* one slide                                                           */
 
@@ -446,7 +458,9 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
                               p->target_mpp, p->patch_size, p->overlap);
     tl_slide s;
     memset(&s, 0, sizeof s);
+    double t0 = now_s();
     if (tl_slide_open(&s, path, mpp_override) != 0) return -1;
+    r->t_open = now_s() - t0;
     int rc = -1;
     uint8_t *img = NULL;
     int64_t *coords = NULL;
@@ -486,6 +500,8 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         if (lowres_robust(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy, r) != 0) goto done;
     }
     r->seg_mpp = s.mpp_x * dsx;
+    double t1 = now_s();
+    r->t_lowres = t1 - t0 - r->t_open;
 
     if (tl_segment(img, w, h, dsx, dsy, &p->seg, &tissue, NULL) != 0) {
         ncmi_error_prefix("%s: segmentation", path);
@@ -502,6 +518,8 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         .use_padding = 0,
         .min_tissue = p->min_tissue,
     };
+    double t2 = now_s();
+    r->t_seg = t2 - t1;
     if (tl_grid(&tissue, &gp, &coords, &n) != 0) {
         ncmi_error_prefix("%s: grid", path);
         goto done;
@@ -514,15 +532,18 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
 
     char out[4096];
     tl_tile_output_path(out, sizeof out, out_dir, "contours", slide_id);
+    double t3 = now_s();
+    r->t_grid = t3 - t2;
     if (tl_geojson_write(out, &tissue) != 0) goto done;
-    /* the preview: the segmentation image when it is large enough, else a
-     * finer one (up to preview_max_side a side, never finer than level 0) */
+    /* the preview: the segmentation image when it has 1000 px a side or more
+     * (or the whole slide is smaller), else a finer one for small slides and
+     * biopsies (up to preview_max_side a side, never finer than level 0) */
     uint8_t *pimg = img;
     int pw = w, ph = h;
     double pdsx = dsx, pdsy = dsy;
     int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
     int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
-    if ((w > h ? w : h) < 0.9 * want) {
+    if ((w > h ? w : h) < 1000 && (w > h ? w : h) < 0.9 * want) {
         int r0 = s.reopen_count;
         uint8_t *fine = NULL;
         if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
@@ -542,6 +563,8 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
                             r->patch_size_level0);
     if (pimg != img) free(pimg);
     if (prc != 0) goto done;
+    double t4 = now_s();
+    r->t_preview = t4 - t3;
 
     int L = r->level;
     char save_path[4096];
@@ -565,6 +588,7 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
     };
     tl_tile_output_path(out, sizeof out, out_dir, "patches", slide_id);
     if (tl_coords_h5_write(out, coords, n, &a) != 0) goto done;
+    r->t_write = now_s() - t4;
     rc = 0;
 done:
     free(img);

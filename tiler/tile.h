@@ -47,6 +47,8 @@ typedef struct tl_tile_result {
     double seg_mpp;           /* µm/px of the segmentation image actually used */
     int n_read_errors;        /* corrupt regions met (handle reopened, region white) */
     char note[512];           /* warnings + regions that could not be read ("" if none) */
+    /* seconds: open, low-res read, segmentation, grid, GeoJSON + preview, coords file */
+    double t_open, t_lowres, t_seg, t_grid, t_preview, t_write;
 } tl_tile_result;
 
 /* Tile one slide into out_dir (its sub-folders must exist). mpp_override
