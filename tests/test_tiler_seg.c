@@ -459,6 +459,28 @@ TEST(tiler_seg_synthetic_filters_and_areas)
     tl_seg_preset("clam-default", &p);
     REQUIRE(tl_segment(rgb, w, h, ds, ds, &p, &t, NULL) == 0 && t.n == 0, "blank: %d contours", t.n);
     tl_tissue_free(&t);
+    /* blank glass with sensor noise: pure Otsu (CLAM use_otsu) splits the
+     * noise and finds "tissue" everywhere; ncmi's default floors Otsu at
+     * sthresh and finds none */
+    uint32_t st = 12345;
+    for (size_t q = 0; q < (size_t)w * h * 3; q++) {
+        st = st * 1664525u + 1013904223u;
+        rgb[q] = (uint8_t)(236 + (st >> 24) % 9);
+    }
+    tl_seg_preset("default", &p);
+    uint8_t *mask;
+    REQUIRE(tl_segment(rgb, w, h, ds, ds, &p, &t, &mask) == 0, "%s", ncmi_error());
+    EXPECT(t.n == 0, "default on blank glass: %d contours", t.n);
+    tl_tissue_free(&t);
+    free(mask);
+    p.use_otsu = 1;
+    REQUIRE(tl_segment(rgb, w, h, ds, ds, &p, &t, &mask) == 0, "%s", ncmi_error());
+    int on = 0;
+    for (int q = 0; q < w * h; q++) on += mask[q] != 0;
+    EXPECT(on > w * h / 4 && t.n > 0, "pure Otsu on blank glass: %d of %d pixels, %d contours (expected the failure "
+           "the floor prevents)", on, w * h, t.n);
+    tl_tissue_free(&t);
+    free(mask);
     free(rgb);
     json_decref(g);
 }

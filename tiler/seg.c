@@ -50,10 +50,12 @@ typedef struct {
  * 256-px size) and drops specks and dust below that. Holes matter only when a
  * patch centre falls in them, so holes smaller than one 512x512 patch (a_h = 1)
  * are ignored. The saturation threshold is Otsu's (adapts to faint or
- * strongly stained slides instead of CLAM's fixed 8), after a 7x7 median and a
- * 4x4 close as in CLAM. */
+ * strongly stained slides instead of CLAM's fixed 8) but never below 8
+ * (use_otsu = 2): on a blank or nearly blank slide pure Otsu splits the
+ * glass noise and calls most of the slide tissue. 7x7 median and 4x4 close
+ * as in CLAM. */
 static const seg_preset presets[] = {
-    {"default", {1, 8, 7, 4, 0.25, 1.0, 8}},
+    {"default", {2, 8, 7, 4, 0.25, 1.0, 8}},
     {"clam-default", {0, 8, 7, 4, 100.0, 16.0, 8}},
     {"tcga", {0, 8, 7, 4, 16.0, 4.0, 8}},
     {"biopsy", {0, 15, 11, 2, 1.0, 1.0, 2}},
@@ -468,6 +470,7 @@ int tl_segment(const uint8_t *rgb, int w, int h, double ds_x, double ds_y, const
     tl_rgb_saturation(rgb, w, h, a);
     tl_median_blur(a, w, h, p->mthresh, b);
     int thr = p->use_otsu ? tl_otsu_threshold(b, n) : p->sthresh;
+    if (p->use_otsu == 2 && thr < p->sthresh) thr = p->sthresh;
     for (size_t i = 0; i < n; i++) b[i] = b[i] > thr ? 255 : 0;
     if (p->close > 0) tl_morph_close(b, w, h, p->close, b);
     free(a);

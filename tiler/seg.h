@@ -8,7 +8,9 @@
 #include <stdint.h>
 
 typedef struct tl_seg_params {
-    int use_otsu;      /* Otsu threshold on the blurred saturation instead of sthresh */
+    int use_otsu;      /* 1: Otsu threshold on the blurred saturation instead of sthresh (CLAM);
+                        * 2: Otsu, but never below sthresh (ncmi `default`: on a blank
+                        * slide Otsu would split the glass noise and call most of it tissue) */
     int sthresh;       /* fixed saturation threshold (CLAM default 8) */
     int mthresh;       /* median blur kernel, odd (CLAM default 7) */
     int close;         /* morphological close kernel size, 0 = none (CLAM default 4) */

@@ -438,7 +438,7 @@ int tl_slide_lowres(tl_slide *s, double target_mpp, int max_side, uint8_t **rgb,
     free(strip), free(argb), free(acc), free(cnt), free(colmap), free(blk_argb), free(blk_rgb);
     if (rc) {
         free(out);
-        return ncmi_error_prefix("low-resolution image");
+        return -1; /* the message names the slide and the region */
     }
     *rgb = out;
     *w = ow;

@@ -404,6 +404,8 @@ int tl_synth_truth_compute(const tl_synth_params *p, tl_synth_truth *truth)
 
 /* ---------------------------------------------------------------- TIFF patching */
 
+#if NCMI_HAVE_VIPS
+
 typedef struct tiff_io {
     int fd;
     int le, big;
@@ -565,7 +567,6 @@ static int corrupt_tile(const tiff_io *t, int64_t tx, int64_t ty)
 
 /* ---------------------------------------------------------------- writing */
 
-#if NCMI_HAVE_VIPS
 #include <pthread.h>
 #include <vips/vips.h>
 

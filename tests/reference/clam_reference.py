@@ -50,7 +50,7 @@ PRESETS = {
     "biopsy": dict(use_otsu=False, sthresh=15, mthresh=11, close=2, a_t=1, a_h=1, max_n_holes=2),
     "resection": dict(use_otsu=False, sthresh=15, mthresh=11, close=4, a_t=100, a_h=16, max_n_holes=8),
     # ncmi's robust default (tiler/seg.c explains the choice)
-    "default": dict(use_otsu=True, sthresh=8, mthresh=7, close=4, a_t=0.25, a_h=1, max_n_holes=8),
+    "default": dict(use_otsu=2, sthresh=8, mthresh=7, close=4, a_t=0.25, a_h=1, max_n_holes=8),
 }
 PRESETS["bwh_biopsy"] = PRESETS["biopsy"]
 PRESETS["bwh_resection"] = PRESETS["resection"]
@@ -61,7 +61,9 @@ def tissue_mask(rgb, p):
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb[:, :, :3]), cv2.COLOR_RGB2HSV)
     sat = cv2.medianBlur(np.ascontiguousarray(hsv[:, :, 1]), int(p["mthresh"]))
     if p["use_otsu"]:
-        _, m = cv2.threshold(sat, 0, 255, cv2.THRESH_OTSU + cv2.THRESH_BINARY)
+        t, m = cv2.threshold(sat, 0, 255, cv2.THRESH_OTSU + cv2.THRESH_BINARY)
+        if p["use_otsu"] == 2 and t < p["sthresh"]:  # ncmi default: Otsu floored at sthresh
+            _, m = cv2.threshold(sat, int(p["sthresh"]), 255, cv2.THRESH_BINARY)
     else:
         _, m = cv2.threshold(sat, int(p["sthresh"]), 255, cv2.THRESH_BINARY)
     if p["close"] > 0:
@@ -205,7 +207,7 @@ def main(argv=None):
         ap.add_argument("--" + k.replace("_", "-"), type=int)
     for k in ("a_t", "a_h"):
         ap.add_argument("--" + k.replace("_", "-"), type=float)
-    ap.add_argument("--otsu", choices=["0", "1"])
+    ap.add_argument("--otsu", choices=["0", "1", "2"], help="1: Otsu (CLAM), 2: Otsu floored at sthresh")
     ap.add_argument("--patch-level0", type=int, nargs="+", default=[0],
                     help="patch side(s) in level-0 px (0: no grid); with several, 'grids' lists each")
     ap.add_argument("--step-level0", type=int, default=0)
@@ -226,7 +228,7 @@ def main(argv=None):
         if getattr(a, k) is not None:
             p[k] = getattr(a, k)
     if a.otsu is not None:
-        p["use_otsu"] = a.otsu == "1"
+        p["use_otsu"] = int(a.otsu)
 
     t0 = time.time()
     res = {"preset": a.preset, "params": p}
