@@ -150,9 +150,14 @@ bench-ops: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_ops
 	@bash bench/ops.sh $(BUILD)
 
+# ncmi tile vs the Python CLAM reference on generated slides (cached in bench-data/)
+bench-tile: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
+	@bash bench/tile.sh $(BUILD)
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test golden bench-ops clean FORCE
+.PHONY: all features setup demo test golden bench-ops bench-tile clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

@@ -110,9 +110,8 @@ TEST(cli_unknown_command_and_option)
 TEST(cli_commands_not_built_yet)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
-    struct { const char *cmd; int issue; } c[] = {{"tile", 4}, {"features", 7}, {"score", 9},
-                                                   {"report", 10}};
-    for (int i = 0; i < 4; i++) {
+    struct { const char *cmd; int issue; } c[] = {{"features", 7}, {"score", 9}, {"report", 10}};
+    for (int i = 0; i < 3; i++) {
         char *out = NULL;
         int rc = ncmi(&out, "%s", c[i].cmd);
         char want[128];
