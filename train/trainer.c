@@ -967,23 +967,92 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
         return hits;
     }
     /* NCMI: nearest learned centroid in KL */
-    float *q = malloc((size_t)C * D * sizeof *q), *p = malloc((size_t)D * sizeof *p);
-    NCMI_CHECK(q && p, "out of memory");
-    nn_ncmi_centroids(&t->ncmi, q);
+    /* argmin_c KL(p || q_c) = argmax_c sum_j p_j ln q_cj, and a positive factor per
+     * sample does not change the argmax: p_j is replaced by the unnormalised
+     * s(v_j) (NSF) or exp(v_j - max v) (softmax), in float (logging only) */
+    const nn_ncmi_cfg *nc = &t->ncmi.cfg;
+    float *lq = malloc((size_t)C * D * sizeof *lq), *s = malloc((size_t)D * sizeof *s);
+    NCMI_CHECK(lq && s, "out of memory");
+    nn_ncmi_centroids(&t->ncmi, lq);
+    for (size_t k = 0; k < (size_t)C * D; k++) lq[k] = logf(lq[k] > 1e-30f ? lq[k] : 1e-30f);
+    const float *cen = t->ncmi.center->data;
     for (int i = 0; i < n; i++) {
-        nn_ncmi_project(&t->ncmi, z->data + (size_t)i * D, 1, NULL, p);
+        const float *zi = z->data + (size_t)i * D;
+        float r2 = 0, mx = -INFINITY;
+        for (int j = 0; j < D; j++) {
+            s[j] = zi[j] - (nc->centering ? cen[j] : 0.f);
+            r2 += s[j] * s[j];
+        }
+        float r = sqrtf(r2);
+        float sc = 1.f / ((r > nc->norm_eps ? r : nc->norm_eps) * nc->tau);
+        for (int j = 0; j < D; j++) {
+            s[j] *= sc;
+            mx = s[j] > mx ? s[j] : mx;
+        }
+        for (int j = 0; j < D; j++)
+            s[j] = nc->simplex == NN_NCMI_SOFTMAX ? expf(s[j] - mx) : 1.f / (1.f + expf(-s[j]));
         int b = 0;
-        double best = INFINITY;
+        float best = -INFINITY;
         for (int c = 0; c < C; c++) {
-            double s = 0;
-            for (int j = 0; j < D; j++) s -= p[j] * log(fmax(q[(size_t)c * D + j], 1e-30));
-            if (s < best) best = s, b = c;
+            float acc = 0;
+            const float *l = lq + (size_t)c * D;
+            for (int j = 0; j < D; j++) acc += s[j] * l[j];
+            if (acc > best) best = acc, b = c;
         }
         hits += b == y[i];
     }
-    free(q);
-    free(p);
+    free(lq);
+    free(s);
     return hits;
+}
+
+int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out, int *hits)
+{
+    const tr_config *c = &t->cfg;
+    const tr_dataset *tr = t->train;
+    nn_graph *g = t->g;
+    int *y = malloc((size_t)n * sizeof *y);
+    NCMI_CHECK(y, "out of memory");
+    for (int i = 0; i < n; i++) y[i] = tr->labels[idx[i]];
+    int rc = 0;
+    *loss_out = NAN;
+    *hits = 0;
+    nn_tensor *aux = NULL;
+    nn_tensor *z = forward_samples(t, tr, idx, n, 1, rng, &aux);
+    if (!z) {
+        rc = -1;
+        goto out;
+    }
+    nn_tensor *logits = NULL, *loss;
+    if (t->have_ncmi) {
+        loss = nn_ncmi_loss(g, &t->ncmi, z, y, 1);
+    } else {
+        logits = nn_linear_m_forward(g, &t->fc, z);
+        loss = nn_loss_forward(g, &c->loss, logits, y);
+    }
+    if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
+    *loss_out = loss->data[0];
+    if (!isfinite(*loss_out)) {
+        rc = ncmi_error_set("loss %g", *loss_out);
+        goto out;
+    }
+    if (!(t->have_ncmi && t->ncmi.last_skipped)) {
+        if (nn_backward(g, loss)) {
+            rc = -1;
+            goto out;
+        }
+        if (c->clip_grad_norm > 0) nn_clip_grad_norm(&t->P_opt, c->clip_grad_norm);
+        nn_optim_step(&t->opt);
+        if (t->have_opt_xi) nn_optim_step(&t->opt_xi);
+        if (t->model->after_step) t->model->after_step(t->model);
+    }
+    nn_params_zero_grad(&t->P_opt);
+    if (t->have_ncmi) nn_params_zero_grad(&t->P_head);
+    *hits = step_accuracy(t, z, logits, y, n);
+out:
+    nn_graph_reset(g);
+    free(y);
+    return rc;
 }
 
 int tr_fit(tr_trainer *t)
@@ -1005,14 +1074,9 @@ int tr_fit(tr_trainer *t)
 
     const int n = tr->n, bs = c->batch_size;
     const int steps = (n + bs - 1) / bs;
-    int *perm = malloc((size_t)n * sizeof *perm), *yb = malloc((size_t)bs * sizeof *yb);
-    if (!perm || !yb) {
-        free(perm);
-        free(yb);
-        return ncmi_error_set("out of memory");
-    }
+    int *perm = malloc((size_t)n * sizeof *perm);
+    if (!perm) return ncmi_error_set("out of memory");
     progress prog = {c->progress, now_s(), 0, c->epochs, t->st.epoch};
-    nn_graph *g = t->g;
     int rc = 0;
     for (int epoch = t->st.epoch; epoch < c->epochs && !rc; epoch++) {
         double t0 = now_s();
@@ -1024,49 +1088,22 @@ int tr_fit(tr_trainer *t)
         nn_rng aug = nn_rng_fork(&t->st.shuffle, (uint64_t)epoch);
         double loss_sum = 0;
         long correct = 0;
-        int seen = 0, skipped = 0;
+        int seen = 0;
         for (int step = 0; step < steps && !rc; step++) {
             int b0 = step * bs, nb = n - b0 < bs ? n - b0 : bs;
-            for (int i = 0; i < nb; i++) yb[i] = tr->labels[perm[b0 + i]];
-            nn_tensor *aux = NULL;
-            nn_tensor *z = forward_samples(t, tr, perm + b0, nb, 1, &aug, &aux);
-            if (!z) {
+            double lv;
+            int hits;
+            if (tr_step(t, perm + b0, nb, &aug, &lv, &hits)) {
+                if (!isfinite(lv))
+                    ncmi_error_set("training diverged at epoch %d step %d (loss %g); lower the "
+                                   "learning rate (%g) or clip the gradient norm",
+                                   epoch + 1, step + 1, lv, (double)lr);
                 rc = -1;
                 break;
             }
-            nn_tensor *logits = NULL, *loss;
-            if (t->have_ncmi) {
-                loss = nn_ncmi_loss(g, &t->ncmi, z, yb, 1);
-            } else {
-                logits = nn_linear_m_forward(g, &t->fc, z);
-                loss = nn_loss_forward(g, &c->loss, logits, yb);
-            }
-            if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
-            double lv = loss->data[0];
-            if (!isfinite(lv)) {
-                rc = ncmi_error_set("training diverged at epoch %d step %d (loss %g); lower the "
-                                    "learning rate (%g) or clip the gradient norm",
-                                    epoch + 1, step + 1, lv, (double)lr);
-                break;
-            }
-            if (t->have_ncmi && t->ncmi.last_skipped) {
-                skipped++;
-            } else {
-                if (nn_backward(g, loss)) {
-                    rc = -1;
-                    break;
-                }
-                if (c->clip_grad_norm > 0) nn_clip_grad_norm(&t->P_opt, c->clip_grad_norm);
-                nn_optim_step(&t->opt);
-                if (t->have_opt_xi) nn_optim_step(&t->opt_xi);
-                if (t->model->after_step) t->model->after_step(t->model);
-            }
-            nn_params_zero_grad(&t->P_opt);
-            if (t->have_ncmi) nn_params_zero_grad(&t->P_head);
             loss_sum += lv * nb;
-            correct += step_accuracy(t, z, logits, yb, nb);
+            correct += hits;
             seen += nb;
-            nn_graph_reset(g);
             progress_step(&prog, epoch, step + 1, steps, loss_sum / seen, (double)correct / seen, &t->st);
         }
         if (rc) break;
@@ -1116,11 +1153,9 @@ int tr_fit(tr_trainer *t)
                         epoch + 1, c->select, c->patience);
             break;
         }
-        (void)skipped;
     }
     progress_end(&prog);
     free(perm);
-    free(yb);
     return rc;
 }
 

@@ -231,6 +231,14 @@ int tr_load_weights(tr_trainer *t, const char *path);
  * last/best.safetensors into run_dir when set. */
 int tr_fit(tr_trainer *t);
 
+/* One training step on training samples idx[0..n) (augmented with rng):
+ * forward, head loss (+ aux), backward, clipping, the encoder's optimizer and
+ * (NCMI) the centroid SGD at their current lr, the model's after-step hook.
+ * *loss = the batch loss, *hits = correct training predictions (linear:
+ * argmax; NCMI: nearest learned centroid). An NCMI step whose samples all
+ * sit on the centre is skipped (nn/ncmi.h). -1 on a non-finite loss. */
+int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss, int *hits);
+
 /* Embeddings of every sample of d in eval mode: *Z malloc'd [d->n, D]. */
 int tr_embed(tr_trainer *t, const tr_dataset *d, float **Z);
 
