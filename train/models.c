@@ -32,7 +32,7 @@ typedef struct dense {
     size_t numel;   /* per sample */
     float *X;
     char **ids;
-    char idbuf[64];
+    char idbuf[96];
     tr_dense_opts opts;
     int c, h, w;    /* image view for augmentation */
 } dense;

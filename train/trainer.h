@@ -43,7 +43,7 @@
 
 typedef struct tr_dataset tr_dataset;
 struct tr_dataset {
-    char name[32];          /* "train", "val", "test": messages and file names */
+    char name[64];          /* "train", "val", "test": messages and file names */
     char source[512];       /* where the labels came from ("" if nowhere): messages */
     int n;                  /* samples (or bags) */
     int *labels;            /* [n] class indices in [0, C) */
