@@ -429,7 +429,13 @@ int tr_resume(tr_trainer *t, const char *path)
                             "best_epoch/bad_evals/stopped (not a last.safetensors?)", path);
     /* encoder optimizer state and weights are validated before anything is copied */
     if (!rc) rc = nn_optim_state_load(&t->opt, &st);
-    if (!rc) rc = nn_params_load_st(&t->P_all, &st, 1);
+    /* strict: every tensor but the optimizers' state must be one of ours */
+    for (int e = 0; !rc && e < st.n; e++) {
+        const char *nm = st.entries[e].name;
+        if (strncmp(nm, "optim.", 6) && strncmp(nm, "optim_xi.", 9) && !nn_params_get(&t->P_all, nm))
+            rc = ncmi_error_set("%s: unexpected tensor '%s' (a checkpoint of another model?)", path, nm);
+    }
+    if (!rc) rc = nn_params_load_st(&t->P_all, &st, 0);
     if (!rc && t->have_opt_xi) rc = load_xi_state(t, &st);
     nn_st_close(&st);
     if (rc) return rc;
