@@ -94,9 +94,9 @@ static int train_mnist(const char *config, const char *name, const char *extra, 
 {
     char mn[1024];
     mnist_dir(mn, sizeof mn);
-    snprintf(dir, n, "%s/runs/%s", test_tmpdir(), name);
+    snprintf(dir, n, "%s/runs_trainer/%s", test_tmpdir(), name);
     double t0 = now_s();
-    int rc = ncmi(out, "train --config %s --out %s/runs --set name=%s --set data.root=%s %s", config,
+    int rc = ncmi(out, "train --config %s --out %s/runs_trainer --set name=%s --set data.root=%s %s", config,
                   test_tmpdir(), name, mn, extra ? extra : "");
     if (seconds) *seconds = now_s() - t0;
     return rc;
@@ -271,7 +271,7 @@ TEST(trainer_ncmi_resume_bit_identical)
     NEED_BINARY();
     char cfg[1024], runs[1024], pa[1200], pb[1200], *out = NULL;
     snprintf(cfg, sizeof cfg, "%s/synth_ncmi.yaml", test_tmpdir());
-    snprintf(runs, sizeof runs, "%s/runs_resume", test_tmpdir());
+    snprintf(runs, sizeof runs, "%s/runs_ncmi_resume", test_tmpdir());
     write_text(cfg, synth_ncmi);
     int rc = ncmi(&out, "train --config %s --out %s --set name=straight", cfg, runs);
     REQUIRE(rc == 0, "straight: exit %d\n%s", rc, out ? out : "");
