@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "../nn/error.h"
+#include "../nn/ops.h"
 #include "../nn/safetensors.h"
 #include "../train/trainer.h"
 #include "test.h"
@@ -395,4 +396,124 @@ TEST(trainer_label_outside_class_list)
     tr_free(&t);
     tr_model_free(&m);
     tr_dataset_free(&d);
+}
+
+/* ---- bags (the MIL path): one bag per sample, of different sizes, forwarded
+ * one at a time; an aux term and an after-step hook ---- */
+
+enum { BAG_N = 120, BAG_F = 6, BAG_C = 3 };
+
+typedef struct bagset {
+    int size[BAG_N];
+    float *X[BAG_N]; /* [size, F] */
+    char id[BAG_N][16];
+} bagset;
+
+static const char *bag_id(const tr_dataset *d, int i) { return ((bagset *)d->ctx)->id[i]; }
+
+static int bag_inputs(const tr_dataset *d, nn_graph *g, const int *idx, int n, int training, nn_rng *rng,
+                      nn_tensor **out)
+{
+    (void)training, (void)rng;
+    if (n != 1) return ncmi_error_set("bags come one at a time");
+    bagset *b = d->ctx;
+    int shape[2] = {b->size[idx[0]], BAG_F};
+    out[0] = nn_tensor_from(g, 2, shape, b->X[idx[0]]);
+    return 1;
+}
+
+typedef struct bagmodel {
+    nn_params P;
+    nn_linear_m fc;
+    int after_steps, aux_calls;
+} bagmodel;
+
+/* mean over the bag's instances, then Linear(F, 8) + ReLU -> z [1, 8]; aux = 0 * sum(z) */
+static nn_tensor *bag_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in, int training,
+                              nn_rng *rng, nn_tensor **aux)
+{
+    (void)n_in, (void)rng;
+    bagmodel *s = m->ctx;
+    nn_tensor *z = nn_relu(g, nn_linear_m_forward(g, &s->fc, nn_mean(g, in[0], 0, 1)));
+    if (training) {
+        *aux = nn_scale(g, nn_sum_all(g, z), 0.f);
+        s->aux_calls++;
+    }
+    return z;
+}
+
+static void bag_after_step(tr_model *m) { ((bagmodel *)m->ctx)->after_steps++; }
+
+TEST(trainer_bags_ncmi_and_linear)
+{
+    bagset b;
+    int labels[BAG_N];
+    nn_rng r;
+    nn_rng_seed(&r, 5);
+    float means[BAG_C][BAG_F];
+    nn_rng_fill_normal(&r, &means[0][0], BAG_C * BAG_F, 0.f, 2.f);
+    for (int i = 0; i < BAG_N; i++) {
+        labels[i] = i % BAG_C;
+        b.size[i] = 1 + (int)nn_rng_below(&r, 9);
+        b.X[i] = malloc((size_t)b.size[i] * BAG_F * sizeof(float));
+        nn_rng_fill_normal(&r, b.X[i], (size_t)b.size[i] * BAG_F, 0.f, 1.f);
+        for (int k = 0; k < b.size[i]; k++)
+            for (int j = 0; j < BAG_F; j++) b.X[i][k * BAG_F + j] += means[labels[i]][j];
+        snprintf(b.id[i], sizeof b.id[i], "bag%d", i);
+    }
+    tr_dataset d = {0};
+    snprintf(d.name, sizeof d.name, "train");
+    d.n = BAG_N;
+    d.labels = labels;
+    d.bags = 1;
+    d.sample_id = bag_id;
+    d.inputs = bag_inputs;
+    d.ctx = &b;
+    char *names[BAG_C] = {"a", "b", "c"};
+    for (int head = 0; head < 2; head++) {
+        bagmodel bm = {0};
+        nn_params_init(&bm.P);
+        nn_rng ir;
+        nn_rng_seed(&ir, 9);
+        nn_linear_m_init(&bm.fc, &bm.P, "fc1", BAG_F, 8, 1, &ir);
+        tr_model m = {0};
+        m.params = &bm.P;
+        m.dim = 8;
+        m.forward = bag_forward;
+        m.after_step = bag_after_step;
+        m.ctx = &bm;
+        tr_config c;
+        tr_config_default(&c);
+        c.head = head ? TR_HEAD_NCMI : TR_HEAD_LINEAR;
+        c.ncmi.tau = 0.5f;
+        c.ncmi.momentum = 1.f - 1.f / BAG_N; /* about an epoch of bags */
+        c.epochs = 30;
+        c.batch_size = 4; /* 4 bags per step, z rows concatenated */
+        c.lr = 0.05f;
+        c.schedule.base_lr = c.lr;
+        c.n_classes = BAG_C;
+        c.class_names = names;
+        c.lp_epochs = 5;
+        tr_trainer t;
+        REQUIRE(tr_init(&t, &c, &m, &d, &d, NULL, NULL) == 0, "%s", ncmi_error());
+        REQUIRE(tr_fit(&t) == 0, "%s", ncmi_error());
+        const int steps = c.epochs * (BAG_N / c.batch_size);
+        EXPECT(bm.after_steps == steps && bm.aux_calls == steps * c.batch_size, "hooks: %d after-steps, %d aux",
+               bm.after_steps, bm.aux_calls);
+        EXPECT(t.st.epoch == c.epochs && t.n_log == c.epochs, "epochs %d, log rows %d", t.st.epoch, t.n_log);
+        int pred[BAG_N];
+        double prob[BAG_N * BAG_C];
+        tr_method ms[3] = {TR_METHOD_LINEAR, TR_METHOD_CC, TR_METHOD_LP};
+        for (int k = head ? 1 : 0; k < (head ? 3 : 1); k++) {
+            REQUIRE(tr_predict(&t, &d, ms[k], pred, prob) == 0, "%s", ncmi_error());
+            int hit = 0;
+            for (int i = 0; i < BAG_N; i++) hit += pred[i] == labels[i];
+            printf("    bags, %s head, %s: training accuracy %.3f\n", head ? "ncmi" : "linear",
+                   tr_method_name(ms[k]), (double)hit / BAG_N);
+            EXPECT(hit >= 0.9 * BAG_N, "%s: %d of %d", tr_method_name(ms[k]), hit, BAG_N);
+        }
+        tr_free(&t);
+        nn_params_free(&bm.P);
+    }
+    for (int i = 0; i < BAG_N; i++) free(b.X[i]);
 }
