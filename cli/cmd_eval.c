@@ -17,6 +17,9 @@
 #include "../eval/predictions.h"
 #include "../features/features_h5.h"
 #include "../nn/error.h"
+#include "../train/trainer.h"
+#include "train_config.h"
+#include "train_job.h"
 
 enum { EXIT_OK = NCMI_EXIT_OK, EXIT_USAGE = NCMI_EXIT_USAGE, EXIT_INPUT = NCMI_EXIT_INPUT, EXIT_PARTIAL = NCMI_EXIT_PARTIAL };
 
@@ -80,6 +83,17 @@ static void print_value(const char *name, double v, const char *note)
 
 static const char eval_help[] =
     "usage: ncmi eval --predictions CSV [--json OUT] [--bootstrap B] [--seed S]\n"
+    "       ncmi eval --run DIR [--split test|val|train] [--checkpoint best|last]\n"
+    "                 [--method linear|cc|learned|lp]\n"
+    "\n"
+    "--run: rebuild the model and data of a run folder from its config.yaml (relative paths\n"
+    "in it, such as data.root, are taken from the current folder), load best.safetensors\n"
+    "(or last), predict the split (default: the config's eval.split) and write\n"
+    "DIR/predictions_<split>[_<method>][_last].csv and metrics_<split>[_<method>][_last].json\n"
+    "(the method suffix for NCMI runs; _last for --checkpoint last), then print the metrics.\n"
+    "Methods: linear (a linear head); NCMI: cc (class-mean centroids of the training set,\n"
+    "the default unless ncmi.eval says learned), learned (sigma(xi)), lp (linear probing,\n"
+    "retrained with the config's lp.* and seed: the same result as at the end of training).\n"
     "\n"
     "Metrics of a predictions file (slide_id,label,pred,p_<class>...; the class list and\n"
     "order are those of the p_<class> columns; label and pred are class names or indices).\n"
@@ -98,9 +112,109 @@ static const char eval_help[] =
 
 static const char *warning_names[] = {"precision", "recall", "fscore", "balanced_accuracy", "auc"};
 
+static int eval_run(const char *run, const char *split, const char *ckpt, const char *method_s)
+{
+    const char *cmd = "eval";
+    const ncmi_cfg_schema *S = &ncmi_train_schema;
+    char path[4200], ckpt_path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", run);
+    if (ckpt && strcmp(ckpt, "best") && strcmp(ckpt, "last")) {
+        ncmi_error_set("--checkpoint '%s': expected best or last", ckpt);
+        return fail(cmd, EXIT_USAGE);
+    }
+    const int last = ckpt && !strcmp(ckpt, "last");
+    snprintf(ckpt_path, sizeof ckpt_path, "%s/%s.safetensors", run, last ? "last" : "best");
+    if (split && strcmp(split, "test") && strcmp(split, "val") && strcmp(split, "train")) {
+        ncmi_error_set("--split '%s': expected test, val or train", split);
+        return fail(cmd, EXIT_USAGE);
+    }
+    int method = -1;
+    if (method_s && (method = tr_method_from_name(method_s)) < 0) {
+        ncmi_error_set("--method '%s': expected linear, cc, learned or lp", method_s);
+        return fail(cmd, EXIT_USAGE);
+    }
+    ncmi_train_config c;
+    ncmi_cfg_defaults(S, &c);
+    int rc = EXIT_INPUT;
+    cli_train_job job;
+    tr_trainer tr;
+    int have_job = 0, have_tr = 0;
+    if (ncmi_cfg_load_file(S, &c, path)) goto out;
+    ncmi_train_config_resolve(&c);
+    if (ncmi_train_config_check(&c)) {
+        ncmi_error_prefix("%s", path);
+        goto out;
+    }
+    if (cli_train_job_init(&job, &c)) goto out;
+    have_job = 1;
+    tr_config tc;
+    cli_train_job_tr_config(&c, &job, &tc);
+    if (tr_init(&tr, &tc, &job.model, &job.train, &job.val, job.have_test ? &job.test : NULL,
+                &job.init_rng))
+        goto out;
+    have_tr = 1;
+    if (method < 0) method = tc.head == TR_HEAD_NCMI ? (int)tc.ncmi_eval : TR_METHOD_LINEAR;
+    if ((tc.head == TR_HEAD_NCMI) != (method != TR_METHOD_LINEAR)) {
+        ncmi_error_set("--method %s: the run has a%s head (methods: %s)", tr_method_name((tr_method)method),
+                       tc.head == TR_HEAD_NCMI ? "n ncmi" : " linear",
+                       tc.head == TR_HEAD_NCMI ? "cc, learned, lp" : "linear");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (tr_load_weights(&tr, ckpt_path)) goto out;
+    const char *sp = split ? split : c.eval_split == NCMI_EVAL_SPLIT_VAL ? "val" : "test";
+    const tr_dataset *d = !strcmp(sp, "train") ? &job.train : !strcmp(sp, "val") ? &job.val : &job.test;
+    if (!strcmp(sp, "test") && !job.have_test) {
+        ncmi_error_set("%s: the run's data has no test set (data.n_test = 0); use --split val", path);
+        goto out;
+    }
+    char *ep = tr_checkpoint_meta(ckpt_path, "epoch");
+    int epoch = ep ? atoi(ep) : 0;
+    free(ep);
+    /* predictions_<split>[_<method>][_last] */
+    char name[160];
+    snprintf(name, sizeof name, "%.32s%s%s%s", d->name, tc.head == TR_HEAD_NCMI ? "_" : "",
+             tc.head == TR_HEAD_NCMI ? tr_method_name((tr_method)method) : "", last ? "_last" : "");
+    tr_dataset dn = *d;
+    snprintf(dn.name, sizeof dn.name, "%.63s", name);
+    double acc;
+    if (tr_write_eval(&tr, &dn, (tr_method)method, run, 0, 0, epoch, &acc)) goto out;
+    printf("%s: %s checkpoint (epoch %d), method %s, split %s\n", run, last ? "last" : "best", epoch,
+           tr_method_name((tr_method)method), sp);
+    printf("wrote %s/predictions_%s.csv and %s/metrics_%s.json\n", run, name, run, name);
+    fflush(stdout);
+    rc = EXIT_OK;
+    char pp[4300];
+    snprintf(pp, sizeof pp, "%s/predictions_%s.csv", run, name);
+    char *av[] = {"eval", "--predictions", pp, NULL};
+    if (have_tr) tr_free(&tr);
+    have_tr = 0;
+    rc = ncmi_cmd_eval(3, av);
+out:
+    if (rc == EXIT_INPUT && ncmi_error()[0]) fail(cmd, rc);
+    else if (rc == EXIT_USAGE) fail(cmd, rc);
+    if (have_tr) tr_free(&tr);
+    if (have_job) cli_train_job_free(&job);
+    ncmi_cfg_free(S, &c);
+    return rc;
+}
+
 int ncmi_cmd_eval(int argc, char **argv)
 {
     const char *cmd = "eval";
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--run") || !strncmp(argv[i], "--run=", 6)) {
+            const char *run = NULL, *split = NULL, *ckpt = NULL, *method = NULL;
+            cmd_opt ro[] = {{"--run", &run}, {"--split", &split}, {"--checkpoint", &ckpt},
+                            {"--method", &method}};
+            int help;
+            if (parse_opts(argc, argv, ro, 4, &help) != 0) return fail(cmd, EXIT_USAGE);
+            if (help) {
+                fputs(eval_help, stdout);
+                return EXIT_OK;
+            }
+            return eval_run(run, split, ckpt, method);
+        }
     const char *pred_path = NULL, *json_path = NULL, *boot_s = NULL, *seed_s = NULL;
     cmd_opt opts[] = {{"--predictions", &pred_path}, {"--json", &json_path}, {"--bootstrap", &boot_s},
                       {"--seed", &seed_s}};
@@ -111,7 +225,7 @@ int ncmi_cmd_eval(int argc, char **argv)
         return EXIT_OK;
     }
     if (!pred_path) {
-        ncmi_error_set("--predictions CSV is required (see --help)");
+        ncmi_error_set("--predictions CSV is required (or --run DIR; see --help)");
         return fail(cmd, EXIT_USAGE);
     }
     long B = 0;

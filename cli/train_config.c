@@ -5,12 +5,21 @@
 #include <string.h>
 
 #include "../nn/error.h"
+#include "../train/trainer.h"
 
 #define OFF(f) offsetof(ncmi_train_config, f)
 
-static const char *const data_kinds[] = {"synthetic", NULL};
+static const char *const data_kinds[] = {"synthetic", "mnist", NULL};
 static const char *const model_kinds[] = {"mlp", NULL};
-static const char *const loss_kinds[] = {"ce", NULL};
+static const char *const head_kinds[] = {"linear", "ncmi", NULL};
+static const char *const loss_kinds[] = {"ce", "label_smoothing", "focal", "poly1", "square",
+                                         "squentropy", "anticlass", NULL};
+static const char *const simplex_kinds[] = {"nsf", "softmax", NULL};
+static const char *const gamma_kinds[] = {"classes", "prior", NULL};
+static const char *const ratio_kinds[] = {"per_sample", "of_means", NULL};
+static const char *const centroid_kinds[] = {"learned", "fixed", NULL};
+static const char *const ncmi_eval_kinds[] = {"cc", "learned", NULL};
+static const char *const split_kinds[] = {"test", "val", NULL};
 static const char *const optim_names[] = {"sgd", "adamw", NULL};
 static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NULL};
 
@@ -18,16 +27,45 @@ static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NUL
 static const ncmi_cfg_key keys[] = {
     {"name", NCMI_CFG_STRING, "", "run name: the run folder is OUT/NAME/ (empty: the config file's base name)", OFF(name), NULL, 0, 0, 0, 0},
     {"seed", NCMI_CFG_INT, "0", "seed of every random draw (data, init, shuffling)", OFF(seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset (synthetic: seeded Gaussian blobs)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
-    {"data.n_train", NCMI_CFG_INT, "600", "training samples (synthetic)", OFF(n_train), NULL, NCMI_CFG_MIN, 1, 0, 0},
-    {"data.n_val", NCMI_CFG_INT, "300", "validation samples (synthetic)", OFF(n_val), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset: synthetic (seeded Gaussian blobs) or mnist (the 10,000 images of the MNIST test set in data.root, split into train/val/test with data.split_seed)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
+    {"data.root", NCMI_CFG_STRING, "../shared/fixtures/mnist", "mnist: folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", OFF(data_root), NULL, 0, 0, 0, 0},
+    {"data.n_train", NCMI_CFG_INT, "0", "training samples (0: synthetic 600, mnist 7000)", OFF(n_train), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.n_val", NCMI_CFG_INT, "0", "validation samples, for model selection (0: synthetic 300, mnist 1000: carved out of the 8,000 training images)", OFF(n_val), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.n_test", NCMI_CFG_INT, "0", "test samples (0: synthetic none, mnist 2000)", OFF(n_test), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.split_seed", NCMI_CFG_INT, "0", "mnist: seed of the split (fixed, independent of 'seed': the first n_test images of the permutation are the test set, then n_train, then n_val)", OFF(split_seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.classes", NCMI_CFG_STRING_LIST, "[]", "class names in order ([]: the dataset's own: digits 0-9, or 0..n_classes-1); a label outside the list is an error", OFF(classes), NULL, 0, 0, 0, 0},
+    {"data.augment_shift", NCMI_CFG_INT, "0", "mnist: translate training images by a random offset of up to this many pixels (0 = no augmentation)", OFF(augment_shift), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.n_classes", NCMI_CFG_INT, "3", "number of classes (synthetic)", OFF(n_classes), NULL, NCMI_CFG_MIN, 2, 0, 0},
     {"data.dim", NCMI_CFG_INT, "16", "input features per sample (synthetic)", OFF(dim), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"data.separation", NCMI_CFG_FLOAT, "3.0", "distance of the class means from the origin, in noise std (synthetic)", OFF(separation), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"model.kind", NCMI_CFG_ENUM, "mlp", "model (mlp: linear layers with ReLU between, tensors layers.I.weight and layers.I.bias)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
-    {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([] = a linear classifier)", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
-    {"loss.kind", NCMI_CFG_ENUM, "ce", "loss (ce: cross-entropy)", OFF(loss_kind), loss_kinds, 0, 0, 0, 0},
-    {"loss.label_smoothing", NCMI_CFG_FLOAT, "0.0", "label smoothing of the cross-entropy (training only)", OFF(label_smoothing), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"model.kind", NCMI_CFG_ENUM, "mlp", "model (mlp: linear layers with ReLU, tensors layers.I.weight and layers.I.bias; the embedding z is the last hidden layer's output)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
+    {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([]: z is the input); the linear head is layers.<len(hidden)>", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"head.kind", NCMI_CFG_ENUM, "linear", "head on the embedding: linear (a Linear(D, C) + loss.kind) or ncmi (the NCMI loss, keys ncmi.*; no classifier layer)", OFF(head_kind), head_kinds, 0, 0, 0, 0},
+    {"loss.kind", NCMI_CFG_ENUM, "ce", "loss of the linear head: ce, label_smoothing, focal, poly1, square, squentropy, anticlass (nn/loss.h)", OFF(loss_kind), loss_kinds, 0, 0, 0, 0},
+    {"loss.label_smoothing", NCMI_CFG_FLOAT, "0.0", "label smoothing eps of ce (training only); kind label_smoothing uses it, or 0.1 when it is 0", OFF(label_smoothing), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"loss.focal_gamma", NCMI_CFG_FLOAT, "2.0", "focal: gamma", OFF(focal_gamma), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"loss.poly_eps", NCMI_CFG_FLOAT, "1.0", "poly1: epsilon", OFF(poly_eps), NULL, 0, 0, 0, 0},
+    {"loss.square_k", NCMI_CFG_FLOAT, "1.0", "square: k (weight of the true class)", OFF(square_k), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"loss.square_M", NCMI_CFG_FLOAT, "1.0", "square: M (target of the true class's logit)", OFF(square_M), NULL, 0, 0, 0, 0},
+    {"loss.anticlass_weight", NCMI_CFG_FLOAT, "1.0", "anticlass: lambda (weight of the one-cold term)", OFF(anticlass_weight), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"ncmi.tau", NCMI_CFG_FLOAT, "0.2", "NCMI temperature: z' = normalize(z - c) / tau", OFF(ncmi_tau), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"ncmi.momentum", NCMI_CFG_FLOAT, "0.99999", "EMA momentum m of the centre c (MIL, one bag per step: about 1 - 1/bags per epoch)", OFF(ncmi_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 0, 1, 0},
+    {"ncmi.simplex", NCMI_CFG_ENUM, "nsf", "map onto the simplex: nsf (normalized sigmoid) or softmax (ablation)", OFF(ncmi_simplex), simplex_kinds, 0, 0, 0, 0},
+    {"ncmi.centering", NCMI_CFG_BOOL, "true", "subtract the EMA centre c (false: ablation)", OFF(ncmi_centering), NULL, 0, 0, 0, 0},
+    {"ncmi.gamma", NCMI_CFG_ENUM, "classes", "separation weights: classes (1/C, the authors' code) or prior (training-set class frequencies, paper Eq. 7)", OFF(ncmi_gamma), gamma_kinds, 0, 0, 0, 0},
+    {"ncmi.ratio", NCMI_CFG_ENUM, "per_sample", "loss: per_sample (mean of CMI_i / Gamma_i, the code) or of_means (mean CMI / mean Gamma, paper Eq. 9)", OFF(ncmi_ratio), ratio_kinds, 0, 0, 0, 0},
+    {"ncmi.centroids", NCMI_CFG_ENUM, "learned", "centroids xi: learned (own SGD) or fixed (the public code, where xi never changes)", OFF(ncmi_centroids), centroid_kinds, 0, 0, 0, 0},
+    {"ncmi.gamma_floor", NCMI_CFG_FLOAT, "1.0e-4", "floor on Gamma (no 0/0 when the centroids coincide)", OFF(ncmi_gamma_floor), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"ncmi.centroid_lr", NCMI_CFG_FLOAT, "0.1", "SGD learning rate of the centroids xi (scaled by the lr schedule like optim.lr)", OFF(centroid_lr), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"ncmi.centroid_momentum", NCMI_CFG_FLOAT, "0.9", "SGD momentum of the centroids", OFF(centroid_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"ncmi.centroid_weight_decay", NCMI_CFG_FLOAT, "0.0", "weight decay of the centroids", OFF(centroid_weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"ncmi.center_init_samples", NCMI_CFG_INT, "0", "the centre starts as the mean eval-mode embedding of the first N training samples, before the first step (0 = all)", OFF(center_init_samples), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"ncmi.eval", NCMI_CFG_ENUM, "cc", "method for validation, model selection and the primary predictions: cc (class-mean centroids of the training set) or learned (sigma(xi))", OFF(ncmi_eval), ncmi_eval_kinds, 0, 0, 0, 0},
+    {"lp.epochs", NCMI_CFG_INT, "20", "NCMI linear probing: epochs of SGD on the frozen z' of the training set", OFF(lp_epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"lp.lr", NCMI_CFG_FLOAT, "0.1", "linear probing: learning rate (cosine to 0 over lp.epochs)", OFF(lp_lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"lp.batch_size", NCMI_CFG_INT, "128", "linear probing: batch size", OFF(lp_batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"lp.momentum", NCMI_CFG_FLOAT, "0.9", "linear probing: SGD momentum", OFF(lp_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"lp.weight_decay", NCMI_CFG_FLOAT, "0.0", "linear probing: weight decay", OFF(lp_weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"optim.name", NCMI_CFG_ENUM, "sgd", "optimizer", OFF(optim_name), optim_names, 0, 0, 0, 0},
     {"optim.lr", NCMI_CFG_FLOAT, "0.1", "base learning rate", OFF(lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"optim.momentum", NCMI_CFG_FLOAT, "0.9", "SGD momentum", OFF(momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
@@ -43,7 +81,11 @@ static const ncmi_cfg_key keys[] = {
     {"train.epochs", NCMI_CFG_INT, "20", "epochs to train (with --resume: the total, counting those done)", OFF(epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"train.batch_size", NCMI_CFG_INT, "32", "samples per step (the last batch of an epoch may be smaller)", OFF(batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"train.clip_grad_norm", NCMI_CFG_FLOAT, "0.0", "clip the global gradient norm to this (0 = off)", OFF(clip_grad_norm), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"train.eval_every", NCMI_CFG_INT, "1", "evaluate on the validation set every k epochs (and after the last)", OFF(eval_every), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"train.select", NCMI_CFG_STRING, "accuracy", "validation metric that selects best.safetensors: accuracy, f1_auc (macro-F1 + macro-AUC), loss (lowest), or any metric name of ncmi eval (auc_macro, balanced_accuracy, ...)", OFF(select), NULL, 0, 0, 0, 0},
+    {"train.patience", NCMI_CFG_INT, "0", "early stopping: stop after this many evaluations without a better train.select (0 = off)", OFF(patience), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.threads", NCMI_CFG_INT, "0", "CPU threads (0 = OMP_NUM_THREADS or all cores); results are reproducible for a given count", OFF(threads), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"eval.split", NCMI_CFG_ENUM, "test", "split of the final predictions and metrics at the selected epoch (test; val when the data has no test set)", OFF(eval_split), split_kinds, 0, 0, 0, 0},
     {"out", NCMI_CFG_STRING, "runs", "root folder of run folders (--out overrides it)", OFF(out), NULL, 0, 0, 0, 0},
 };
 
@@ -66,5 +108,34 @@ int ncmi_train_config_check(const ncmi_train_config *c)
         return ncmi_error_set("key 'schedule.warmup_epochs': %g leaves no epoch for the cosine "
                               "decay (train.epochs = %d)", c->warmup_epochs, c->epochs);
     if (!c->out || !c->out[0]) return ncmi_error_set("key 'out': empty");
+    if (tr_select_check(c->select))
+        return ncmi_error_set("key 'train.select': '%s' is not accuracy, f1_auc, loss or a metric name "
+                              "(accuracy, balanced_accuracy, f1_macro, auc_macro, ...)",
+                              c->select ? c->select : "");
+    if (c->classes.n == 1) return ncmi_error_set("key 'data.classes': at least 2 classes");
+    for (int i = 0; i < c->classes.n; i++)
+        for (int k = 0; k < i; k++)
+            if (!strcmp(c->classes.v[i], c->classes.v[k]))
+                return ncmi_error_set("key 'data.classes': '%s' twice", c->classes.v[i]);
+    if (c->data_kind == NCMI_DATA_SYNTHETIC && c->classes.n && c->classes.n != c->n_classes)
+        return ncmi_error_set("key 'data.classes': %d names for data.n_classes = %d", c->classes.n,
+                              c->n_classes);
+    if (c->data_kind == NCMI_DATA_MNIST &&
+        (long)c->n_train + c->n_val + c->n_test > 10000)
+        return ncmi_error_set("keys 'data.n_train' + 'data.n_val' + 'data.n_test' = %ld: more than "
+                              "the 10000 MNIST test images", (long)c->n_train + c->n_val + c->n_test);
+    if (c->augment_shift > 0 && c->data_kind != NCMI_DATA_MNIST)
+        return ncmi_error_set("key 'data.augment_shift': only for image data (mnist)");
+    if (c->head_kind == NCMI_HEAD_NCMI && c->model_kind == NCMI_MODEL_MLP && c->hidden.n == 0 &&
+        c->data_kind == NCMI_DATA_SYNTHETIC && c->dim < 2)
+        return ncmi_error_set("head ncmi needs an embedding of at least 2 dimensions");
     return 0;
+}
+
+void ncmi_train_config_resolve(ncmi_train_config *c)
+{
+    int mnist = c->data_kind == NCMI_DATA_MNIST;
+    if (c->n_train == 0) c->n_train = mnist ? 7000 : 600;
+    if (c->n_val == 0) c->n_val = mnist ? 1000 : 300;
+    if (c->n_test == 0 && mnist) c->n_test = 2000;
 }

@@ -1,0 +1,256 @@
+/* Datasets, model and trainer settings from a training config (train_job.h). */
+#include "train_job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../natural/mnist.h"
+#include "../nn/error.h"
+#include "../nn/synth.h"
+
+static char **class_list(const ncmi_train_config *c, int C)
+{
+    char **v = calloc((size_t)C, sizeof *v);
+    if (!v) return NULL;
+    for (int i = 0; i < C; i++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%d", i);
+        v[i] = strdup(c->classes.n ? c->classes.v[i] : buf);
+        if (!v[i]) return NULL;
+    }
+    return v;
+}
+
+/* Rows of X/y/ids given by idx into a new dense dataset. */
+static int make_split(tr_dataset *d, const char *name, const char *source, const float *X,
+                      const int *y, const int *idx, int n, int dim, int ndim, const int *shape,
+                      const char *id_prefix, const tr_dense_opts *opts)
+{
+    float *Xs = malloc((size_t)(n > 0 ? n : 1) * dim * sizeof *Xs);
+    int *ys = malloc((size_t)(n > 0 ? n : 1) * sizeof *ys);
+    char **ids = id_prefix ? calloc((size_t)(n > 0 ? n : 1), sizeof *ids) : NULL;
+    if (!Xs || !ys || (id_prefix && !ids)) {
+        free(Xs);
+        free(ys);
+        free(ids);
+        return ncmi_error_set("out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(Xs + (size_t)i * dim, X + (size_t)idx[i] * dim, (size_t)dim * sizeof *Xs);
+        ys[i] = y[idx[i]];
+        if (ids) {
+            char b[64];
+            snprintf(b, sizeof b, "%s%d", id_prefix, idx[i]);
+            ids[i] = strdup(b);
+        }
+    }
+    return tr_dense_dataset_init(d, name, source, n, ndim, shape, Xs, ys, ids, opts);
+}
+
+static int load_synthetic(cli_train_job *j, const ncmi_train_config *c, nn_rng *data_rng)
+{
+    const int n = c->n_train + c->n_val + c->n_test, dim = c->dim;
+    float *X = malloc((size_t)n * dim * sizeof *X);
+    int *y = malloc((size_t)n * sizeof *y), *idx = malloc((size_t)n * sizeof *idx);
+    if (!X || !y || !idx) {
+        free(X);
+        free(y);
+        free(idx);
+        return ncmi_error_set("out of memory for %d x %d samples", n, dim);
+    }
+    nn_synth_blobs(data_rng, n, dim, c->n_classes, (float)c->separation, X, y);
+    for (int i = 0; i < n; i++) idx[i] = i;
+    int rc = make_split(&j->train, "train", "synthetic", X, y, idx, c->n_train, dim, 1, &dim, NULL, NULL) ||
+             make_split(&j->val, "val", "synthetic", X, y, idx + c->n_train, c->n_val, dim, 1, &dim, NULL,
+                        NULL);
+    if (!rc && c->n_test > 0) {
+        rc = make_split(&j->test, "test", "synthetic", X, y, idx + c->n_train + c->n_val, c->n_test, dim,
+                        1, &dim, NULL, NULL);
+        j->have_test = !rc;
+    }
+    free(X);
+    free(y);
+    free(idx);
+    j->C = c->n_classes;
+    return rc ? -1 : 0;
+}
+
+static int load_mnist(cli_train_job *j, const ncmi_train_config *c)
+{
+    nat_mnist m;
+    if (nat_mnist_load_dir(&m, c->data_root, "t10k")) return -1;
+    char labels_path[4200];
+    struct stat sb;
+    snprintf(labels_path, sizeof labels_path, "%s/t10k-labels-idx1-ubyte.gz", c->data_root);
+    if (stat(labels_path, &sb) != 0)
+        snprintf(labels_path, sizeof labels_path, "%s/t10k-labels-idx1-ubyte", c->data_root);
+    int rc = 0;
+    const int need = c->n_train + c->n_val + c->n_test;
+    if (need > m.n) {
+        rc = ncmi_error_set("%s: %d images, the split needs %d", c->data_root, m.n, need);
+        goto out;
+    }
+    /* labels are the digit names; the config's class list maps them */
+    int C = c->classes.n ? c->classes.n : 10;
+    int map[10];
+    for (int d = 0; d < 10; d++) {
+        map[d] = -1;
+        char name[4];
+        snprintf(name, sizeof name, "%d", d);
+        if (!c->classes.n) map[d] = d;
+        for (int k = 0; k < c->classes.n; k++)
+            if (!strcmp(c->classes.v[k], name)) map[d] = k;
+    }
+    int *y = malloc((size_t)m.n * sizeof *y), *perm = malloc((size_t)m.n * sizeof *perm);
+    float *X = malloc((size_t)m.n * m.rows * m.cols * sizeof *X);
+    if (!y || !perm || !X) {
+        free(y);
+        free(perm);
+        free(X);
+        rc = ncmi_error_set("out of memory");
+        goto out;
+    }
+    nn_rng sr;
+    nn_rng_seed(&sr, (uint64_t)c->split_seed);
+    nn_rng_permutation(&sr, perm, m.n);
+    for (int i = 0; i < need && !rc; i++) {
+        int r = perm[i];
+        y[r] = map[m.labels[r]];
+        if (y[r] < 0) {
+            char list[1024] = "";
+            size_t q = 0;
+            for (int k = 0; k < c->classes.n && q < sizeof list; k++)
+                q += (size_t)snprintf(list + q, sizeof list - q, k ? ", %s" : "%s", c->classes.v[k]);
+            rc = ncmi_error_set("%s: row %d: label '%d' is not in the class list (%s) of data.classes",
+                                labels_path, r + 1, m.labels[r], list);
+        }
+    }
+    if (!rc) {
+        int *idx_all = malloc((size_t)m.n * sizeof *idx_all);
+        for (int i = 0; i < m.n; i++) idx_all[i] = i;
+        nat_mnist_to_float(&m, idx_all, m.n, 0.1307f, 0.3081f, X);
+        free(idx_all);
+        const int dim = m.rows * m.cols;
+        tr_dense_opts o = {c->augment_shift, m.rows, m.cols};
+        rc = make_split(&j->test, "test", labels_path, X, y, perm, c->n_test, dim, 1, &dim, "t10k_", &o) ||
+             make_split(&j->train, "train", labels_path, X, y, perm + c->n_test, c->n_train, dim, 1, &dim,
+                        "t10k_", &o) ||
+             make_split(&j->val, "val", labels_path, X, y, perm + c->n_test + c->n_train, c->n_val, dim, 1,
+                        &dim, "t10k_", &o);
+        rc = rc ? -1 : 0;
+        j->have_test = !rc && c->n_test > 0;
+        j->C = C;
+    }
+    free(y);
+    free(perm);
+    free(X);
+out:
+    nat_mnist_free(&m);
+    return rc;
+}
+
+int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
+{
+    memset(j, 0, sizeof *j);
+    /* every random stream derives from the seed, in a fixed order (trainer.h) */
+    nn_rng root;
+    nn_rng_seed(&root, (uint64_t)c->seed);
+    nn_rng data_rng = nn_rng_fork(&root, 1);
+    j->init_rng = nn_rng_fork(&root, 2);
+    int rc = c->data_kind == NCMI_DATA_MNIST ? load_mnist(j, c) : load_synthetic(j, c, &data_rng);
+    if (rc) {
+        cli_train_job_free(j);
+        return -1;
+    }
+    j->classes = class_list(c, j->C);
+    if (!j->classes) {
+        cli_train_job_free(j);
+        return ncmi_error_set("out of memory");
+    }
+    int in = c->data_kind == NCMI_DATA_MNIST ? 28 * 28 : c->dim;
+    if (tr_mlp_init(&j->model, in, c->hidden.v, c->hidden.n, &j->init_rng)) {
+        cli_train_job_free(j);
+        return -1;
+    }
+    j->have_model = 1;
+    return 0;
+}
+
+void cli_train_job_free(cli_train_job *j)
+{
+    tr_dataset_free(&j->train);
+    tr_dataset_free(&j->val);
+    tr_dataset_free(&j->test);
+    if (j->have_model) tr_model_free(&j->model);
+    if (j->classes) {
+        for (int i = 0; i < j->C; i++) free(j->classes[i]);
+        free(j->classes);
+    }
+    memset(j, 0, sizeof *j);
+}
+
+void cli_train_job_tr_config(const ncmi_train_config *c, const cli_train_job *j, tr_config *t)
+{
+    tr_config_default(t);
+    t->epochs = c->epochs;
+    t->batch_size = c->batch_size;
+    t->clip_grad_norm = (float)c->clip_grad_norm;
+    t->seed = (uint64_t)c->seed;
+    t->optim = c->optim_name == NCMI_OPTIM_NAME_ADAMW ? NN_OPTIM_ADAMW : NN_OPTIM_SGD;
+    t->lr = (float)c->lr;
+    t->momentum = (float)c->momentum;
+    t->nesterov = c->nesterov;
+    t->weight_decay = (float)c->weight_decay;
+    t->beta1 = (float)c->betas.v[0];
+    t->beta2 = (float)c->betas.v[1];
+    t->eps = (float)c->eps;
+    nn_lr_schedule *s = &t->schedule;
+    memset(s, 0, sizeof *s);
+    s->kind = c->schedule_kind == NCMI_SCHED_MULTISTEP ? NN_LR_MULTISTEP
+              : c->schedule_kind == NCMI_SCHED_COSINE  ? NN_LR_COSINE
+                                                       : NN_LR_CONSTANT;
+    s->base_lr = (float)c->lr;
+    s->min_lr = (float)c->min_lr;
+    s->warmup = c->warmup_epochs;
+    s->total = (double)c->epochs - c->warmup_epochs;
+    s->gamma = (float)c->gamma;
+    s->n_milestones = c->milestones.n;
+    for (int i = 0; i < c->milestones.n && i < 16; i++) s->milestones[i] = c->milestones.v[i];
+
+    t->head = c->head_kind == NCMI_HEAD_NCMI ? TR_HEAD_NCMI : TR_HEAD_LINEAR;
+    nn_loss_kind lk = (nn_loss_kind)c->loss_kind;
+    if (lk == NN_LOSS_CE && c->label_smoothing > 0) lk = NN_LOSS_LABEL_SMOOTHING;
+    t->loss = nn_loss_cfg_default(lk);
+    if (lk == NN_LOSS_LABEL_SMOOTHING && c->label_smoothing > 0) t->loss.smoothing = (float)c->label_smoothing;
+    t->loss.focal_gamma = (float)c->focal_gamma;
+    t->loss.poly_eps = (float)c->poly_eps;
+    t->loss.square_k = (float)c->square_k;
+    t->loss.square_M = (float)c->square_M;
+    t->loss.anticlass_weight = (float)c->anticlass_weight;
+    t->ncmi = nn_ncmi_cfg_default();
+    t->ncmi.tau = (float)c->ncmi_tau;
+    t->ncmi.momentum = (float)c->ncmi_momentum;
+    t->ncmi.simplex = c->ncmi_simplex ? NN_NCMI_SOFTMAX : NN_NCMI_NSF;
+    t->ncmi.centering = c->ncmi_centering;
+    t->ncmi.gamma = c->ncmi_gamma ? NN_NCMI_GAMMA_PRIOR : NN_NCMI_GAMMA_CLASSES;
+    t->ncmi.ratio = c->ncmi_ratio ? NN_NCMI_RATIO_OF_MEANS : NN_NCMI_RATIO_PER_SAMPLE;
+    t->ncmi.centroids = c->ncmi_centroids ? NN_NCMI_CENTROIDS_FIXED : NN_NCMI_CENTROIDS_LEARNED;
+    t->ncmi.gamma_floor = (float)c->ncmi_gamma_floor;
+    t->centroid_lr = (float)c->centroid_lr;
+    t->centroid_momentum = (float)c->centroid_momentum;
+    t->centroid_weight_decay = (float)c->centroid_weight_decay;
+    t->center_init_samples = c->center_init_samples;
+    t->ncmi_eval = c->ncmi_eval ? TR_METHOD_LEARNED : TR_METHOD_CC;
+    t->eval_every = c->eval_every;
+    snprintf(t->select, sizeof t->select, "%s", c->select ? c->select : "accuracy");
+    t->patience = c->patience;
+    t->lp_epochs = c->lp_epochs;
+    t->lp_batch_size = c->lp_batch_size;
+    t->lp_lr = (float)c->lp_lr;
+    t->lp_momentum = (float)c->lp_momentum;
+    t->lp_weight_decay = (float)c->lp_weight_decay;
+    t->n_classes = j->C;
+    t->class_names = j->classes;
+}
