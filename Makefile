@@ -52,7 +52,7 @@ HAVE_NCCL := 0
 endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -g -fopenmp -Wall -Wextra -Werror -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -fvect-cost-model=dynamic -g -fopenmp -Wall -Wextra -Werror -MMD -MP
 # OpenSlide and libvips (tiler/, previews, synthetic slides) when detected
 SLIDE_PKGS := $(if $(filter 1,$(HAVE_OPENSLIDE)),openslide) $(if $(filter 1,$(HAVE_VIPS)),vips)
 SLIDE_CFLAGS := $(if $(SLIDE_PKGS),$(shell $(PKG_CONFIG) --cflags $(SLIDE_PKGS)))
@@ -126,7 +126,8 @@ $(BUILD)/tools/%: tools/%.c $(BUILD)/libncmi.a
 
 $(BUILD)/bench_%: bench/%.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 # ---- the two README commands ----
 setup:

@@ -3,7 +3,7 @@
  * on the same encoder, weights and batch. Issue 3's goal: NCMI overhead
  * <= 3% (paper Table IV: about 1-2% per epoch).
  *
- *   make NO_SETUP=1 build/bench_ncmi_overhead && build/bench_ncmi_overhead [steps]
+ *   make NO_SETUP=1 build/bench_ncmi_overhead && build/bench_ncmi_overhead [steps [encoder]]
  *
  * Encoders (input: random MNIST-shaped batches, 10 classes, batch 128):
  *   mlp       784-256-128 (the MNIST recipe's MLP; the head is a large
@@ -191,9 +191,10 @@ int main(int argc, char **argv)
     printf("one training step (forward + backward + optimizer steps), batch %d, %d classes, median of %d "
            "interleaved steps, %d thread%s\n",
            B, C, steps, omp_get_max_threads(), omp_get_max_threads() == 1 ? "" : "s");
-    run("mlp", steps, &d);
-    run("mlp-wide", steps, &d);
-    run("convnet", steps > 30 ? steps / 2 : steps, &d);
+    const char *only = argc > 2 ? argv[2] : NULL; /* run one encoder only */
+    if (!only || !strcmp(only, "mlp")) run("mlp", steps, &d);
+    if (!only || !strcmp(only, "mlp-wide")) run("mlp-wide", steps, &d);
+    if (!only || !strcmp(only, "convnet")) run("convnet", steps > 30 ? steps / 2 : steps, &d);
     tr_dataset_free(&d);
     return 0;
 }

@@ -269,44 +269,59 @@ static int prepare(nn_ncmi *m, const nn_tensor *z, int training)
     return all;
 }
 
-/* ln S(v) into lp[D] (double); for NSF also s(-v) into sm[D] (may be NULL)
- * and returns the denominator sum s + 1e-8; softmax returns 0. */
-static double log_simplex(nn_ncmi_simplex simplex, const double *v, int D, double *lp, double *sm)
+/* ln S(v) into lp[D] and S(v) into p[D] (double; p may be NULL); for NSF
+ * also s(-v) into sm[D] (may be NULL). Returns the NSF denominator
+ * sum s + 1e-8; softmax returns 0. One exp and one log1p per element: with
+ * e = exp(-|v|), s(v) = 1/(1+e) (v >= 0) or e/(1+e), ln s(v) = -log1p(e)
+ * (v >= 0) or v - log1p(e), s(-v) = 1 - s(v) taken from the same e. */
+static double log_simplex(nn_ncmi_simplex simplex, const double *v, int D, double *lp, double *p,
+                          double *sm)
 {
     if (simplex == NN_NCMI_SOFTMAX) {
         double mx = -INFINITY;
         for (int j = 0; j < D; j++)
             if (v[j] > mx) mx = v[j];
         double s = 0;
-        for (int j = 0; j < D; j++) s += exp(v[j] - mx);
-        const double lse = mx + log(s);
-        for (int j = 0; j < D; j++) lp[j] = v[j] - lse;
+        for (int j = 0; j < D; j++) {
+            const double e = exp(v[j] - mx);
+            if (p) p[j] = e;
+            s += e;
+        }
+        const double lse = mx + log(s), inv = 1.0 / s;
+        for (int j = 0; j < D; j++) {
+            lp[j] = v[j] - lse;
+            if (p) p[j] *= inv;
+        }
         return 0;
     }
     double S = 0;
     for (int j = 0; j < D; j++) {
-        /* ln s(v) = -softplus(-v), stable both ways */
-        const double x = -v[j];
-        const double sp = x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
-        lp[j] = -sp;
-        S += exp(lp[j]);
-        if (sm) sm[j] = 1.0 / (1.0 + exp(v[j])); /* s(-v) = 1 - s(v) */
+        const double x = v[j];
+        const double e = exp(-fabs(x)), l1 = log1p(e), r = 1.0 / (1.0 + e);
+        const double s = x >= 0 ? r : e * r;
+        lp[j] = x >= 0 ? -l1 : x - l1;
+        if (p) p[j] = s;
+        if (sm) sm[j] = x >= 0 ? e * r : r;
+        S += s;
     }
     const double den = S + NSF_EPS;
-    const double lden = log(den);
-    for (int j = 0; j < D; j++) lp[j] -= lden;
+    const double lden = log(den), inv = 1.0 / den;
+    for (int j = 0; j < D; j++) {
+        lp[j] -= lden;
+        if (p) p[j] *= inv;
+    }
     return den;
 }
 
-/* Back through ln S: gv[k] = d/dv_k given glp[j] = d/d lnS_j. For NSF, s_k =
- * exp(ln s(v_k)) is recovered as 1 - sm_k. */
-static void log_simplex_back(nn_ncmi_simplex simplex, const double *lp, const double *sm,
+/* Back through ln S: gv[k] = d/dv_k given glp[j] = d/d lnS_j. p = S(v)
+ * (softmax); for NSF, s_k = 1 - sm_k. */
+static void log_simplex_back(nn_ncmi_simplex simplex, const double *p, const double *sm,
                              double den, const double *glp, int D, double *gv)
 {
     double tot = 0;
     for (int j = 0; j < D; j++) tot += glp[j];
     if (simplex == NN_NCMI_SOFTMAX) {
-        for (int k = 0; k < D; k++) gv[k] = glp[k] - exp(lp[k]) * tot;
+        for (int k = 0; k < D; k++) gv[k] = glp[k] - p[k] * tot;
         return;
     }
     for (int k = 0; k < D; k++) {
@@ -351,6 +366,8 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
 
     /* work: lp, sm, v [N,D]; lq, smq [C,D]; den [N], denq [C]; ... */
     double *lp = malloc((size_t)N * D * sizeof(double));
+    double *pz = malloc((size_t)N * D * sizeof(double)); /* p = exp(lp) */
+    double *pq = malloc((size_t)C * D * sizeof(double)); /* q = exp(lq) */
     double *smz = malloc((size_t)N * D * sizeof(double));
     double *rn = malloc((size_t)N * sizeof(double));   /* ||u_i|| */
     double *denz = malloc((size_t)N * sizeof(double));
@@ -362,7 +379,7 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
     double *cmi = malloc((size_t)N * sizeof(double));
     double *gam = malloc((size_t)N * sizeof(double));
     double *u = malloc((size_t)D * sizeof(double)), *v = malloc((size_t)D * sizeof(double));
-    NCMI_CHECK(lp && smz && rn && denz && lq && smq && denq && h && Q && cmi && gam && u && v,
+    NCMI_CHECK(lp && pz && pq && smz && rn && denz && lq && smq && denq && h && Q && cmi && gam && u && v,
                "ncmi_loss: out of memory");
     const double tau = cf->tau, eps = cf->norm_eps;
     const double *w = m->w;
@@ -370,10 +387,11 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
     /* centroids: lq = ln S(xi_c), h_c, Q_j, Hw */
     for (int c = 0; c < C; c++) {
         for (int j = 0; j < D; j++) v[j] = m->xi->data[(size_t)c * D + j];
-        denq[c] = log_simplex(cf->simplex, v, D, lq + (size_t)c * D, smq + (size_t)c * D);
+        denq[c] = log_simplex(cf->simplex, v, D, lq + (size_t)c * D, pq + (size_t)c * D,
+                              smq + (size_t)c * D);
         double hc = 0;
         for (int j = 0; j < D; j++) {
-            const double l = lq[(size_t)c * D + j], q = exp(l);
+            const double l = lq[(size_t)c * D + j], q = pq[(size_t)c * D + j];
             hc += q * l;
             Q[j] += w[c] * q;
         }
@@ -382,26 +400,34 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
     double Hw = 0;
     for (int c = 0; c < C; c++) Hw += w[c] * h[c];
 
-    /* samples: lp, CMI_i, Gamma_i */
+    /* samples: lp, CMI_i, Gamma_i (rows independent: parallel over samples) */
     double sum_cmi = 0, sum_gam = 0;
-    for (int i = 0; i < N; i++) {
-        const double r = centred_row(m, z->data + (size_t)i * D, u);
-        rn[i] = r;
-        const double sc = 1.0 / ((r > eps ? r : eps) * tau);
-        for (int j = 0; j < D; j++) v[j] = u[j] * sc;
-        double *lpi = lp + (size_t)i * D;
-        denz[i] = log_simplex(cf->simplex, v, D, lpi, smz + (size_t)i * D);
-        const int y = labels[i];
-        const double *lqy = lq + (size_t)y * D;
-        double ci = 0, cross = 0;
-        for (int j = 0; j < D; j++) {
-            ci += exp(lpi[j]) * (lpi[j] - lqy[j]);
-            cross += lpi[j] * (Q[j] - w[y] * exp(lqy[j]));
+#pragma omp parallel if ((size_t)N * D >= 16384) reduction(+ : sum_cmi, sum_gam)
+    {
+        double *ut = malloc((size_t)D * sizeof(double)), *vt = malloc((size_t)D * sizeof(double));
+        NCMI_CHECK(ut && vt, "ncmi_loss: out of memory");
+#pragma omp for schedule(static)
+        for (int i = 0; i < N; i++) {
+            const double r = centred_row(m, z->data + (size_t)i * D, ut);
+            rn[i] = r;
+            const double sc = 1.0 / ((r > eps ? r : eps) * tau);
+            for (int j = 0; j < D; j++) vt[j] = ut[j] * sc;
+            double *lpi = lp + (size_t)i * D, *pi = pz + (size_t)i * D;
+            denz[i] = log_simplex(cf->simplex, vt, D, lpi, pi, smz + (size_t)i * D);
+            const int y = labels[i];
+            const double *lqy = lq + (size_t)y * D, *qy = pq + (size_t)y * D;
+            double ci = 0, cross = 0;
+            for (int j = 0; j < D; j++) {
+                ci += pi[j] * (lpi[j] - lqy[j]);
+                cross += lpi[j] * (Q[j] - w[y] * qy[j]);
+            }
+            cmi[i] = ci + CMI_EPS;
+            gam[i] = (Hw - w[y] * h[y]) - cross;
+            sum_cmi += cmi[i];
+            sum_gam += gam[i];
         }
-        cmi[i] = ci + CMI_EPS;
-        gam[i] = (Hw - w[y] * h[y]) - cross;
-        sum_cmi += cmi[i];
-        sum_gam += gam[i];
+        free(ut);
+        free(vt);
     }
     const double floor_ = cf->gamma_floor;
     double loss;
@@ -442,46 +468,63 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
         NCMI_CHECK((!want_z || gz) && (!want_xi || (gxi && Pa && Tb && Bc && T)) && glp && gv,
                    "ncmi_loss: out of memory");
         double Bsum = 0;
-        for (int i = 0; i < N; i++) {
-            const int y = labels[i];
-            const double *lpi = lp + (size_t)i * D, *lqy = lq + (size_t)y * D;
-            if (want_xi) {
+        if (want_xi)
+            for (int i = 0; i < N; i++) {
+                const int y = labels[i];
+                const double *lpi = lp + (size_t)i * D, *pi = pz + (size_t)i * D;
                 for (int j = 0; j < D; j++) {
-                    Pa[(size_t)y * D + j] += alpha[i] * exp(lpi[j]);
+                    Pa[(size_t)y * D + j] += alpha[i] * pi[j];
                     Tb[(size_t)y * D + j] += beta[i] * lpi[j];
                     T[j] += beta[i] * lpi[j];
                 }
                 Bc[y] += beta[i];
                 Bsum += beta[i];
             }
-            if (!want_z) continue;
-            float *gzi = gz + (size_t)i * D;
-            const double r = rn[i];
-            if (!(r > eps)) { /* no direction: no gradient (see ncmi.h) */
-                for (int j = 0; j < D; j++) gzi[j] = 0.f;
-                continue;
+        if (want_z) {
+#pragma omp parallel if ((size_t)N * D >= 16384)
+            {
+                double *gl = malloc((size_t)D * sizeof(double)), *gw = malloc((size_t)D * sizeof(double));
+                double *ut = malloc((size_t)D * sizeof(double));
+                NCMI_CHECK(gl && gw && ut, "ncmi_loss: out of memory");
+#pragma omp for schedule(static)
+                for (int i = 0; i < N; i++) {
+                    const int y = labels[i];
+                    const double *lpi = lp + (size_t)i * D, *pi = pz + (size_t)i * D;
+                    const double *lqy = lq + (size_t)y * D, *qy = pq + (size_t)y * D;
+                    float *gzi = gz + (size_t)i * D;
+                    const double r = rn[i];
+                    if (!(r > eps)) { /* no direction: no gradient (see ncmi.h) */
+                        for (int j = 0; j < D; j++) gzi[j] = 0.f;
+                        continue;
+                    }
+                    for (int j = 0; j < D; j++)
+                        gl[j] = alpha[i] * pi[j] * (lpi[j] - lqy[j] + 1.0) -
+                                beta[i] * (Q[j] - w[y] * qy[j]);
+                    log_simplex_back(cf->simplex, pi, smz + (size_t)i * D, denz[i], gl, D, gw);
+                    /* through v = u / (r tau): du = (gv - (gv.uh) uh) / (r tau) */
+                    centred_row(m, z->data + (size_t)i * D, ut);
+                    double dot = 0;
+                    for (int j = 0; j < D; j++) dot += gw[j] * ut[j];
+                    dot /= r;
+                    for (int j = 0; j < D; j++)
+                        gzi[j] = (float)((gw[j] - dot * ut[j] / r) / (r * tau));
+                }
+                free(gl);
+                free(gw);
+                free(ut);
             }
-            for (int j = 0; j < D; j++)
-                glp[j] = alpha[i] * exp(lpi[j]) * (lpi[j] - lqy[j] + 1.0) -
-                         beta[i] * (Q[j] - w[y] * exp(lqy[j]));
-            log_simplex_back(cf->simplex, lpi, smz + (size_t)i * D, denz[i], glp, D, gv);
-            /* through v = u / (r tau): du = (gv - (gv.uh) uh) / (r tau) */
-            centred_row(m, z->data + (size_t)i * D, u);
-            double dot = 0;
-            for (int j = 0; j < D; j++) dot += gv[j] * u[j];
-            dot /= r;
-            for (int j = 0; j < D; j++) gzi[j] = (float)((gv[j] - dot * u[j] / r) / (r * tau));
         }
         if (want_xi) {
             for (int c = 0; c < C; c++) {
                 const double *lqc = lq + (size_t)c * D;
                 const double Bnot = Bsum - Bc[c];
                 for (int j = 0; j < D; j++) {
-                    const double q = exp(lqc[j]);
+                    const double q = pq[(size_t)c * D + j];
                     glp[j] = -Pa[(size_t)c * D + j] +
                              w[c] * q * ((lqc[j] + 1.0) * Bnot - (T[j] - Tb[(size_t)c * D + j]));
                 }
-                log_simplex_back(cf->simplex, lqc, smq + (size_t)c * D, denq[c], glp, D, gv);
+                log_simplex_back(cf->simplex, pq + (size_t)c * D, smq + (size_t)c * D, denq[c], glp,
+                                 D, gv);
                 for (int j = 0; j < D; j++) gxi[(size_t)c * D + j] = (float)gv[j];
             }
         }
@@ -497,6 +540,8 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
     free(alpha);
     free(beta);
     free(lp);
+    free(pz);
+    free(pq);
     free(smz);
     free(rn);
     free(denz);
@@ -571,7 +616,8 @@ void nn_ncmi_project(const nn_ncmi *m, const float *z, int n, float *zprime, flo
 {
     const int D = m->D;
     double *u = malloc((size_t)D * sizeof *u), *lp = malloc((size_t)D * sizeof *lp);
-    NCMI_CHECK(u && lp, "ncmi_project: out of memory");
+    double *pp = malloc((size_t)D * sizeof *pp);
+    NCMI_CHECK(u && lp && pp, "ncmi_project: out of memory");
     const double eps = m->cfg.norm_eps, tau = m->cfg.tau;
     for (int i = 0; i < n; i++) {
         const double r = centred_row(m, z + (size_t)i * D, u);
@@ -580,24 +626,27 @@ void nn_ncmi_project(const nn_ncmi *m, const float *z, int n, float *zprime, flo
         if (zprime)
             for (int j = 0; j < D; j++) zprime[(size_t)i * D + j] = (float)u[j];
         if (p) {
-            log_simplex(m->cfg.simplex, u, D, lp, NULL);
-            for (int j = 0; j < D; j++) p[(size_t)i * D + j] = (float)exp(lp[j]);
+            log_simplex(m->cfg.simplex, u, D, lp, pp, NULL);
+            for (int j = 0; j < D; j++) p[(size_t)i * D + j] = (float)pp[j];
         }
     }
     free(u);
     free(lp);
+    free(pp);
 }
 
 void nn_ncmi_centroids(const nn_ncmi *m, float *q)
 {
     const int C = m->C, D = m->D;
     double *v = malloc((size_t)D * sizeof *v), *lq = malloc((size_t)D * sizeof *lq);
-    NCMI_CHECK(v && lq, "ncmi_centroids: out of memory");
+    double *pq = malloc((size_t)D * sizeof *pq);
+    NCMI_CHECK(v && lq && pq, "ncmi_centroids: out of memory");
     for (int c = 0; c < C; c++) {
         for (int j = 0; j < D; j++) v[j] = m->xi->data[(size_t)c * D + j];
-        log_simplex(m->cfg.simplex, v, D, lq, NULL);
-        for (int j = 0; j < D; j++) q[(size_t)c * D + j] = (float)exp(lq[j]);
+        log_simplex(m->cfg.simplex, v, D, lq, pq, NULL);
+        for (int j = 0; j < D; j++) q[(size_t)c * D + j] = (float)pq[j];
     }
     free(v);
     free(lq);
+    free(pq);
 }

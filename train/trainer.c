@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -977,38 +978,42 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
      * sample does not change the argmax: p_j is replaced by the unnormalised
      * s(v_j) (NSF) or exp(v_j - max v) (softmax), in float (logging only) */
     const nn_ncmi_cfg *nc = &t->ncmi.cfg;
-    float *lq = malloc((size_t)C * D * sizeof *lq), *s = malloc((size_t)D * sizeof *s);
-    NCMI_CHECK(lq && s, "out of memory");
+    float *lq = malloc((size_t)C * D * sizeof *lq);
+    NCMI_CHECK(lq, "out of memory");
     nn_ncmi_centroids(&t->ncmi, lq);
     for (size_t k = 0; k < (size_t)C * D; k++) lq[k] = logf(lq[k] > 1e-30f ? lq[k] : 1e-30f);
     const float *cen = t->ncmi.center->data;
+    float *S = malloc((size_t)n * D * sizeof *S), *sc_ = malloc((size_t)n * C * sizeof *sc_);
+    NCMI_CHECK(S && sc_, "out of memory");
     for (int i = 0; i < n; i++) {
         const float *zi = z->data + (size_t)i * D;
+        float *si = S + (size_t)i * D;
         float r2 = 0, mx = -INFINITY;
         for (int j = 0; j < D; j++) {
-            s[j] = zi[j] - (nc->centering ? cen[j] : 0.f);
-            r2 += s[j] * s[j];
+            si[j] = zi[j] - (nc->centering ? cen[j] : 0.f);
+            r2 += si[j] * si[j];
         }
         float r = sqrtf(r2);
         float sc = 1.f / ((r > nc->norm_eps ? r : nc->norm_eps) * nc->tau);
         for (int j = 0; j < D; j++) {
-            s[j] *= sc;
-            mx = s[j] > mx ? s[j] : mx;
+            si[j] *= sc;
+            mx = si[j] > mx ? si[j] : mx;
         }
         for (int j = 0; j < D; j++)
-            s[j] = nc->simplex == NN_NCMI_SOFTMAX ? expf(s[j] - mx) : 1.f / (1.f + expf(-s[j]));
+            si[j] = nc->simplex == NN_NCMI_SOFTMAX ? expf(si[j] - mx) : 1.f / (1.f + expf(-si[j]));
+    }
+    /* scores [n,C] = S [n,D] . lq^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, D, 1.f, S, D, lq, D, 0.f, sc_, C);
+    for (int i = 0; i < n; i++) {
+        const float *r = sc_ + (size_t)i * C;
         int b = 0;
-        float best = -INFINITY;
-        for (int c = 0; c < C; c++) {
-            float acc = 0;
-            const float *l = lq + (size_t)c * D;
-            for (int j = 0; j < D; j++) acc += s[j] * l[j];
-            if (acc > best) best = acc, b = c;
-        }
+        for (int c = 1; c < C; c++)
+            if (r[c] > r[b]) b = c;
         hits += b == y[i];
     }
+    free(S);
+    free(sc_);
     free(lq);
-    free(s);
     return hits;
 }
 
