@@ -156,9 +156,14 @@ bench-tile: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 	@bash bench/tile.sh $(BUILD)
 
+# one training step with the NCMI head vs the linear + CE head, same encoder and batch
+bench-ncmi: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_ncmi_overhead
+	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BUILD)/bench_ncmi_overhead
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test golden bench-ops bench-tile clean FORCE
+.PHONY: all features setup demo test golden bench-ops bench-tile bench-ncmi clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/main.d
