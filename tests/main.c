@@ -57,8 +57,13 @@ int test_failed(void) { return cur_failures; }
 
 const char *test_fixtures_dir(void)
 {
+    /* absolute, so that paths written into manifests in temporary folders
+     * still point at the fixtures */
+    static char abs_dir[4096];
     const char *d = getenv("NCMI_FIXTURES");
-    return d && *d ? d : "../shared/fixtures";
+    if (!d || !*d) d = "../shared/fixtures";
+    if (!abs_dir[0] && !realpath(d, abs_dir)) snprintf(abs_dir, sizeof abs_dir, "%s", d);
+    return abs_dir;
 }
 
 const char *test_ncmi_bin(void)
