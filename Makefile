@@ -136,7 +136,7 @@ ifneq ($(NO_SETUP),1)
 endif
 
 demo: setup
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 	@bash tools/demo.sh $(BUILD)
 
 test: setup
