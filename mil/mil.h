@@ -1,0 +1,69 @@
+/* MIL heads on slide features (bags). Each head is a tr_model (train/trainer.h):
+ * forward maps one bag H [N, D_feat] (the dataset's single input tensor) to the
+ * bag embedding z [1, D_inner]; the trainer adds the head (linear + CE family,
+ * or NCMI) on z. Parameter names are the state_dict keys of the official
+ * PyTorch implementation of each head, so weights move both ways; the linear
+ * classifier's prefix (tr_model.classifier) is the official one too.
+ *
+ * Every head keeps the attention weights of its last forward for heatmaps
+ * (ncmi score) and tests: mil_last_attention(). */
+#ifndef NCMI_MIL_H
+#define NCMI_MIL_H
+
+#include "../nn/rng.h"
+#include "../train/trainer.h"
+
+/* The attention weights of the last forward of a MIL head: *n instances,
+ * *k weights per instance (1 for ABMIL/AEM; heads x tokens for ASMIL; for
+ * TransMIL the class token's attention averaged over heads of the last
+ * layer). Row-major [n, k]; valid until the next forward. NULL if none. */
+const float *mil_last_attention(const tr_model *m, int *n, int *k);
+
+/* Shared by every head's forward: copies attention weights into the model's
+ * buffer (implementation detail; heads call it). */
+void mil_store_attention(tr_model *m, const float *a, int n, int k);
+
+typedef enum mil_head_kind {
+    MIL_ABMIL = 0,
+    MIL_TRANSMIL = 1,
+    MIL_AEM = 2,
+    MIL_ASMIL = 3,
+} mil_head_kind;
+
+/* Options of every head (unused ones ignored); defaults from mil_opts_default. */
+typedef struct mil_opts {
+    mil_head_kind kind;
+    int d_feat;          /* input feature size (1024 for resnet50_trunc) */
+    int d_inner;         /* embedding size (512 / 256 / 128) */
+    int attn_hidden;     /* ABMIL/AEM gated attention hidden size (128) */
+    float dropout;       /* TransMIL / ASMIL attention dropout (0.1) */
+    /* AEM: loss += lambda * sum_i a_i ln a_i (minus lambda x attention entropy) */
+    float aem_lambda;    /* 0.1 */
+    int aem_topk;        /* 0 = all instances; k: entropy of the renormalised top-k */
+    int aem_cosine;      /* 1: lambda annealed with a cosine over the epochs (set by the trainer) */
+    /* TransMIL */
+    int transmil_landmarks;   /* 256 */
+    int transmil_pinv_iters;  /* 6 */
+    int transmil_legacy_slice;/* 1: nystrom-attention 0.0.9's misaligned output slice */
+    /* ASMIL */
+    int asmil_tokens;    /* 8..16 (default 8) */
+    int asmil_heads;     /* 8 */
+    int asmil_drop;      /* tokens dropped per training step */
+    float asmil_kd_T;    /* 0.5 */
+    float asmil_kd_weight; /* 1.0 */
+    float asmil_ema;     /* 0.999 */
+    int asmil_anchor_frozen; /* 1: the released code's behaviour (anchor never updated) */
+} mil_opts;
+
+void mil_opts_default(mil_opts *o, mil_head_kind kind);
+int mil_head_kind_parse(const char *name, mil_head_kind *kind); /* abmil|transmil|aem|asmil */
+const char *mil_head_kind_name(mil_head_kind kind);
+
+/* Build the head (weights initialised as the official code does, from rng). */
+int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);   /* also AEM (kind MIL_AEM) */
+int mil_transmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
+int mil_asmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
+/* Dispatch on o->kind. */
+int mil_head_init(tr_model *m, const mil_opts *o, nn_rng *rng);
+
+#endif
