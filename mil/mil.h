@@ -13,6 +13,14 @@
 #include "../nn/rng.h"
 #include "../train/trainer.h"
 
+/* Every head's tr_model.ctx points to a struct whose FIRST member is a
+ * mil_head_base: the options and the last attention weights live there. */
+typedef struct mil_head_base {
+    float *attn;              /* free()d by the head's free */
+    int attn_n, attn_k;
+    size_t attn_cap;
+} mil_head_base;
+
 /* The attention weights of the last forward of a MIL head: *n instances,
  * *k weights per instance (1 for ABMIL/AEM; heads x tokens for ASMIL; for
  * TransMIL the class token's attention averaged over heads of the last
@@ -63,7 +71,8 @@ const char *mil_head_kind_name(mil_head_kind kind);
 int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);   /* also AEM (kind MIL_AEM) */
 int mil_transmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
 int mil_asmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
-/* Dispatch on o->kind. */
+/* Dispatch on o->kind (mil/heads.c: references every head, so only code
+ * that wants all four heads links it). */
 int mil_head_init(tr_model *m, const mil_opts *o, nn_rng *rng);
 
 #endif
