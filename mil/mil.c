@@ -46,7 +46,7 @@ void mil_opts_default(mil_opts *o, mil_head_kind kind)
     o->aem_lambda = 0.1f;
     o->aem_topk = 0;
     o->aem_cosine = 0;
-    o->transmil_landmarks = 256;
+    o->transmil_landmarks = 0; /* 0: d_inner / 2, the official rule (256 for 512) */
     o->transmil_pinv_iters = 6;
     o->transmil_legacy_slice = 0;
     o->asmil_tokens = 8;

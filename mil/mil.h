@@ -50,7 +50,7 @@ typedef struct mil_opts {
     int aem_topk;        /* 0 = all instances; k: entropy of the renormalised top-k */
     int aem_cosine;      /* 1: lambda annealed with a cosine over the epochs (set by the trainer) */
     /* TransMIL */
-    int transmil_landmarks;   /* 256 */
+    int transmil_landmarks;   /* 0 = d_inner / 2 (official: 256 for 512) */
     int transmil_pinv_iters;  /* 6 */
     int transmil_legacy_slice;/* 1: nystrom-attention 0.0.9's misaligned output slice */
     /* ASMIL */
