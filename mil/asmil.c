@@ -50,7 +50,8 @@
  * gradient. The official code writes −nan_to_num(p · log(softmax(S + 1e-8)))
  * .mean(); log_softmax is the same where finite and stays finite where the
  * softmax underflows (the official nan_to_num would turn −inf into −3.4e38).
- * The anchor is computed only when aux is requested (training, val loss).
+ * The anchor is computed only when aux is requested (the trainer: training
+ * steps; its evaluation passes no aux).
  *
  * Per-token classifiers: ACMIL_MYMHA has classifier.t (Classifier_1fc per
  * token) whose outputs go into loss0, but the released ASMIL script sets
