@@ -58,6 +58,11 @@ struct tr_dataset {
                   nn_rng *rng, nn_tensor **out);
     void (*free)(tr_dataset *d); /* frees what the implementation owns (may be NULL) */
     void *ctx;
+    /* Optional (may be NULL): the order in which the trainer will ask for
+     * samples next: an epoch's permutation idx[0..n), or natural order when
+     * idx is NULL (evaluation). A read-ahead hint only (mil/bags.h); it must
+     * not change what inputs returns. */
+    void (*order)(const tr_dataset *d, const int *idx, int n);
 };
 
 /* Labels must lie in [0, C): -1 with "<source>: row i+1 (sample <id>): label L is not
