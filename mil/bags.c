@@ -3,6 +3,7 @@
 #include "bags.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ typedef struct store {
     pthread_cond_t cv;      /* a load finished */
     pthread_cond_t work;    /* the queue changed / stop */
     int refcount;           /* datasets sharing the store */
+    float *mean, *inv_sd;   /* [d] standardize: training mean and 1/std (NULL: off) */
 } store;
 
 typedef struct bagset {
@@ -182,6 +184,8 @@ static void store_free(store *s)
     free(s->paths);
     free(s->e);
     free(s->queue);
+    free(s->mean);
+    free(s->inv_sd);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_cond_destroy(&s->work);
@@ -295,6 +299,11 @@ static int bag_inputs(const tr_dataset *d, nn_graph *g, const int *idx, int n, i
 
     int shape[2] = {(int)rows, s->d};
     out[0] = nn_tensor_from(g, 2, shape, x);
+    if (s->mean) {
+        float *o = out[0]->data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int j = 0; j < s->d; j++) o[r * s->d + j] = (o[r * s->d + j] - s->mean[j]) * s->inv_sd[j];
+    }
 
     if (transient) {
         free(x);
@@ -437,6 +446,47 @@ static int make_set(tr_dataset *d, const char *name, const char *source, store *
     d->order = bag_order;
     d->free = bag_free;
     d->ctx = b;
+    return 0;
+}
+
+/* Mean and 1/std of every feature over the instances of the training slots. */
+static int standardize(store *s, const int *slots, int n)
+{
+    double *sum = calloc((size_t)s->d, sizeof *sum), *sq = calloc((size_t)s->d, sizeof *sq);
+    s->mean = malloc((size_t)s->d * sizeof *s->mean);
+    s->inv_sd = malloc((size_t)s->d * sizeof *s->inv_sd);
+    if (!sum || !sq || !s->mean || !s->inv_sd) {
+        free(sum);
+        free(sq);
+        return ncmi_error_set("out of memory");
+    }
+    long count = 0;
+    for (int i = 0; i < n; i++) {
+        float *x;
+        int64_t rows;
+        if (read_bag(s, slots[i], &x, &rows)) {
+            free(sum);
+            free(sq);
+            return -1;
+        }
+        s->loads++;
+        for (int64_t r = 0; r < rows; r++)
+            for (int j = 0; j < s->d; j++) {
+                double v = x[r * s->d + j];
+                sum[j] += v;
+                sq[j] += v * v;
+            }
+        count += (long)rows;
+        free(x);
+    }
+    for (int j = 0; j < s->d; j++) {
+        double m = sum[j] / (double)count, var = sq[j] / (double)count - m * m;
+        double sd = var > 0 ? sqrt(var) : 0;
+        s->mean[j] = (float)m;
+        s->inv_sd[j] = sd < 1e-6 ? 1.f : (float)(1.0 / sd);
+    }
+    free(sum);
+    free(sq);
     return 0;
 }
 
@@ -643,6 +693,10 @@ int mil_bags_open(const mil_bags_opts *o, tr_dataset *train, tr_dataset *val, tr
             for (int k = 0; k < q; k++) tr_dataset_free(ds[k]);
             goto out;
         }
+    if (o->standardize && standardize(s, sets[0], ns[0])) {
+        for (int q = 0; q < 3; q++) tr_dataset_free(ds[q]);
+        goto out;
+    }
     s->refcount--;
     ob.s = NULL; /* owned by the datasets now */
     info->d_feat = s->d;

@@ -24,7 +24,11 @@
  * missing or unreadable feature files (one error listing all of them, or
  * with skip_missing a warning and the rows left out), a bag with N = 0, a
  * feature dimension different from the first bag's. Reading a bag checks
- * again and rejects NaN/Inf ("slide <id>: <file>: row R column C is nan"). */
+ * again and rejects NaN/Inf ("slide <id>: <file>: row R column C is nan").
+ *
+ * standardize: features are z-scored with the training set's per-feature
+ * mean and std (small raw benchmarks such as Musk; slide features from a
+ * pretrained encoder are used as they are). */
 #ifndef NCMI_MIL_BAGS_H
 #define NCMI_MIL_BAGS_H
 
@@ -42,6 +46,8 @@ typedef struct mil_bags_opts {
     double cache_mb;             /* cache bound in MiB (0: no cache, every use reads) */
     int prefetch;                /* bags read ahead on a thread (0: no thread) */
     int skip_missing;            /* leave out rows whose file is missing/unreadable (warning) */
+    int standardize;             /* z-score each feature with the mean / std of every instance of
+                                    the training bags (read once when opening; std < 1e-6: 1) */
     FILE *warn;                  /* warnings (NULL: stderr) */
 } mil_bags_opts;
 

@@ -1098,6 +1098,7 @@ int tr_fit(tr_trainer *t)
             t->opt_xi.lr = c->lr > 0 ? c->centroid_lr * (lr / c->lr) : c->centroid_lr;
         nn_rng_permutation(&t->st.shuffle, perm, n);
         if (tr->order) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (t->model->epoch_start) t->model->epoch_start(t->model, epoch, c->epochs);
         nn_rng aug = nn_rng_fork(&t->st.shuffle, (uint64_t)epoch);
         double loss_sum = 0;
         long correct = 0;

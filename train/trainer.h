@@ -99,6 +99,8 @@ struct tr_model {
     nn_tensor *(*forward)(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in, int training,
                           nn_rng *rng, nn_tensor **aux);
     void (*after_step)(tr_model *m); /* optional: after each optimizer step (EMA anchors) */
+    /* optional: before each training epoch (0-based) of `epochs` (AEM's cosine lambda) */
+    void (*epoch_start)(tr_model *m, int epoch, int epochs);
     void (*free)(tr_model *m);       /* frees params and ctx */
     void *ctx;
 };
