@@ -133,10 +133,12 @@ static nn_tensor *abmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, 
         int sh[2] = {N, s->o.d_feat};
         x = nn_reshape(g, x, 2, sh);
     }
-    nn_tensor *h = nn_relu(g, nn_linear(g, x, s->fc1.weight, NULL));          /* [N, Di] */
-    nn_tensor *av = nn_tanh(g, nn_linear_m_forward(g, &s->att_v, h));         /* [N, A] */
-    nn_tensor *au = nn_sigmoid(g, nn_linear_m_forward(g, &s->att_u, h));      /* [N, A] */
-    nn_tensor *a = nn_linear_m_forward(g, &s->att_w, nn_mul(g, av, au));      /* [N, 1] */
+    /* fused ops: the same values as relu(linear) and tanh * sigmoid (tests/test_grad_fused.c),
+     * with fewer [N, .] buffers */
+    nn_tensor *h = nn_linear_relu(g, x, s->fc1.weight, NULL);                  /* [N, Di] */
+    nn_tensor *gate = nn_tanh_sigmoid_gate(g, nn_linear_m_forward(g, &s->att_v, h),
+                                           nn_linear_m_forward(g, &s->att_u, h)); /* [N, A] */
+    nn_tensor *a = nn_linear_m_forward(g, &s->att_w, gate);                   /* [N, 1] */
     int row[2] = {1, N};
     a = nn_reshape(g, a, 2, row);                                             /* [1, N] */
     nn_tensor *alpha = nn_softmax(g, a);
