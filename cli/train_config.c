@@ -53,11 +53,11 @@ static const ncmi_cfg_key keys[] = {
     {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([]: z is the input); the linear head is layers.<len(hidden)>", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.d_inner", NCMI_CFG_INT, "512", "MIL heads: size of the bag embedding z (the first Linear(D_feat, d_inner)): 512 for 1024-d features, 256 for 512-d, 128 for 384-d", OFF(mil_d_inner), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.attn_hidden", NCMI_CFG_INT, "128", "abmil/aem: hidden size of the gated attention (V, U: Linear(d_inner, attn_hidden))", OFF(mil_attn_hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
-    {"mil.dropout", NCMI_CFG_FLOAT, "0.1", "transmil/asmil: attention dropout (training only)", OFF(mil_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"mil.dropout", NCMI_CFG_FLOAT, "0.1", "transmil/asmil: attention dropout (training only); transmil needs mil.d_inner divisible by its 8 heads", OFF(mil_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"mil.aem.lambda", NCMI_CFG_FLOAT, "0.1", "aem: weight lambda of the attention-entropy term (loss += lambda * sum_i a_i ln a_i)", OFF(aem_lambda), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"mil.aem.topk", NCMI_CFG_INT, "0", "aem: entropy of the renormalised k largest attention weights (0: all instances)", OFF(aem_topk), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"mil.aem.cosine", NCMI_CFG_BOOL, "false", "aem: anneal lambda with a half cosine over train.epochs (lambda * 0.5 (1 + cos(pi e / epochs)) at epoch e)", OFF(aem_cosine), NULL, 0, 0, 0, 0},
-    {"mil.transmil.landmarks", NCMI_CFG_INT, "256", "transmil: Nystrom landmarks (every token is its own landmark below this many)", OFF(transmil_landmarks), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.transmil.landmarks", NCMI_CFG_INT, "0", "transmil: Nystrom landmarks (0: mil.d_inner / 2, the official 256 for 512; every token is its own landmark below this many)", OFF(transmil_landmarks), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"mil.transmil.pinv_iters", NCMI_CFG_INT, "6", "transmil: iterations of the Moore-Penrose iterative pseudo-inverse", OFF(transmil_pinv_iters), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.transmil.legacy_slice", NCMI_CFG_BOOL, "false", "transmil: nystrom-attention 0.0.9's output slice (the first n rows after front padding, as the official repository pins) instead of the correct last n", OFF(transmil_legacy_slice), NULL, 0, 0, 0, 0},
     {"mil.asmil.tokens", NCMI_CFG_INT, "8", "asmil: learnable query tokens (8 to 16)", OFF(asmil_tokens), NULL, NCMI_CFG_MIN, 1, 0, 0},
@@ -170,6 +170,8 @@ int ncmi_train_config_check(const ncmi_train_config *c)
             return ncmi_error_set("key 'data.fold': '{fold}' in data.manifest or data.split_column needs "
                                   "data.fold >= 0");
     }
+    if (c->model_kind == NCMI_MODEL_TRANSMIL && c->mil_d_inner % 8)
+        return ncmi_error_set("key 'mil.d_inner': %d is not divisible by TransMIL's 8 heads", c->mil_d_inner);
     if (c->model_kind == NCMI_MODEL_ASMIL) {
         if (c->asmil_drop >= c->asmil_tokens)
             return ncmi_error_set("key 'mil.asmil.drop': %d of %d tokens leaves none", c->asmil_drop,

@@ -219,12 +219,7 @@ static int init_mil(cli_train_job *j, const ncmi_train_config *c)
 {
     mil_opts o;
     cli_train_job_mil_opts(c, j->d_feat, &o);
-    int rc;
-    if (o.kind == MIL_ABMIL || o.kind == MIL_AEM)
-        rc = mil_abmil_init(&j->model, &o, &j->init_rng);
-    else
-        rc = ncmi_error_set("model.kind %s: not built in yet", mil_head_kind_name(o.kind));
-    if (rc) return -1;
+    if (mil_head_init(&j->model, &o, &j->init_rng)) return -1;
     if (o.kind == MIL_AEM && o.aem_cosine) j->model.epoch_start = aem_cosine_epoch;
     return 0;
 }

@@ -32,15 +32,21 @@ int mil_synth_write(const char *dir, const mil_synth *s)
     for (int i = 0; i < total && !rc; i++) {
         int c = i % s->C;
         int n = s->n_min + (int)nn_rng_below(&r, (uint64_t)(s->n_max - s->n_min + 1));
-        int k = c == 0 ? 0 : c == 1 ? 1 + (int)nn_rng_below(&r, 3) : (n * (30 + (int)nn_rng_below(&r, 21))) / 100;
+        int k = c == 0 ? 0 : c == 1 ? 1 + (int)nn_rng_below(&r, 2) : (n * (50 + (int)nn_rng_below(&r, 21))) / 100;
         if (k > n) k = n;
+        int *rows = malloc((size_t)n * sizeof *rows); /* k distinct tumour rows: partial shuffle */
+        for (int t = 0; t < n; t++) rows[t] = t;
+        for (int t = 0; t < k; t++) {
+            int u = t + (int)nn_rng_below(&r, (uint64_t)(n - t)), tmp = rows[t];
+            rows[t] = rows[u];
+            rows[u] = tmp;
+        }
         float *X = malloc((size_t)n * s->D * sizeof *X);
         int64_t *xy = malloc((size_t)n * 2 * sizeof *xy);
         nn_rng_fill_normal(&r, X, (size_t)n * s->D, 0.f, 1.f);
-        for (int t = 0; t < k; t++) {
-            int row = (int)nn_rng_below(&r, (uint64_t)n); /* may repeat: at least one tumour instance */
-            for (int j = 0; j < s->D; j++) X[(size_t)row * s->D + j] += dir_t[j];
-        }
+        for (int t = 0; t < k; t++)
+            for (int j = 0; j < s->D; j++) X[(size_t)rows[t] * s->D + j] += dir_t[j];
+        free(rows);
         for (int t = 0; t < n; t++) {
             xy[2 * t] = 256 * (t % 16);
             xy[2 * t + 1] = 256 * (t / 16);

@@ -8,8 +8,8 @@
 
 /* Bags of random sizes in [n_min, n_max], D features: background instances
  * N(0, 1); "tumour" instances add a fixed direction of norm `signal`.
- * Classes by tumour amount: 0 "negative" none, 1 "micro" 1-3 tumour
- * instances, 2 "macro" 30-50 % of the instances (C = 2 uses the first two).
+ * Classes by tumour amount: 0 "negative" none, 1 "micro" 1-2 tumour
+ * instances, 2 "macro" 50-70 % of the instances (C = 2 uses the first two).
  * Bag i is class i % C; splits: n_train, n_val, n_test bags in that order.
  * Files <dir>/features/<prefix><i>.h5 and the manifest <dir>/manifest.csv
  * (slide_id,label,split). 0 or -1. */
