@@ -87,6 +87,7 @@ TEST(mil_bags_splits_and_inputs)
     EXPECT(te.inputs(&te, g, two, 2, 1, NULL, &x) < 0, "two bags at once accepted");
     features_h5_free(&h);
     nn_graph_free(g);
+    mil_bags_info_free(&info);
     free3(&tr, &va, &te);
     /* the class list of the config sets the order; a label outside it is an error naming the slide */
     char *cls[3] = {"negative", "micro", "macro"};
