@@ -1,0 +1,343 @@
+/* TransMIL (Shao et al. 2021): the official szc19990412/TransMIL model with
+ * lucidrains/nystrom-attention's NystromAttention, forward only over nn/ops.h
+ * (autograd gives the backward). Specification: docs/mil-heads.md (shared).
+ *
+ *   h  = ReLU(_fc1(H))                                     [N, d]
+ *   square: H = W = ceil(sqrt N), h extended by its first rows to H*W rows
+ *   t  = [cls_token; h]                                    [n = H*W + 1, d]
+ *   t  = layer1(t); t = PPEG(t); t = layer2(t)
+ *   z  = norm(t)[0]                                        [1, d]
+ *   layer(t) = t + NystromAttention(LayerNorm(t))  (no feed-forward)
+ *   PPEG: feature tokens as a d x H x W image, x + DW7(x) + DW5(x) + DW3(x)
+ *         (depthwise, same padding, bias); the class token passes through.
+ *
+ * NystromAttention (heads 8, dim_head d/8, m landmarks, no mask):
+ *   front zero padding of the LayerNorm output to a multiple of m rows (also
+ *   when n < m: then every padded row is its own landmark); q, k, v =
+ *   to_qkv(x) (no bias, so pad rows give zeros); q *= dim_head^-1/2;
+ *   landmarks q_l, k_l = means of l = ceil(n/m) consecutive rows (pad rows
+ *   included); attn1 = softmax(q k_l^T), attn2 = softmax(q_l k_l^T),
+ *   attn3 = softmax(q_l k^T); attn2^+ by the iterative Moore-Penrose scheme
+ *   (z0 = attn2^T / (max row sum * max column sum), the maxima taken over all
+ *   heads together: one global scale), out = attn1 (attn2^+ (attn3 v))
+ *   + res_conv(v), heads merged, to_out (Linear + Dropout), and the output
+ *   slice: the LAST n rows (nystrom-attention >= 0.0.10), or the FIRST n rows
+ *   with transmil_legacy_slice (0.0.9, pinned by the official repository:
+ *   tokens misaligned by the padding).
+ *
+ * Choices that differ from the PyTorch code only by rounding:
+ *   - attn1 (attn2^+ (attn3 v)) instead of (attn1 attn2^+)(attn3 v): the
+ *     same product, h n m d instead of h n m^2 multiply-adds (4x fewer at the
+ *     official sizes);
+ *   - |attn2| is attn2 (softmax outputs are >= 0), so no abs op.
+ * The residual conv (Conv2d(heads, heads, (33,1), padding (16,0), groups =
+ * heads, no bias) over v [1, heads, n, dim_head]) uses nn_conv2d, whose
+ * padding is square, with the exact trick: padding 16 on both axes gives
+ * dim_head + 32 output columns, of which the 16 on each side only ever see
+ * zero padding (the kernel is one column wide) and are sliced off. The
+ * depthwise direct loop of nn_conv2d skips the padded taps, so the only cost
+ * is the wider output buffer.
+ *
+ * Attention kept for heatmaps (mil_last_attention, k = 1): in layer 2, the
+ * row of the effective Nystrom attention attn1 attn2^+ attn3 whose output is
+ * added to the class token (padded row `pad`, or row 0 with the legacy
+ * slice), at the key columns of the N instances (padded rows pad+1..pad+N;
+ * the repeated square-filling tokens are not counted), averaged over heads.
+ *
+ * Options (mil_opts): d_feat, d_inner (= dim, divisible by the 8 heads;
+ * dim_head = d_inner / 8), transmil_landmarks (<= 0: d_inner / 2, the
+ * official num_landmarks = dim // 2; mil_opts_default's 256 is that value for
+ * d_inner 512), transmil_pinv_iters (6), transmil_legacy_slice, dropout (the
+ * to_out dropout, 0.1; training only, drawn from the rng). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../nn/error.h"
+#include "../nn/ops.h"
+#include "../nn/params.h"
+#include "mil.h"
+
+#define TM_HEADS 8
+#define TM_RES_KERNEL 33
+
+typedef struct tm_layer {
+    nn_layernorm_m norm;
+    nn_linear_m to_qkv; /* no bias */
+    nn_linear_m to_out; /* "to_out.0" */
+    nn_tensor *res_conv; /* [heads, 1, 33, 1] */
+} tm_layer;
+
+typedef struct transmil {
+    mil_head_base base; /* first member (mil.h) */
+    nn_params P;
+    int d_feat, d, heads, dim_head, landmarks, iters, legacy;
+    float dropout;
+    nn_linear_m fc1;     /* "_fc1.0" */
+    nn_tensor *cls_token; /* [1, 1, d] */
+    tm_layer layer[2];
+    nn_conv2d_m proj, proj1, proj2; /* "pos_layer.proj*" */
+    nn_layernorm_m norm;
+} transmil;
+
+/* The attention pieces of one layer's forward (for the stored attention). */
+typedef struct tm_attn {
+    int pad, n;
+    nn_tensor *attn1, *attn2_inv, *attn3; /* [h, np, m], [h, m, m], [h, m, np] */
+} tm_attn;
+
+/* Constant [m, m] tensor with v on the diagonal. */
+static nn_tensor *diag_const(nn_graph *g, int m, float v)
+{
+    nn_tensor *t = nn_tensor_new2(g, m, m);
+    for (int i = 0; i < m; i++) t->data[(size_t)i * m + i] = v;
+    return t;
+}
+
+/* Iterative Moore-Penrose pseudo-inverse of x [h, m, m] (nystrom-attention's
+ * moore_penrose_iter_pinv; x >= 0 elementwise). */
+static nn_tensor *pinv_iter(nn_graph *g, nn_tensor *x, int iters)
+{
+    const int h = x->shape[0], m = x->shape[1];
+    int flat[1] = {h * m};
+    nn_tensor *col = nn_reshape(g, nn_sum(g, x, 2, 0), 1, flat); /* row sums */
+    nn_tensor *row = nn_reshape(g, nn_sum(g, x, 1, 0), 1, flat); /* column sums */
+    nn_tensor *s = nn_mul(g, nn_max(g, col, 0, 1), nn_max(g, row, 0, 1)); /* [1] */
+    nn_tensor *z = nn_div(g, nn_transpose(g, x, 1, 2), s);
+    if (iters <= 0) return z;
+    nn_tensor *I7 = diag_const(g, m, 7.f), *I15 = diag_const(g, m, 15.f),
+              *I13 = diag_const(g, m, 13.f);
+    for (int it = 0; it < iters; it++) {
+        nn_tensor *xz = nn_matmul(g, x, z);
+        nn_tensor *a = nn_sub(g, I7, xz);
+        nn_tensor *b = nn_sub(g, I15, nn_matmul(g, xz, a));
+        nn_tensor *c = nn_sub(g, I13, nn_matmul(g, xz, b));
+        z = nn_scale(g, nn_matmul(g, z, c), 0.25f);
+    }
+    return z;
+}
+
+/* [np, h*dh] -> [h, np, dh] */
+static nn_tensor *split_heads(nn_graph *g, nn_tensor *x, int h, int dh)
+{
+    int s[3] = {x->shape[0], h, dh};
+    return nn_transpose(g, nn_reshape(g, x, 3, s), 0, 1);
+}
+
+/* Landmarks of x [h, m*l, dh]: means of l consecutive rows -> [h, m, dh]. */
+static nn_tensor *landmarks(nn_graph *g, nn_tensor *x, int m, int l)
+{
+    int s[4] = {x->shape[0], m, l, x->shape[2]};
+    nn_tensor *r = nn_sum(g, nn_reshape(g, x, 4, s), 2, 0);
+    return l == 1 ? r : nn_scale(g, r, 1.f / (float)l);
+}
+
+/* NystromAttention of x [n, d] -> [n, d]. */
+static nn_tensor *nystrom(nn_graph *g, const transmil *s, const tm_layer *L, nn_tensor *x,
+                          int training, nn_rng *rng, tm_attn *keep)
+{
+    const int n = x->shape[0], m = s->landmarks, h = s->heads, dh = s->dim_head;
+    const int pad = (m - n % m) % m, np = n + pad, l = np / m;
+    nn_tensor *xp = pad ? nn_pad_rows(g, x, pad, 0, 0.f) : x;
+    nn_tensor *qkv = nn_linear_m_forward(g, &L->to_qkv, xp); /* [np, 3 d] */
+    const int inner = h * dh;
+    nn_tensor *q = split_heads(g, nn_slice(g, qkv, 1, 0, inner), h, dh);
+    nn_tensor *k = split_heads(g, nn_slice(g, qkv, 1, inner, 2 * inner), h, dh);
+    nn_tensor *v = split_heads(g, nn_slice(g, qkv, 1, 2 * inner, 3 * inner), h, dh);
+    q = nn_scale(g, q, 1.f / sqrtf((float)dh));
+    nn_tensor *ql = landmarks(g, q, m, l), *kl = landmarks(g, k, m, l);
+    nn_tensor *klT = nn_transpose(g, kl, 1, 2);
+    nn_tensor *attn1 = nn_softmax(g, nn_matmul(g, q, klT));                       /* [h,np,m] */
+    nn_tensor *attn2 = nn_softmax(g, nn_matmul(g, ql, klT));                      /* [h,m,m] */
+    nn_tensor *attn3 = nn_softmax(g, nn_matmul(g, ql, nn_transpose(g, k, 1, 2))); /* [h,m,np] */
+    nn_tensor *inv = pinv_iter(g, attn2, s->iters);
+    nn_tensor *out = nn_matmul(g, attn1, nn_matmul(g, inv, nn_matmul(g, attn3, v)));
+    /* residual depthwise conv over the sequence, kernel (33, 1) */
+    int s4[4] = {1, h, np, dh};
+    const int kp = TM_RES_KERNEL / 2;
+    nn_tensor *rc = nn_conv2d(g, nn_reshape(g, v, 4, s4), L->res_conv, NULL, 1, kp, 1, h);
+    rc = nn_slice(g, rc, 3, kp, kp + dh); /* [1, h, np, dh] */
+    int s3[3] = {h, np, dh};
+    out = nn_add(g, out, nn_reshape(g, rc, 3, s3));
+    int s2[2] = {np, inner};
+    out = nn_reshape(g, nn_transpose(g, out, 0, 1), 2, s2);
+    out = nn_linear_m_forward(g, &L->to_out, out);
+    out = nn_dropout(g, out, s->dropout, training && rng, rng);
+    if (pad) out = s->legacy ? nn_slice(g, out, 0, 0, n) : nn_slice(g, out, 0, pad, np);
+    if (keep) {
+        keep->pad = pad;
+        keep->n = n;
+        keep->attn1 = attn1;
+        keep->attn2_inv = inv;
+        keep->attn3 = attn3;
+    }
+    return out;
+}
+
+static nn_tensor *trans_layer(nn_graph *g, const transmil *s, const tm_layer *L, nn_tensor *t,
+                              int training, nn_rng *rng, tm_attn *keep)
+{
+    nn_tensor *u = nn_layernorm_m_forward(g, &L->norm, t);
+    return nn_add(g, t, nystrom(g, s, L, u, training, rng, keep));
+}
+
+/* PPEG on t [1 + S*S, d]. */
+static nn_tensor *ppeg(nn_graph *g, const transmil *s, nn_tensor *t, int side)
+{
+    const int n = t->shape[0], d = s->d;
+    nn_tensor *cls = nn_slice(g, t, 0, 0, 1);
+    nn_tensor *feat = nn_slice(g, t, 0, 1, n); /* [S*S, d] */
+    int img[4] = {1, d, side, side};
+    nn_tensor *cnn = nn_reshape(g, nn_transpose(g, feat, 0, 1), 4, img);
+    nn_tensor *y = nn_add(g, nn_conv2d_m_forward(g, &s->proj, cnn), cnn);
+    y = nn_add(g, y, nn_conv2d_m_forward(g, &s->proj1, cnn));
+    y = nn_add(g, y, nn_conv2d_m_forward(g, &s->proj2, cnn));
+    int flat[2] = {d, side * side};
+    nn_tensor *tok = nn_transpose(g, nn_reshape(g, y, 2, flat), 0, 1);
+    nn_tensor *parts[2] = {cls, tok};
+    return nn_concat(g, parts, 2, 0);
+}
+
+/* The class token's effective attention to the N instances, averaged over
+ * heads, into the model's buffer. */
+static void store_attention(tr_model *m, const transmil *s, const tm_attn *a, int N)
+{
+    const int h = s->heads, M = s->landmarks, np = a->n + a->pad;
+    const int r = s->legacy ? 0 : a->pad;
+    double *u = malloc((size_t)M * sizeof *u);
+    double *acc = calloc((size_t)(N > 0 ? N : 1), sizeof *acc);
+    float *out = malloc((size_t)(N > 0 ? N : 1) * sizeof *out);
+    NCMI_CHECK(u && acc && out, "transmil: out of memory");
+    for (int hh = 0; hh < h; hh++) {
+        const float *a1 = a->attn1->data + ((size_t)hh * np + r) * M;
+        const float *inv = a->attn2_inv->data + (size_t)hh * M * M;
+        const float *a3 = a->attn3->data + (size_t)hh * M * np;
+        for (int j = 0; j < M; j++) {
+            double sum = 0;
+            for (int i = 0; i < M; i++) sum += (double)a1[i] * inv[(size_t)i * M + j];
+            u[j] = sum;
+        }
+        for (int i = 0; i < N; i++) {
+            const int col = a->pad + 1 + i;
+            double sum = 0;
+            for (int j = 0; j < M; j++) sum += u[j] * a3[(size_t)j * np + col];
+            acc[i] += sum;
+        }
+    }
+    for (int i = 0; i < N; i++) out[i] = (float)(acc[i] / h);
+    mil_store_attention(m, out, N, 1);
+    free(u);
+    free(acc);
+    free(out);
+}
+
+static nn_tensor *transmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in,
+                                   int training, nn_rng *rng, nn_tensor **aux)
+{
+    (void)aux;
+    transmil *s = m->ctx;
+    NCMI_CHECK(n_in == 1, "transmil: one input tensor (the bag) expected, got %d", n_in);
+    nn_tensor *x = in[0];
+    if (x->ndim == 3 && x->shape[0] == 1) {
+        int s2[2] = {x->shape[1], x->shape[2]};
+        x = nn_reshape(g, x, 2, s2);
+    }
+    char sb[64];
+    NCMI_CHECK(x->ndim == 2 && x->shape[1] == s->d_feat && x->shape[0] >= 1,
+               "transmil: bag %s, expected [N >= 1, %d]", nn_shape_str(x->ndim, x->shape, sb, sizeof sb),
+               s->d_feat);
+    const int N = x->shape[0];
+    int side = (int)ceil(sqrt((double)N));
+    while (side * side < N) side++;
+    while (side > 1 && (side - 1) * (side - 1) >= N) side--;
+
+    nn_tensor *h = nn_relu(g, nn_linear_m_forward(g, &s->fc1, x));
+    if (side * side > N) h = nn_repeat_rows(g, h, side * side);
+    int cs[2] = {1, s->d};
+    nn_tensor *parts[2] = {nn_reshape(g, s->cls_token, 2, cs), h};
+    nn_tensor *t = nn_concat(g, parts, 2, 0); /* [1 + S*S, d] */
+    t = trans_layer(g, s, &s->layer[0], t, training, rng, NULL);
+    t = ppeg(g, s, t, side);
+    tm_attn keep;
+    t = trans_layer(g, s, &s->layer[1], t, training, rng, &keep);
+    nn_tensor *z = nn_layernorm_m_forward(g, &s->norm, nn_slice(g, t, 0, 0, 1)); /* [1, d] */
+    store_attention(m, s, &keep, N);
+    return z;
+}
+
+static void transmil_free(tr_model *m)
+{
+    transmil *s = m->ctx;
+    if (!s) return;
+    nn_params_free(&s->P);
+    free(s->base.attn);
+    free(s);
+    m->ctx = NULL;
+    m->params = NULL;
+}
+
+static void layer_init(tm_layer *L, nn_params *P, const char *prefix, const transmil *s,
+                       nn_rng *rng)
+{
+    char p[64];
+    snprintf(p, sizeof p, "%s.norm", prefix);
+    nn_layernorm_m_init(&L->norm, P, p, s->d, 1e-5f);
+    snprintf(p, sizeof p, "%s.attn.to_qkv", prefix);
+    nn_linear_m_init(&L->to_qkv, P, p, s->d, 3 * s->heads * s->dim_head, 0, rng);
+    snprintf(p, sizeof p, "%s.attn.to_out.0", prefix);
+    nn_linear_m_init(&L->to_out, P, p, s->heads * s->dim_head, s->d, 1, rng);
+    snprintf(p, sizeof p, "%s.attn", prefix);
+    int rs[4] = {s->heads, 1, TM_RES_KERNEL, 1};
+    L->res_conv = nn_params_addf(P, p, "res_conv.weight", NN_PARAM_WEIGHT, 4, rs);
+    nn_init_kaiming_uniform(L->res_conv, sqrtf(5.f), rng);
+}
+
+int mil_transmil_init(tr_model *m, const mil_opts *o, nn_rng *rng)
+{
+    memset(m, 0, sizeof *m);
+    if (o->d_feat < 1 || o->d_inner < TM_HEADS || o->d_inner % TM_HEADS != 0)
+        return ncmi_error_set("transmil: d_feat %d, d_inner %d: need d_feat >= 1 and d_inner a "
+                              "positive multiple of the %d heads",
+                              o->d_feat, o->d_inner, TM_HEADS);
+    int landmarks = o->transmil_landmarks > 0 ? o->transmil_landmarks : o->d_inner / 2;
+    if (o->transmil_pinv_iters < 0)
+        return ncmi_error_set("transmil: pinv iterations %d < 0", o->transmil_pinv_iters);
+    if (!(o->dropout >= 0.f && o->dropout < 1.f))
+        return ncmi_error_set("transmil: dropout %g not in [0, 1)", (double)o->dropout);
+    transmil *s = calloc(1, sizeof *s);
+    if (!s) return ncmi_error_set("out of memory");
+    nn_params_init(&s->P);
+    s->d_feat = o->d_feat;
+    s->d = o->d_inner;
+    s->heads = TM_HEADS;
+    s->dim_head = o->d_inner / TM_HEADS;
+    s->landmarks = landmarks;
+    s->iters = o->transmil_pinv_iters;
+    s->legacy = o->transmil_legacy_slice != 0;
+    s->dropout = o->dropout;
+
+    /* in the official module's construction order */
+    const int d = s->d;
+    nn_conv2d_m_init(&s->proj, &s->P, "pos_layer.proj", d, d, 7, 1, 3, 1, d, 1, rng);
+    nn_conv2d_m_init(&s->proj1, &s->P, "pos_layer.proj1", d, d, 5, 1, 2, 1, d, 1, rng);
+    nn_conv2d_m_init(&s->proj2, &s->P, "pos_layer.proj2", d, d, 3, 1, 1, 1, d, 1, rng);
+    nn_linear_m_init(&s->fc1, &s->P, "_fc1.0", s->d_feat, d, 1, rng);
+    int cs[3] = {1, 1, d};
+    s->cls_token = nn_params_add(&s->P, "cls_token", NN_PARAM_WEIGHT, 3, cs);
+    nn_init_normal(s->cls_token, 0.f, 1.f, rng);
+    layer_init(&s->layer[0], &s->P, "layer1", s, rng);
+    layer_init(&s->layer[1], &s->P, "layer2", s, rng);
+    nn_layernorm_m_init(&s->norm, &s->P, "norm", d, 1e-5f);
+
+    m->params = &s->P;
+    m->dim = d;
+    snprintf(m->classifier, sizeof m->classifier, "_fc2");
+    snprintf(m->desc, sizeof m->desc,
+             "transmil %d-%d heads %d landmarks %d pinv %d%s", s->d_feat, d, s->heads,
+             s->landmarks, s->iters, s->legacy ? " legacy-slice" : "");
+    m->forward = transmil_forward;
+    m->free = transmil_free;
+    m->ctx = s;
+    return 0;
+}
