@@ -52,7 +52,7 @@ HAVE_NCCL := 0
 endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -fvect-cost-model=dynamic -g -fopenmp -Wall -Wextra -Werror -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -fvect-cost-model=dynamic -fno-math-errno -g -fopenmp -Wall -Wextra -Werror -MMD -MP
 # OpenSlide and libvips (tiler/, previews, synthetic slides) when detected
 SLIDE_PKGS := $(if $(filter 1,$(HAVE_OPENSLIDE)),openslide) $(if $(filter 1,$(HAVE_VIPS)),vips)
 SLIDE_CFLAGS := $(if $(SLIDE_PKGS),$(shell $(PKG_CONFIG) --cflags $(SLIDE_PKGS)))
@@ -105,6 +105,10 @@ $(BUILD)/%.cu.o: %.cu
 $(BUILD)/cli/version.o: FORCE
 $(BUILD)/cli/version.o: CFLAGS += -DNCMI_GIT_DESCRIBE='"$(GIT_DESCRIBE)"'
 FORCE:
+
+# the fused MIL ops' branch-free selects (relu mask, vectorised tanh/exp) only
+# vectorise without trapping-math (no FP exception flags are read anywhere)
+$(BUILD)/nn/ops_fused.o: CFLAGS += -fno-trapping-math
 
 $(BUILD)/libncmi.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@

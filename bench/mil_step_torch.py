@@ -28,7 +28,7 @@ def rss_mb():
 
 
 def build(head):
-    """model, step(x) -> loss (forward + loss, training mode)."""
+    """model, loss_fn(x) (forward + loss, training mode), after-step hook or None."""
     if head in ("abmil", "aem"):
         from mil_ref_abmil import ABMIL, aem_term
         m = ABMIL(D_FEAT, D_INNER, C)
@@ -38,16 +38,32 @@ def build(head):
             logits, _, a = m(x)
             loss = F.cross_entropy(logits, y)
             return loss + aem_term(a, 0.1) if head == "aem" else loss
-        return m, loss_fn
+        return m, loss_fn, None
     if head == "transmil":
-        import mil_ref_transmil as R
-    elif head == "asmil":
+        # official sizes: dim 512, 8 heads, 256 landmarks, 6 pinv iterations, dropout 0.1
+        from mil_ref_transmil import TransMIL
+        m = TransMIL(C, d_feat=D_FEAT, dim=D_INNER)
+        y = torch.tensor([1])
+        return m, lambda x: F.cross_entropy(m(x[None]), y), None
+    if head == "asmil":
+        # the released code's structure (unfolded token attention): student +
+        # Slide_classifier, anchor logits without gradient, KD (T 0.5), EMA 0.999
         import mil_ref_asmil as R
-    else:
-        raise SystemExit("unknown head " + head)
-    # the other reference modules provide bench_model(d_feat, d_inner, n_class)
-    # -> (module, loss_fn(x)) with their own aux terms
-    return R.bench_model(D_FEAT, D_INNER, C)
+        student = R.ASMIL(D_FEAT, D_INNER, 8, n_heads=8, n_drop=0)
+        student.Slide_classifier = torch.nn.Linear(D_INNER, C)
+        anchor = R.ASMIL(D_FEAT, D_INNER, 8, n_heads=8, softmax=False)
+        for p in anchor.parameters():
+            p.requires_grad_(False)
+        y = torch.tensor([1])
+
+        def loss_fn(x):
+            o = student(x)
+            with torch.no_grad():
+                a = anchor.token_logits(x)
+            loss = F.cross_entropy(student.Slide_classifier(o["z"]), y)
+            return loss + R.kd_term(o["logits"], a, 0.5)
+        return student, loss_fn, lambda: R.ema_update(anchor, student, 0.999)
+    raise SystemExit("unknown head " + head)
 
 
 def main():
@@ -56,7 +72,7 @@ def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     base = rss_mb()
     try:
-        m, loss_fn = build(head)
+        m, loss_fn, after = build(head)
     except ImportError as e:
         print("mil_step_torch.py: %s: %s" % (head, e), file=sys.stderr)
         sys.exit(3)
@@ -74,6 +90,8 @@ def main():
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if after:
+            after()
         dt = (time.perf_counter() - t0) * 1e3
         if it >= 0:
             ms.append(dt)
