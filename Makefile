@@ -52,7 +52,7 @@ HAVE_NCCL := 0
 endif
 HAVE_MPI := $(shell command -v mpicc >/dev/null 2>&1 && echo 1 || echo 0)
 
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -fvect-cost-model=dynamic -g -fopenmp -Wall -Wextra -Werror -MMD -MP
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O2 -fvect-cost-model=dynamic -fno-math-errno -g -fopenmp -Wall -Wextra -Werror -MMD -MP
 # OpenSlide and libvips (tiler/, previews, synthetic slides) when detected
 SLIDE_PKGS := $(if $(filter 1,$(HAVE_OPENSLIDE)),openslide) $(if $(filter 1,$(HAVE_VIPS)),vips)
 SLIDE_CFLAGS := $(if $(SLIDE_PKGS),$(shell $(PKG_CONFIG) --cflags $(SLIDE_PKGS)))
@@ -105,6 +105,10 @@ $(BUILD)/%.cu.o: %.cu
 $(BUILD)/cli/version.o: FORCE
 $(BUILD)/cli/version.o: CFLAGS += -DNCMI_GIT_DESCRIBE='"$(GIT_DESCRIBE)"'
 FORCE:
+
+# the fused MIL ops' branch-free selects (relu mask, vectorised tanh/exp) only
+# vectorise without trapping-math (no FP exception flags are read anywhere)
+$(BUILD)/nn/ops_fused.o: CFLAGS += -fno-trapping-math
 
 $(BUILD)/libncmi.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
@@ -161,9 +165,24 @@ bench-ncmi: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_ncmi_overhead
 	@OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BUILD)/bench_ncmi_overhead
 
+# one training step per bag of each MIL head vs the same heads in PyTorch (bags/s, peak RSS)
+# (every mil/ object but the dispatcher is linked, so a head that exists is found; missing
+# heads are skipped). make bench-mil MIL_HEADS=abmil,aem MIL_SIZES=500,4000
+MIL_HEADS ?= abmil,aem,transmil,asmil
+MIL_SIZES ?= 500,4000,16000
+MIL_BENCH_OBJ = $(filter-out $(BUILD)/mil/heads.o,$(patsubst %.c,$(BUILD)/%.o,$(wildcard mil/*.c)))
+$(BUILD)/bench_mil_step: bench/mil_step.c $(BUILD)/libncmi.a
+	@mkdir -p $(dir $@)
+	@echo "  LD    $@"
+	@$(CC) $(CFLAGS_ALL) -o $@ bench/mil_step.c $(MIL_BENCH_OBJ) $(BUILD)/libncmi.a $(LDLIBS_ALL)
+
+bench-mil: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_mil_step
+	@bash bench/mil_step.sh $(BUILD) $(MIL_HEADS) $(MIL_SIZES)
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test golden bench-ops bench-tile bench-ncmi clean FORCE
+.PHONY: all features setup demo test golden bench-ops bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

@@ -46,8 +46,9 @@ void ncmi_help_train(FILE *f)
             "best.safetensors (best validation score, train.select), and at the end the\n"
             "predictions and metrics of eval.split at the best epoch (predictions_test.csv,\n"
             "metrics_test.json; NCMI: one set per method, _cc, _learned, _lp).\n"
-            "Data: synthetic blobs or MNIST (data.kind); model: MLP; head: linear + a\n"
-            "CE-family loss, or NCMI (head.kind). Recipes: configs/*.yaml; docs/training.md.\n"
+            "Data: synthetic blobs, MNIST or MIL bags of slide features (data.kind); model:\n"
+            "MLP, or a MIL head (abmil, transmil, aem, asmil); head: linear + a CE-family\n"
+            "loss, or NCMI (head.kind). Recipes: configs/*.yaml; docs/training.md.\n"
             "\n"
             "options:\n"
             "  --config FILE       YAML config (keys: 'ncmi train --help-config', docs/config.md);\n"
@@ -58,6 +59,8 @@ void ncmi_help_train(FILE *f)
             "  --resume            continue the run from <out>/<name>/last.safetensors up to\n"
             "                      train.epochs (same final weights as an uninterrupted run)\n"
             "  --force             start over even if the run folder holds a run\n"
+            "  --skip-missing      bags: leave out slides whose feature file is missing or\n"
+            "                      unreadable, with a warning (data.skip_missing: true)\n"
             "  --print-config      print the resolved config and exit\n"
             "  --help-config[=md]  print every config key (type, default, help); md: markdown\n"
             "  -h, --help          this help\n"
@@ -265,7 +268,7 @@ int ncmi_cmd_train(int argc, char **argv)
     train_opts opt = {0, 0, NULL};
     const char *out_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
-    int n_sets = 0, print_config = 0;
+    int n_sets = 0, print_config = 0, skip_missing = 0;
     if (!sets) return NCMI_EXIT_INTERNAL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -284,6 +287,7 @@ int ncmi_cmd_train(int argc, char **argv)
         if (!strcmp(a, "--resume")) { opt.resume = 1; continue; }
         if (!strcmp(a, "--force")) { opt.force = 1; continue; }
         if (!strcmp(a, "--print-config")) { print_config = 1; continue; }
+        if (!strcmp(a, "--skip-missing")) { skip_missing = 1; continue; }
         if ((m = cli_opt_value(argc, argv, &i, CMD, "--config", &v)) != 0) {
             if (m < 0) goto usage;
             opt.config_path = v;
@@ -319,6 +323,7 @@ int ncmi_cmd_train(int argc, char **argv)
             cli_error(CMD, "%s", ncmi_error());
             goto out;
         }
+    if (skip_missing) c.skip_missing = 1;
     if (out_dir) {
         free(c.out);
         c.out = strdup(out_dir);

@@ -2,6 +2,8 @@
 #include "train_config.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../nn/error.h"
@@ -9,8 +11,9 @@
 
 #define OFF(f) offsetof(ncmi_train_config, f)
 
-static const char *const data_kinds[] = {"synthetic", "mnist", NULL};
-static const char *const model_kinds[] = {"mlp", NULL};
+static const char *const data_kinds[] = {"synthetic", "mnist", "bags", NULL};
+static const char *const model_kinds[] = {"mlp", "abmil", "transmil", "aem", "asmil", NULL};
+static const char *const anchor_kinds[] = {"ema", "frozen", NULL};
 static const char *const head_kinds[] = {"linear", "ncmi", NULL};
 static const char *const loss_kinds[] = {"ce", "label_smoothing", "focal", "poly1", "square",
                                          "squentropy", "anticlass", NULL};
@@ -27,7 +30,7 @@ static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NUL
 static const ncmi_cfg_key keys[] = {
     {"name", NCMI_CFG_STRING, "", "run name: the run folder is OUT/NAME/ (empty: the config file's base name)", OFF(name), NULL, 0, 0, 0, 0},
     {"seed", NCMI_CFG_INT, "0", "seed of every random draw (data, init, shuffling)", OFF(seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset: synthetic (seeded Gaussian blobs) or mnist (the 10,000 images of the MNIST test set in data.root, split into train/val/test with data.split_seed)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
+    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset: synthetic (seeded Gaussian blobs), mnist (the 10,000 images of the MNIST test set in data.root, split into train/val/test with data.split_seed) or bags (MIL: one bag of patch features per slide, data.features + data.manifest)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
     {"data.root", NCMI_CFG_STRING, "../shared/fixtures/mnist", "mnist: folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", OFF(data_root), NULL, 0, 0, 0, 0},
     {"data.n_train", NCMI_CFG_INT, "0", "training samples (0: synthetic 600, mnist 7000)", OFF(n_train), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.n_val", NCMI_CFG_INT, "0", "validation samples, for model selection (0: synthetic 300, mnist 1000: carved out of the 8,000 training images)", OFF(n_val), NULL, NCMI_CFG_MIN, 0, 0, 0},
@@ -38,8 +41,32 @@ static const ncmi_cfg_key keys[] = {
     {"data.n_classes", NCMI_CFG_INT, "3", "number of classes (synthetic)", OFF(n_classes), NULL, NCMI_CFG_MIN, 2, 0, 0},
     {"data.dim", NCMI_CFG_INT, "16", "input features per sample (synthetic)", OFF(dim), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"data.separation", NCMI_CFG_FLOAT, "3.0", "distance of the class means from the origin, in noise std (synthetic)", OFF(separation), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"model.kind", NCMI_CFG_ENUM, "mlp", "model (mlp: linear layers with ReLU, tensors layers.I.weight and layers.I.bias; the embedding z is the last hidden layer's output)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
+    {"data.features", NCMI_CFG_STRING, "", "bags: folder of <slide_id>.h5 feature files (features [N, D] + coords: ncmi features, CLAM h5_files, TRIDENT); D is taken from the files", OFF(features), NULL, 0, 0, 0, 0},
+    {"data.manifest", NCMI_CFG_STRING, "", "bags: manifest CSV with slide_id, label and the split column (train/val/test; rows with an empty split are left out); '{fold}' is replaced by data.fold", OFF(manifest), NULL, 0, 0, 0, 0},
+    {"data.split_column", NCMI_CFG_STRING, "split", "bags: manifest column holding train/val/test ('{fold}' is replaced by data.fold, e.g. split_{fold})", OFF(split_column), NULL, 0, 0, 0, 0},
+    {"data.fold", NCMI_CFG_INT, "-1", "bags: cross-validation fold k substituted for '{fold}' in data.manifest and data.split_column (-1: no folds)", OFF(fold), NULL, NCMI_CFG_MIN, -1, 0, 0},
+    {"data.cache_mb", NCMI_CFG_FLOAT, "2048", "bags: bound of the bag cache in MiB (least recently used bags are evicted; 0: read every bag at each use)", OFF(cache_mb), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.prefetch", NCMI_CFG_INT, "2", "bags: bags read ahead on a thread in the trainer's order (0: none); results do not depend on it", OFF(prefetch), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.skip_missing", NCMI_CFG_BOOL, "false", "bags: leave out the slides whose feature file is missing or unreadable, with a warning (false: an error listing them); --skip-missing sets it", OFF(skip_missing), NULL, 0, 0, 0, 0},
+    {"data.standardize", NCMI_CFG_BOOL, "false", "bags: z-score every feature with the mean and std over the instances of the training bags (read once at the start; for raw benchmark features such as Musk, not for encoder features)", OFF(standardize), NULL, 0, 0, 0, 0},
+    {"model.kind", NCMI_CFG_ENUM, "mlp", "model: mlp (linear layers with ReLU, tensors layers.I.weight and layers.I.bias; the embedding z is the last hidden layer's output), or a MIL head on bags (data.kind bags): abmil, transmil, aem, asmil (keys mil.*; z is the bag embedding)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
     {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([]: z is the input); the linear head is layers.<len(hidden)>", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.d_inner", NCMI_CFG_INT, "512", "MIL heads: size of the bag embedding z (the first Linear(D_feat, d_inner)): 512 for 1024-d features, 256 for 512-d, 128 for 384-d", OFF(mil_d_inner), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.attn_hidden", NCMI_CFG_INT, "128", "abmil/aem: hidden size of the gated attention (V, U: Linear(d_inner, attn_hidden))", OFF(mil_attn_hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.dropout", NCMI_CFG_FLOAT, "0.1", "transmil/asmil: attention dropout (training only); transmil needs mil.d_inner divisible by its 8 heads", OFF(mil_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"mil.aem.lambda", NCMI_CFG_FLOAT, "0.1", "aem: weight lambda of the attention-entropy term (loss += lambda * sum_i a_i ln a_i)", OFF(aem_lambda), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"mil.aem.topk", NCMI_CFG_INT, "0", "aem: entropy of the renormalised k largest attention weights (0: all instances)", OFF(aem_topk), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"mil.aem.cosine", NCMI_CFG_BOOL, "false", "aem: anneal lambda with a half cosine over train.epochs (lambda * 0.5 (1 + cos(pi e / epochs)) at epoch e)", OFF(aem_cosine), NULL, 0, 0, 0, 0},
+    {"mil.transmil.landmarks", NCMI_CFG_INT, "0", "transmil: Nystrom landmarks (0: mil.d_inner / 2, the official 256 for 512; every token is its own landmark below this many)", OFF(transmil_landmarks), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"mil.transmil.pinv_iters", NCMI_CFG_INT, "6", "transmil: iterations of the Moore-Penrose iterative pseudo-inverse", OFF(transmil_pinv_iters), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.transmil.legacy_slice", NCMI_CFG_BOOL, "false", "transmil: nystrom-attention 0.0.9's output slice (the first n rows after front padding, as the official repository pins) instead of the correct last n", OFF(transmil_legacy_slice), NULL, 0, 0, 0, 0},
+    {"mil.asmil.tokens", NCMI_CFG_INT, "8", "asmil: learnable query tokens (8 to 16)", OFF(asmil_tokens), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.asmil.heads", NCMI_CFG_INT, "8", "asmil: attention heads of each token (must divide mil.d_inner)", OFF(asmil_heads), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.asmil.drop", NCMI_CFG_INT, "0", "asmil: token features dropped at random per training step (fewer than mil.asmil.tokens)", OFF(asmil_drop), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"mil.asmil.kd_T", NCMI_CFG_FLOAT, "0.5", "asmil: temperature T of the anchor's normalized-sigmoid targets in the KD term", OFF(asmil_kd_T), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"mil.asmil.kd_weight", NCMI_CFG_FLOAT, "1.0", "asmil: weight of the KD term", OFF(asmil_kd_weight), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"mil.asmil.ema", NCMI_CFG_FLOAT, "0.999", "asmil: EMA decay of the anchor (anchor = ema * anchor + (1 - ema) * student after each step)", OFF(asmil_ema), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 0, 1, 0},
+    {"mil.asmil.anchor", NCMI_CFG_ENUM, "ema", "asmil: ema (the paper: the anchor is an EMA of the student) or frozen (the released code: the anchor keeps its initialisation)", OFF(asmil_anchor), anchor_kinds, 0, 0, 0, 0},
     {"head.kind", NCMI_CFG_ENUM, "linear", "head on the embedding: linear (a Linear(D, C) + loss.kind) or ncmi (the NCMI loss, keys ncmi.*; no classifier layer)", OFF(head_kind), head_kinds, 0, 0, 0, 0},
     {"loss.kind", NCMI_CFG_ENUM, "ce", "loss of the linear head: ce, label_smoothing, focal, poly1, square, squentropy, anticlass (nn/loss.h)", OFF(loss_kind), loss_kinds, 0, 0, 0, 0},
     {"loss.label_smoothing", NCMI_CFG_FLOAT, "0.0", "label smoothing eps of ce (training only); kind label_smoothing uses it, or 0.1 when it is 0", OFF(label_smoothing), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
@@ -79,7 +106,7 @@ static const ncmi_cfg_key keys[] = {
     {"schedule.min_lr", NCMI_CFG_FLOAT, "0.0", "cosine: the lr the half cycle ends at (after train.epochs)", OFF(min_lr), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"schedule.warmup_epochs", NCMI_CFG_FLOAT, "0.0", "linear warm-up: epoch e < w runs at lr*(e+1)/w; the schedule starts after it", OFF(warmup_epochs), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.epochs", NCMI_CFG_INT, "20", "epochs to train (with --resume: the total, counting those done)", OFF(epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
-    {"train.batch_size", NCMI_CFG_INT, "32", "samples per step (the last batch of an epoch may be smaller)", OFF(batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"train.batch_size", NCMI_CFG_INT, "0", "samples per step, bags per step for MIL (0: 32, bags 1); the last batch of an epoch may be smaller", OFF(batch_size), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.clip_grad_norm", NCMI_CFG_FLOAT, "0.0", "clip the global gradient norm to this (0 = off)", OFF(clip_grad_norm), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.eval_every", NCMI_CFG_INT, "1", "evaluate on the validation set every k epochs (and after the last)", OFF(eval_every), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"train.select", NCMI_CFG_STRING, "accuracy", "validation metric that selects best.safetensors: accuracy, f1_auc (macro-F1 + macro-AUC), loss (lowest), or any metric name of ncmi eval (auc_macro, balanced_accuracy, ...)", OFF(select), NULL, 0, 0, 0, 0},
@@ -126,6 +153,33 @@ int ncmi_train_config_check(const ncmi_train_config *c)
                               "the 10000 MNIST test images", (long)c->n_train + c->n_val + c->n_test);
     if (c->augment_shift > 0 && c->data_kind != NCMI_DATA_MNIST)
         return ncmi_error_set("key 'data.augment_shift': only for image data (mnist)");
+    const int bags = c->data_kind == NCMI_DATA_BAGS, mil = c->model_kind != NCMI_MODEL_MLP;
+    if (bags && !mil)
+        return ncmi_error_set("key 'model.kind': data.kind bags needs a MIL head (abmil, transmil, aem, asmil)");
+    if (mil && !bags)
+        return ncmi_error_set("key 'model.kind': %s is a MIL head: it needs data.kind bags",
+                              model_kinds[c->model_kind]);
+    if (bags) {
+        if (!c->features || !c->features[0]) return ncmi_error_set("key 'data.features': empty (data.kind bags)");
+        if (!c->manifest || !c->manifest[0]) return ncmi_error_set("key 'data.manifest': empty (data.kind bags)");
+        int has = strstr(c->manifest, "{fold}") || (c->split_column && strstr(c->split_column, "{fold}"));
+        if (c->fold >= 0 && !has)
+            return ncmi_error_set("key 'data.fold': %d, but neither data.manifest nor data.split_column "
+                                  "holds '{fold}'", c->fold);
+        if (c->fold < 0 && has)
+            return ncmi_error_set("key 'data.fold': '{fold}' in data.manifest or data.split_column needs "
+                                  "data.fold >= 0");
+    }
+    if (c->model_kind == NCMI_MODEL_TRANSMIL && c->mil_d_inner % 8)
+        return ncmi_error_set("key 'mil.d_inner': %d is not divisible by TransMIL's 8 heads", c->mil_d_inner);
+    if (c->model_kind == NCMI_MODEL_ASMIL) {
+        if (c->asmil_drop >= c->asmil_tokens)
+            return ncmi_error_set("key 'mil.asmil.drop': %d of %d tokens leaves none", c->asmil_drop,
+                                  c->asmil_tokens);
+        if (c->mil_d_inner % c->asmil_heads)
+            return ncmi_error_set("key 'mil.asmil.heads': %d does not divide mil.d_inner = %d", c->asmil_heads,
+                                  c->mil_d_inner);
+    }
     if (c->head_kind == NCMI_HEAD_NCMI && c->model_kind == NCMI_MODEL_MLP && c->hidden.n == 0 &&
         c->data_kind == NCMI_DATA_SYNTHETIC && c->dim < 2)
         return ncmi_error_set("head ncmi needs an embedding of at least 2 dimensions");
@@ -138,4 +192,16 @@ void ncmi_train_config_resolve(ncmi_train_config *c)
     if (c->n_train == 0) c->n_train = mnist ? 7000 : 600;
     if (c->n_val == 0) c->n_val = mnist ? 1000 : 300;
     if (c->n_test == 0 && mnist) c->n_test = 2000;
+    if (c->batch_size == 0) c->batch_size = c->data_kind == NCMI_DATA_BAGS ? 1 : 32;
+}
+
+char *ncmi_train_config_fold_path(const char *s, int fold)
+{
+    if (!s) return NULL;
+    const char *p = strstr(s, "{fold}");
+    if (!p) return strdup(s);
+    size_t n = strlen(s) + 16;
+    char *r = malloc(n);
+    if (r) snprintf(r, n, "%.*s%d%s", (int)(p - s), s, fold, p + 6);
+    return r;
 }

@@ -7,8 +7,15 @@
 
 #include "config.h"
 
-typedef enum { NCMI_DATA_SYNTHETIC = 0, NCMI_DATA_MNIST = 1 } ncmi_data_kind;
-typedef enum { NCMI_MODEL_MLP = 0 } ncmi_model_kind;
+typedef enum { NCMI_DATA_SYNTHETIC = 0, NCMI_DATA_MNIST = 1, NCMI_DATA_BAGS = 2 } ncmi_data_kind;
+/* MIL heads: model.kind - 1 is the mil_head_kind (mil/mil.h) */
+typedef enum {
+    NCMI_MODEL_MLP = 0,
+    NCMI_MODEL_ABMIL,
+    NCMI_MODEL_TRANSMIL,
+    NCMI_MODEL_AEM,
+    NCMI_MODEL_ASMIL
+} ncmi_model_kind;
 typedef enum { NCMI_HEAD_LINEAR = 0, NCMI_HEAD_NCMI = 1 } ncmi_head_kind;
 /* same order as nn_loss_kind (nn/loss.h) */
 typedef enum {
@@ -36,9 +43,27 @@ typedef struct ncmi_train_config {
     int augment_shift;      /* mnist: random translation in pixels when training */
     int n_classes, dim;
     double separation;
+    /* bags (data.kind bags): features folder + manifest */
+    char *features;         /* folder of <slide_id>.h5 */
+    char *manifest;         /* CSV: slide_id, label, split column */
+    char *split_column;     /* column holding train/val/test ("split") */
+    int fold;               /* -1, or k: "{fold}" in manifest / split_column becomes k */
+    double cache_mb;
+    int prefetch;
+    int skip_missing;
+    int standardize;
     /* model */
     int model_kind;
     ncmi_cfg_ints hidden;
+    /* MIL heads (mil/mil.h mil_opts) */
+    int mil_d_inner, mil_attn_hidden;
+    double mil_dropout;
+    double aem_lambda;
+    int aem_topk, aem_cosine;
+    int transmil_landmarks, transmil_pinv_iters, transmil_legacy_slice;
+    int asmil_tokens, asmil_heads, asmil_drop;
+    double asmil_kd_T, asmil_kd_weight, asmil_ema;
+    int asmil_anchor;       /* 0 ema, 1 frozen */
     /* head and loss */
     int head_kind;
     int loss_kind;
@@ -81,8 +106,11 @@ extern const ncmi_cfg_schema ncmi_train_schema;
 /* Checks across keys that the per-key bounds cannot express (milestones
  * increasing, warm-up shorter than the run, ...). -1 with ncmi_error(). */
 int ncmi_train_config_check(const ncmi_train_config *c);
+/* "{fold}" in s replaced by fold (malloc'd); a copy when absent. */
+char *ncmi_train_config_fold_path(const char *s, int fold);
 /* Replace the "0 = the kind's default" sizes (data.n_train, n_val, n_test)
- * by their values: synthetic 600 / 300 / 0, mnist 7000 / 1000 / 2000. */
+ * by their values: synthetic 600 / 300 / 0, mnist 7000 / 1000 / 2000; and
+ * train.batch_size 0 by 32 (bags: 1 bag per step). */
 void ncmi_train_config_resolve(ncmi_train_config *c);
 
 #endif

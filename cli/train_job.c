@@ -1,11 +1,14 @@
 /* Datasets, model and trainer settings from a training config (train_job.h). */
 #include "train_job.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../mil/bags.h"
+#include "../mil/mil.h"
 #include "../natural/mnist.h"
 #include "../nn/error.h"
 #include "../nn/synth.h"
@@ -151,6 +154,76 @@ out:
     return rc;
 }
 
+static int load_bags(cli_train_job *j, const ncmi_train_config *c)
+{
+    char *man = ncmi_train_config_fold_path(c->manifest, c->fold);
+    char *col = ncmi_train_config_fold_path(c->split_column, c->fold);
+    if (!man || !col) {
+        free(man);
+        free(col);
+        return ncmi_error_set("out of memory");
+    }
+    mil_bags_opts o;
+    mil_bags_opts_default(&o);
+    o.features_dir = c->features;
+    o.manifest = man;
+    o.split_column = col;
+    o.classes = c->classes.v;
+    o.n_classes = c->classes.n;
+    o.cache_mb = c->cache_mb;
+    o.prefetch = c->prefetch;
+    o.skip_missing = c->skip_missing;
+    o.standardize = c->standardize;
+    mil_bags_info info;
+    int rc = mil_bags_open(&o, &j->train, &j->val, &j->test, &info);
+    free(man);
+    free(col);
+    if (rc) return -1;
+    j->have_test = j->test.n > 0;
+    j->C = info.C;
+    j->classes = info.classes; /* the job frees them */
+    j->d_feat = info.d_feat;
+    info.classes = NULL;
+    return 0;
+}
+
+void cli_train_job_mil_opts(const ncmi_train_config *c, int d_feat, mil_opts *o)
+{
+    mil_opts_default(o, (mil_head_kind)(c->model_kind - NCMI_MODEL_ABMIL));
+    o->d_feat = d_feat;
+    o->d_inner = c->mil_d_inner;
+    o->attn_hidden = c->mil_attn_hidden;
+    o->dropout = (float)c->mil_dropout;
+    o->aem_lambda = (float)c->aem_lambda;
+    o->aem_topk = c->aem_topk;
+    o->aem_cosine = c->aem_cosine;
+    o->transmil_landmarks = c->transmil_landmarks;
+    o->transmil_pinv_iters = c->transmil_pinv_iters;
+    o->transmil_legacy_slice = c->transmil_legacy_slice;
+    o->asmil_tokens = c->asmil_tokens;
+    o->asmil_heads = c->asmil_heads;
+    o->asmil_drop = c->asmil_drop;
+    o->asmil_kd_T = (float)c->asmil_kd_T;
+    o->asmil_kd_weight = (float)c->asmil_kd_weight;
+    o->asmil_ema = (float)c->asmil_ema;
+    o->asmil_anchor_frozen = c->asmil_anchor == 1;
+}
+
+/* AEM with mil.aem.cosine: lambda * 0.5 (1 + cos(pi e / epochs)) in epoch e */
+static void aem_cosine_epoch(tr_model *m, int epoch, int epochs)
+{
+    mil_aem_set_lambda_scale(m, (float)(0.5 * (1.0 + cos(M_PI * epoch / (epochs > 0 ? epochs : 1)))));
+}
+
+static int init_mil(cli_train_job *j, const ncmi_train_config *c)
+{
+    mil_opts o;
+    cli_train_job_mil_opts(c, j->d_feat, &o);
+    if (mil_head_init(&j->model, &o, &j->init_rng)) return -1;
+    if (o.kind == MIL_AEM && o.aem_cosine) j->model.epoch_start = aem_cosine_epoch;
+    return 0;
+}
+
 int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
 {
     memset(j, 0, sizeof *j);
@@ -159,15 +232,25 @@ int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
     nn_rng_seed(&root, (uint64_t)c->seed);
     nn_rng data_rng = nn_rng_fork(&root, 1);
     j->init_rng = nn_rng_fork(&root, 2);
-    int rc = c->data_kind == NCMI_DATA_MNIST ? load_mnist(j, c) : load_synthetic(j, c, &data_rng);
+    int rc = c->data_kind == NCMI_DATA_MNIST  ? load_mnist(j, c)
+             : c->data_kind == NCMI_DATA_BAGS ? load_bags(j, c)
+                                              : load_synthetic(j, c, &data_rng);
     if (rc) {
         cli_train_job_free(j);
         return -1;
     }
-    j->classes = class_list(c, j->C);
+    if (!j->classes) j->classes = class_list(c, j->C);
     if (!j->classes) {
         cli_train_job_free(j);
         return ncmi_error_set("out of memory");
+    }
+    if (c->data_kind == NCMI_DATA_BAGS) {
+        if (init_mil(j, c)) {
+            cli_train_job_free(j);
+            return -1;
+        }
+        j->have_model = 1;
+        return 0;
     }
     int in = c->data_kind == NCMI_DATA_MNIST ? 28 * 28 : c->dim;
     if (tr_mlp_init(&j->model, in, c->hidden.v, c->hidden.n, &j->init_rng)) {

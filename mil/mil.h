@@ -71,6 +71,11 @@ const char *mil_head_kind_name(mil_head_kind kind);
 int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);   /* also AEM (kind MIL_AEM) */
 int mil_transmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
 int mil_asmil_init(tr_model *m, const mil_opts *o, nn_rng *rng);
+/* AEM: the entropy term's weight is aem_lambda * scale (scale 1 after init).
+ * With aem_cosine the trainer anneals lambda by setting the factor before
+ * each epoch, e.g. scale = 0.5 (1 + cos(pi * epoch / epochs)). Aborts
+ * (NCMI_CHECK) when m is not an abmil/aem head; harmless on abmil (no term). */
+void mil_aem_set_lambda_scale(tr_model *m, float scale);
 /* Dispatch on o->kind (mil/heads.c: references every head, so only code
  * that wants all four heads links it). */
 int mil_head_init(tr_model *m, const mil_opts *o, nn_rng *rng);

@@ -109,4 +109,14 @@ nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *
 nn_tensor *nn_cross_entropy(nn_graph *g, nn_tensor *logits, const int *labels,
                             float label_smoothing);
 
+/* ---- fused ops for the MIL heads' hot paths (ops_fused.c) ---- */
+/* relu(x W^T + b), b may be NULL: one [.., out] buffer instead of two (and
+ * their gradients). Its backward overwrites the output's gradient with the
+ * pre-activation gradient (dy * [y > 0]). Same values as nn_relu(nn_linear). */
+nn_tensor *nn_linear_relu(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b);
+/* tanh(a) * sigmoid(b), a and b of the same shape (gated attention). The
+ * values of nn_mul(nn_tanh(a), nn_sigmoid(b)) within a few ulp (vectorised
+ * tanh / exp, each within 2 ulp). */
+nn_tensor *nn_tanh_sigmoid_gate(nn_graph *g, nn_tensor *a, nn_tensor *b);
+
 #endif

@@ -500,6 +500,7 @@ int tr_embed(tr_trainer *t, const tr_dataset *d, float **Zout)
         return ncmi_error_set("out of memory for %d x %d embeddings", n, D);
     }
     for (int i = 0; i < n; i++) idx[i] = i;
+    if (d->order) d->order(d, NULL, 0); /* read-ahead in natural order */
     int prev = nn_graph_set_no_grad(t->g, 1);
     const int chunk = d->bags ? 64 : t->cfg.eval_batch_size;
     int rc = 0;
@@ -1096,6 +1097,8 @@ int tr_fit(tr_trainer *t)
         if (t->have_opt_xi)
             t->opt_xi.lr = c->lr > 0 ? c->centroid_lr * (lr / c->lr) : c->centroid_lr;
         nn_rng_permutation(&t->st.shuffle, perm, n);
+        if (tr->order) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (t->model->epoch_start) t->model->epoch_start(t->model, epoch, c->epochs);
         nn_rng aug = nn_rng_fork(&t->st.shuffle, (uint64_t)epoch);
         double loss_sum = 0;
         long correct = 0;
@@ -1105,10 +1108,24 @@ int tr_fit(tr_trainer *t)
             double lv;
             int hits;
             if (tr_step(t, perm + b0, nb, &aug, &lv, &hits)) {
-                if (!isfinite(lv))
-                    ncmi_error_set("training diverged at epoch %d step %d (loss %g); lower the "
+                if (!isfinite(lv)) {
+                    /* name the samples of the step (the slides, for bags) and the last good checkpoint */
+                    char who[512] = "", ck[4400] = "no checkpoint written yet";
+                    if (tr->sample_id) {
+                        size_t q = 0;
+                        for (int i = 0; i < nb && i < 8 && q < sizeof who; i++)
+                            q += (size_t)snprintf(who + q, sizeof who - q, "%s%s", i ? ", " : "",
+                                                  tr->sample_id(tr, perm[b0 + i]));
+                        if (nb > 8 && q < sizeof who) snprintf(who + q, sizeof who - q, ", ... (%d)", nb);
+                    }
+                    if (c->run_dir && epoch > 0)
+                        snprintf(ck, sizeof ck, "last good checkpoint: %s (epoch %d)", path_last, epoch);
+                    ncmi_error_set("training diverged at epoch %d step %d (loss %g%s%s%s); %s; lower the "
                                    "learning rate (%g) or clip the gradient norm",
-                                   epoch + 1, step + 1, lv, (double)lr);
+                                   epoch + 1, step + 1, lv, who[0] ? ", " : "",
+                                   who[0] ? (tr->bags ? (nb > 1 ? "slides " : "slide ") : "samples ") : "",
+                                   who, ck, (double)lr);
+                }
                 rc = -1;
                 break;
             }

@@ -58,6 +58,11 @@ struct tr_dataset {
                   nn_rng *rng, nn_tensor **out);
     void (*free)(tr_dataset *d); /* frees what the implementation owns (may be NULL) */
     void *ctx;
+    /* Optional (may be NULL): the order in which the trainer will ask for
+     * samples next: an epoch's permutation idx[0..n), or natural order when
+     * idx is NULL (evaluation). A read-ahead hint only (mil/bags.h); it must
+     * not change what inputs returns. */
+    void (*order)(const tr_dataset *d, const int *idx, int n);
 };
 
 /* Labels must lie in [0, C): -1 with "<source>: row i+1 (sample <id>): label L is not
@@ -94,6 +99,8 @@ struct tr_model {
     nn_tensor *(*forward)(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in, int training,
                           nn_rng *rng, nn_tensor **aux);
     void (*after_step)(tr_model *m); /* optional: after each optimizer step (EMA anchors) */
+    /* optional: before each training epoch (0-based) of `epochs` (AEM's cosine lambda) */
+    void (*epoch_start)(tr_model *m, int epoch, int epochs);
     void (*free)(tr_model *m);       /* frees params and ctx */
     void *ctx;
 };

@@ -1,0 +1,64 @@
+/* Synthetic slide bags (mil_synth.h). */
+#include "mil_synth.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "../features/features_h5.h"
+#include "../nn/rng.h"
+
+int mil_synth_write(const char *dir, const mil_synth *s)
+{
+    static const char *const names[3] = {"negative", "micro", "macro"};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/features", dir);
+    mkdir(dir, 0777);
+    mkdir(path, 0777);
+    snprintf(path, sizeof path, "%s/manifest.csv", dir);
+    FILE *man = fopen(path, "w");
+    if (!man) return -1;
+    fprintf(man, "slide_id,label,split\n");
+    nn_rng r;
+    nn_rng_seed(&r, s->seed);
+    float *dir_t = malloc((size_t)s->D * sizeof *dir_t);
+    nn_rng_fill_normal(&r, dir_t, (size_t)s->D, 0.f, 1.f);
+    double nrm = 0;
+    for (int j = 0; j < s->D; j++) nrm += (double)dir_t[j] * dir_t[j];
+    for (int j = 0; j < s->D; j++) dir_t[j] *= s->signal / (float)sqrt(nrm > 0 ? nrm : 1);
+    const int total = s->n_train + s->n_val + s->n_test;
+    int rc = 0;
+    for (int i = 0; i < total && !rc; i++) {
+        int c = i % s->C;
+        int n = s->n_min + (int)nn_rng_below(&r, (uint64_t)(s->n_max - s->n_min + 1));
+        int k = c == 0 ? 0 : c == 1 ? 1 + (int)nn_rng_below(&r, 2) : (n * (50 + (int)nn_rng_below(&r, 21))) / 100;
+        if (k > n) k = n;
+        int *rows = malloc((size_t)n * sizeof *rows); /* k distinct tumour rows: partial shuffle */
+        for (int t = 0; t < n; t++) rows[t] = t;
+        for (int t = 0; t < k; t++) {
+            int u = t + (int)nn_rng_below(&r, (uint64_t)(n - t)), tmp = rows[t];
+            rows[t] = rows[u];
+            rows[u] = tmp;
+        }
+        float *X = malloc((size_t)n * s->D * sizeof *X);
+        int64_t *xy = malloc((size_t)n * 2 * sizeof *xy);
+        nn_rng_fill_normal(&r, X, (size_t)n * s->D, 0.f, 1.f);
+        for (int t = 0; t < k; t++)
+            for (int j = 0; j < s->D; j++) X[(size_t)rows[t] * s->D + j] += dir_t[j];
+        free(rows);
+        for (int t = 0; t < n; t++) {
+            xy[2 * t] = 256 * (t % 16);
+            xy[2 * t + 1] = 256 * (t / 16);
+        }
+        snprintf(path, sizeof path, "%s/features/s%03d.h5", dir, i);
+        rc = features_h5_write(path, X, n, s->D, xy, "synthetic");
+        free(X);
+        free(xy);
+        fprintf(man, "s%03d,%s,%s\n", i, names[c],
+                i < s->n_train ? "train" : i < s->n_train + s->n_val ? "val" : "test");
+    }
+    free(dir_t);
+    if (fclose(man)) rc = -1;
+    return rc;
+}
