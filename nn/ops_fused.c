@@ -111,8 +111,11 @@ static inline float fused_expf(float x)
     y = y * r + 1.6666665459E-1f;
     y = y * r + 5.0000001201E-1f;
     y = y * z + r + 1.f;
-    union { int32_t i; float f; } p;
-    p.i = ((int32_t)fn + 127) << 23; /* 2^n, n in [-126, 127] */
+    /* 2^n, n in [-126, 127]; a NaN x converts 0 instead (y is NaN already):
+     * float -> int of NaN is undefined */
+    const float fs = fn == fn ? fn : 0.f;
+    union { uint32_t i; float f; } p;
+    p.i = (uint32_t)((int32_t)fs + 127) << 23;
     const float e = y * p.f;
     return x < lo ? 0.f : e;
 }

@@ -30,7 +30,18 @@ static float *alloc_floats_zeroed(size_t n)
     size_t bytes = (n ? n : 1) * sizeof(float);
     NCMI_CHECK(posix_memalign(&p, 64, bytes) == 0 && p != NULL,
                "out of memory (%zu floats)", n);
-    memset(p, 0, bytes);
+    if (bytes >= ((size_t)4 << 20)) {
+        /* large buffers: the page faults of the first touch dominate; fault
+         * them on every OpenMP thread (MIL bags: [N, 512] per op) */
+        const size_t chunk = (size_t)1 << 20, nch = (bytes + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+        for (size_t c = 0; c < nch; c++) {
+            const size_t b0 = c * chunk, b1 = b0 + chunk < bytes ? b0 + chunk : bytes;
+            memset((char *)p + b0, 0, b1 - b0);
+        }
+    } else {
+        memset(p, 0, bytes);
+    }
     return p;
 }
 
