@@ -68,7 +68,6 @@ static int fail(const char *cmd, int code)
     return code;
 }
 
-static json_t *jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 
 static void print_value(const char *name, double v, const char *note)
@@ -110,7 +109,6 @@ static const char eval_help[] =
     "undefined AUC and auc_macro / auc_weighted average over the classes where it is defined.\n"
     "Exit codes: 0 ok, 1 usage error, 2 input error.\n";
 
-static const char *warning_names[] = {"precision", "recall", "fscore", "balanced_accuracy", "auc"};
 
 static int eval_run(const char *run, const char *split, const char *ckpt, const char *method_s)
 {
@@ -350,69 +348,14 @@ int ncmi_cmd_eval(int argc, char **argv)
         json_t *j = json_object();
         json_object_set_new(j, "predictions", json_string(pred_path));
         json_object_set_new(j, "n", json_integer(P.n));
-        json_t *cl = json_array();
-        for (int c = 0; c < C; c++) json_array_append_new(cl, json_string(P.classes[c]));
-        json_object_set_new(j, "classes", cl);
-        json_object_set_new(j, "accuracy", jnum(R.accuracy));
-        json_object_set_new(j, "balanced_accuracy", jnum(R.balanced_accuracy));
-        json_object_set_new(j, "precision_macro", jnum(R.macro.precision));
-        json_object_set_new(j, "recall_macro", jnum(R.macro.recall));
-        json_object_set_new(j, "f1_macro", jnum(R.macro.f1));
-        json_object_set_new(j, "precision_micro", jnum(R.micro.precision));
-        json_object_set_new(j, "recall_micro", jnum(R.micro.recall));
-        json_object_set_new(j, "f1_micro", jnum(R.micro.f1));
-        json_object_set_new(j, "precision_weighted", jnum(R.weighted.precision));
-        json_object_set_new(j, "recall_weighted", jnum(R.weighted.recall));
-        json_object_set_new(j, "f1_weighted", jnum(R.weighted.f1));
-        json_object_set_new(j, "auc_macro", jnum(R.auc_macro));
-        json_object_set_new(j, "auc_weighted", jnum(R.auc_weighted));
-        if (C == 2) json_object_set_new(j, "auc", jnum(R.auc_binary));
-        for (int i = 0; i < 3; i++)
-            if (R.top_k_k[i] < C) {
-                char name[32];
-                snprintf(name, sizeof name, "top_%d_accuracy", R.top_k_k[i]);
-                json_object_set_new(j, name, jnum(R.top_k[i]));
-            }
-        json_t *cm = json_array();
-        for (int i = 0; i < C; i++) {
-            json_t *row = json_array();
-            for (int k = 0; k < C; k++) json_array_append_new(row, json_integer(R.confusion[(size_t)i * C + k]));
-            json_array_append_new(cm, row);
-        }
-        json_object_set_new(j, "confusion_matrix", cm);
-        json_t *pc = json_object();
-        for (int c = 0; c < C; c++) {
-            json_t *o = json_object();
-            json_object_set_new(o, "precision", jnum(R.precision[c]));
-            json_object_set_new(o, "recall", jnum(R.recall[c]));
-            json_object_set_new(o, "f1", jnum(R.f1[c]));
-            json_object_set_new(o, "support", json_integer(R.support[c]));
-            json_object_set_new(o, "predicted", json_integer(R.predicted[c]));
-            json_object_set_new(o, "auc", jnum(R.auc[c]));
-            json_object_set_new(o, "in_macro", json_boolean(R.present[c]));
-            json_object_set(pc, P.classes[c], o);
-            json_decref(o);
-        }
-        json_object_set_new(j, "per_class", pc);
-        json_t *mc = json_array();
-        for (int c = 0; c < C; c++)
-            if (R.present[c]) json_array_append_new(mc, json_string(P.classes[c]));
-        json_object_set_new(j, "macro_classes", mc);
-        json_object_set_new(j, "macro_note",
-                            json_string("macro averages run over the classes present in the labels or the "
-                                        "predictions (scikit-learn's default); auc_macro over the classes "
-                                        "whose one-vs-rest AUC is defined"));
-        json_t *w = json_array();
-        for (int b = 0; b < 5; b++)
-            if (R.warnings & (1u << b)) json_array_append_new(w, json_string(warning_names[b]));
-        json_object_set_new(j, "warnings", w);
+        eval_report_json(j, &R, (const char *const *)P.classes, C);
         if (B > 0) {
             json_t *cio = json_object();
             for (int k = 0; k < NCI; k++) {
                 json_t *o = json_object();
-                json_object_set_new(o, "point", jnum(ci[k].point));
-                json_object_set_new(o, "lo", jnum(ci[k].lo));
-                json_object_set_new(o, "hi", jnum(ci[k].hi));
+                json_object_set_new(o, "point", eval_json_num(ci[k].point));
+                json_object_set_new(o, "lo", eval_json_num(ci[k].lo));
+                json_object_set_new(o, "hi", eval_json_num(ci[k].hi));
                 json_object_set_new(o, "n_valid", json_integer(ci[k].n_valid));
                 json_object_set_new(cio, eval_metric_name(ci_metrics[k]), o);
             }
@@ -750,10 +693,10 @@ int ncmi_cmd_measure(int argc, char **argv)
 
     if (json_path) {
         json_t *j = json_object();
-        json_object_set_new(j, "cmi", jnum(res.cmi));
-        json_object_set_new(j, "gamma", jnum(res.gamma));
-        json_object_set_new(j, "ncmi", jnum(res.ncmi));
-        json_object_set_new(j, "cc_accuracy", jnum(res.cc_accuracy));
+        json_object_set_new(j, "cmi", eval_json_num(res.cmi));
+        json_object_set_new(j, "gamma", eval_json_num(res.gamma));
+        json_object_set_new(j, "ncmi", eval_json_num(res.ncmi));
+        json_object_set_new(j, "cc_accuracy", eval_json_num(res.cc_accuracy));
         json_object_set_new(j, "n_samples", json_integer(res.n));
         json_object_set_new(j, "n_slides", json_integer(nitems));
         json_object_set_new(j, "dim", json_integer(D));

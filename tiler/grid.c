@@ -52,30 +52,6 @@ static int push(coord_buf *b, int64_t x, int64_t y)
     return 0;
 }
 
-/* cv2.pointPolygonTest(measureDist=False): +1 inside, 0 on the boundary, -1 outside */
-static int ppt(const tl_polygon *p, double px, double py)
-{
-    int n = p->n, counter = 0;
-    if (n <= 0) return -1;
-    double vx = p->xy[2 * (n - 1)], vy = p->xy[2 * (n - 1) + 1];
-    for (int i = 0; i < n; i++) {
-        double v0x = vx, v0y = vy;
-        vx = p->xy[2 * i];
-        vy = p->xy[2 * i + 1];
-        if ((v0y <= py && vy <= py) || (v0y > py && vy > py) || (v0x < px && vx < px)) {
-            if (py == vy &&
-                (px == vx || (py == v0y && ((v0x <= px && px <= vx) || (vx <= px && px <= v0x)))))
-                return 0;
-            continue;
-        }
-        double dist = (py - v0y) * (vx - v0x) - (px - v0x) * (vy - v0y);
-        if (dist == 0) return 0;
-        if (vy < v0y) dist = -dist;
-        counter += dist > 0;
-    }
-    return counter % 2 == 0 ? -1 : 1;
-}
-
 /* ------------------------------------------------------------ dedup (x,y) */
 
 typedef struct {
@@ -239,7 +215,7 @@ static int pline_test(const pline *L, const tl_polygon *p, double px)
         if (L->xs[m] <= px) lo = m + 1;
         else hi = m;
     }
-    if ((lo > 0 && px - L->xs[lo - 1] < 1e-6) || (lo < L->nx && L->xs[lo] - px < 1e-6)) return ppt(p, px, L->y);
+    if ((lo > 0 && px - L->xs[lo - 1] < 1e-6) || (lo < L->nx && L->xs[lo] - px < 1e-6)) return tl_polygon_test(p, px, L->y);
     return ((L->nx - lo) & 1) ? 1 : -1;
 }
 

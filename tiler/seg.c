@@ -206,9 +206,7 @@ void tl_morph_close(const uint8_t *in, int w, int h, int k, uint8_t *out)
     free(t);
 }
 
-/* cv2.pointPolygonTest(contour, pt, measureDist=False): +1 inside, 0 on an
- * edge or vertex, -1 outside (OpenCV's crossing loop). */
-static int polygon_test(const tl_polygon *p, double px, double py)
+int tl_polygon_test(const tl_polygon *p, double px, double py)
 {
     int n = p->n, counter = 0;
     if (n <= 0) return -1;
@@ -231,7 +229,7 @@ static int polygon_test(const tl_polygon *p, double px, double py)
     return counter % 2 == 0 ? -1 : 1;
 }
 
-int tl_polygon_contains(const tl_polygon *p, double x, double y) { return polygon_test(p, x, y) >= 0; }
+int tl_polygon_contains(const tl_polygon *p, double x, double y) { return tl_polygon_test(p, x, y) >= 0; }
 
 double tl_polygon_area(const tl_polygon *p)
 {

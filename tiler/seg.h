@@ -77,6 +77,9 @@ void tl_contour_set_free(tl_contour_set *s);
 /* Point-in-polygon (even-odd; points on the boundary count as inside, as
  * cv2.pointPolygonTest >= 0). */
 int tl_polygon_contains(const tl_polygon *p, double x, double y);
+/* cv2.pointPolygonTest(contour, pt, measureDist=False): +1 inside, 0 on an
+ * edge or vertex, -1 outside (OpenCV's crossing loop). */
+int tl_polygon_test(const tl_polygon *p, double x, double y);
 double tl_polygon_area(const tl_polygon *p);
 
 /* Tissue as GeoJSON (FeatureCollection of Polygons with holes, level-0

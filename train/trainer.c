@@ -1190,7 +1190,6 @@ int tr_fit(tr_trainer *t)
 /* ------------------------------------------------------------------ */
 /* final evaluation files                                              */
 
-static json_t *jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 int tr_write_eval(tr_trainer *t, const tr_dataset *d, tr_method method, const char *dir, int suffix,
                   int primary, int epoch, double *acc)
@@ -1220,45 +1219,7 @@ int tr_write_eval(tr_trainer *t, const tr_dataset *d, tr_method method, const ch
         json_object_set_new(j, "epoch", json_integer(epoch));
         json_object_set_new(j, "predictions", json_string(pp));
         json_object_set_new(j, "n", json_integer(n));
-        json_t *cl = json_array();
-        for (int c = 0; c < C; c++) json_array_append_new(cl, json_string(t->cfg.class_names[c]));
-        json_object_set_new(j, "classes", cl);
-        json_object_set_new(j, "accuracy", jnum(r.accuracy));
-        json_object_set_new(j, "balanced_accuracy", jnum(r.balanced_accuracy));
-        json_object_set_new(j, "precision_macro", jnum(r.macro.precision));
-        json_object_set_new(j, "recall_macro", jnum(r.macro.recall));
-        json_object_set_new(j, "f1_macro", jnum(r.macro.f1));
-        json_object_set_new(j, "f1_micro", jnum(r.micro.f1));
-        json_object_set_new(j, "precision_weighted", jnum(r.weighted.precision));
-        json_object_set_new(j, "recall_weighted", jnum(r.weighted.recall));
-        json_object_set_new(j, "f1_weighted", jnum(r.weighted.f1));
-        json_object_set_new(j, "auc_macro", jnum(r.auc_macro));
-        json_object_set_new(j, "auc_weighted", jnum(r.auc_weighted));
-        if (C == 2) json_object_set_new(j, "auc", jnum(r.auc_binary));
-        for (int i = 0; i < 3; i++)
-            if (r.top_k_k[i] < C) {
-                char name[32];
-                snprintf(name, sizeof name, "top_%d_accuracy", r.top_k_k[i]);
-                json_object_set_new(j, name, jnum(r.top_k[i]));
-            }
-        json_t *cm = json_array();
-        for (int i = 0; i < C; i++) {
-            json_t *row = json_array();
-            for (int k = 0; k < C; k++) json_array_append_new(row, json_integer(r.confusion[(size_t)i * C + k]));
-            json_array_append_new(cm, row);
-        }
-        json_object_set_new(j, "confusion_matrix", cm);
-        json_t *pc = json_object();
-        for (int c = 0; c < C; c++) {
-            json_t *o = json_object();
-            json_object_set_new(o, "precision", jnum(r.precision[c]));
-            json_object_set_new(o, "recall", jnum(r.recall[c]));
-            json_object_set_new(o, "f1", jnum(r.f1[c]));
-            json_object_set_new(o, "support", json_integer(r.support[c]));
-            json_object_set_new(o, "auc", jnum(r.auc[c]));
-            json_object_set_new(pc, t->cfg.class_names[c], o);
-        }
-        json_object_set_new(j, "per_class", pc);
+        eval_report_json(j, &r, (const char *const *)t->cfg.class_names, C);
         rc = eval_json_write_atomic(pm, j);
         json_decref(j);
         if (acc) *acc = r.accuracy;
