@@ -1,6 +1,7 @@
 #include "golden_io.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "test.h"
@@ -33,4 +34,30 @@ int test_close_all(const float *a, const float *b, size_t n, double atol, double
         }
     }
     return bad == 0;
+}
+
+nn_tensor *test_st_tensor(const nn_safetensors *st, const char *name)
+{
+    const nn_st_entry *e = nn_st_find(st, name);
+    if (!e || e->ndim > NN_MAX_DIMS) return NULL;
+    int shape[NN_MAX_DIMS] = {1}, nd = e->ndim ? e->ndim : 1;
+    for (int d = 0; d < e->ndim; d++) shape[d] = (int)e->shape[d];
+    nn_tensor *t = nn_tensor_new(NULL, nd, shape);
+    if (nn_st_read_f32(st, name, t->data, t->numel, -1, NULL) != 0) {
+        nn_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int test_st_labels(const nn_safetensors *st, const char *name, int *y, size_t n)
+{
+    const nn_st_entry *e = nn_st_find(st, name);
+    if (!e || e->numel != n) return -1;
+    int64_t *buf = malloc((n ? n : 1) * sizeof *buf);
+    if (!buf) return -1;
+    int rc = nn_st_read_i64(st, name, buf, n);
+    for (size_t i = 0; rc == 0 && i < n; i++) y[i] = (int)buf[i];
+    free(buf);
+    return rc;
 }

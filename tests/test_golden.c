@@ -30,6 +30,7 @@
 #include "../nn/ops.h"
 #include "../nn/params.h"
 #include "../nn/safetensors.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define GOLDEN_RTOL 1e-4
@@ -141,31 +142,6 @@ static void golden_report(const golden_stats *gs)
            gs->worst_name);
 }
 
-/* Persistent tensor read from the golden file (shape from the file). */
-static nn_tensor *golden_tensor(const nn_safetensors *st, const char *name)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->ndim > NN_MAX_DIMS) return NULL;
-    int shape[NN_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) shape[d] = (int)e->shape[d];
-    nn_tensor *t = nn_tensor_new(NULL, e->ndim, shape);
-    if (nn_st_read_f32(st, name, t->data, t->numel, e->ndim, shape) != 0) {
-        nn_tensor_free(t);
-        return NULL;
-    }
-    return t;
-}
-
-static int golden_labels(const nn_safetensors *st, const char *name, int *y, size_t n)
-{
-    int64_t buf[64];
-    NCMI_CHECK(n <= 64, "too many labels");
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->numel != n || nn_st_read_i64(st, name, buf, n) != 0) return -1;
-    for (size_t i = 0; i < n; i++) y[i] = (int)buf[i];
-    return 0;
-}
-
 /* ---------------------------------------------------------------------- */
 /* convnet: conv -> batchnorm (training) -> relu -> maxpool -> grouped dilated
  * conv -> relu -> grouped strided conv -> avgpool -> linear -> CE + CE(ls). */
@@ -213,13 +189,13 @@ TEST(golden_convnet)
     convnet m;
     convnet_init(&m);
     nn_graph *g = nn_graph_new();
-    nn_tensor *x = golden_tensor(&st, "x");
+    nn_tensor *x = test_st_tensor(&st, "x");
     int y[4];
     if (nn_params_load_st(&m.P, &st, 0) != 0) {
         test_fail_at(__FILE__, __LINE__, "loading parameters: %s", ncmi_error());
         goto done;
     }
-    if (!x || x->ndim != 4 || x->shape[0] != 4 || golden_labels(&st, "y", y, 4) != 0) {
+    if (!x || x->ndim != 4 || x->shape[0] != 4 || test_st_labels(&st, "y", y, 4) != 0) {
         test_fail_at(__FILE__, __LINE__, "%s: x [4,3,12,12] / y [4] missing or malformed",
                      gs.file);
         goto done;
@@ -329,13 +305,13 @@ static void golden_attention_run(int pooling)
     gated_attn m;
     gated_attn_init(&m);
     nn_graph *g = nn_graph_new();
-    nn_tensor *x = golden_tensor(&st, "x");
+    nn_tensor *x = test_st_tensor(&st, "x");
     int y[1];
     if (nn_params_load_st(&m.P, &st, 0) != 0) {
         test_fail_at(__FILE__, __LINE__, "loading parameters: %s", ncmi_error());
         goto done;
     }
-    if (!x || x->ndim != 2 || x->shape[1] != 24 || golden_labels(&st, "y", y, 1) != 0) {
+    if (!x || x->ndim != 2 || x->shape[1] != 24 || test_st_labels(&st, "y", y, 1) != 0) {
         test_fail_at(__FILE__, __LINE__, "%s: x [N,24] / y [1] missing or malformed", gs.file);
         goto done;
     }
@@ -381,8 +357,8 @@ TEST(golden_compare_detects_errors)
 {
     nn_safetensors st;
     if (golden_open(&st, "attention.safetensors") != 0) return;
-    nn_tensor *ref = golden_tensor(&st, "grad.fc.weight");
-    nn_tensor *z = golden_tensor(&st, "grad.fc.weight");
+    nn_tensor *ref = test_st_tensor(&st, "grad.fc.weight");
+    nn_tensor *z = test_st_tensor(&st, "grad.fc.weight");
     REQUIRE(ref && z, "grad.fc.weight missing");
     double worst;
     size_t wi, j = 0, k = 0;

@@ -33,6 +33,7 @@
 #include "../nn/ops.h"
 #include "../nn/params.h"
 #include "../nn/safetensors.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define G_RTOL 1e-4
@@ -60,30 +61,6 @@ static int gopen(nn_safetensors *st)
     return 0;
 }
 
-static nn_tensor *gtensor(const nn_safetensors *st, const char *name)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->ndim > NN_MAX_DIMS) return NULL;
-    int shape[NN_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) shape[d] = (int)e->shape[d];
-    nn_tensor *t = nn_tensor_new(NULL, e->ndim, shape);
-    if (nn_st_read_f32(st, name, t->data, t->numel, e->ndim, shape) != 0) {
-        nn_tensor_free(t);
-        return NULL;
-    }
-    return t;
-}
-
-static int glabels(const nn_safetensors *st, const char *name, int *y, size_t n)
-{
-    int64_t buf[16];
-    NCMI_CHECK(n <= 16, "too many labels");
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->numel != n || nn_st_read_i64(st, name, buf, n) != 0) return -1;
-    for (size_t i = 0; i < n; i++) y[i] = (int)buf[i];
-    return 0;
-}
-
 typedef struct {
     double worst;
     char worst_name[96];
@@ -93,7 +70,7 @@ typedef struct {
 /* max |ref| of tensor `name` (0 if absent). */
 static double gmaxabs(const nn_safetensors *st, const char *name)
 {
-    nn_tensor *t = gtensor(st, name);
+    nn_tensor *t = test_st_tensor(st, name);
     if (!t) return 0;
     double m = 0;
     for (size_t i = 0; i < t->numel; i++) m = fmax(m, fabs((double)t->data[i]));
@@ -224,10 +201,10 @@ static void run_bag_case(gstats *gs, const nn_safetensors *st, head *h, const ch
 {
     char name[256];
     snprintf(name, sizeof name, "x.n%d", N);
-    nn_tensor *x = gtensor(st, name);
+    nn_tensor *x = test_st_tensor(st, name);
     int y[1];
     snprintf(name, sizeof name, "y.n%d", N);
-    if (!x || x->ndim != 2 || x->shape[0] != N || glabels(st, name, y, 1) != 0) {
+    if (!x || x->ndim != 2 || x->shape[0] != N || test_st_labels(st, name, y, 1) != 0) {
         test_fail_at(__FILE__, __LINE__, "x.n%d / y.n%d missing or malformed", N, N);
         nn_tensor_free(x);
         return;
@@ -343,11 +320,11 @@ TEST(mil_abmil_golden_ncmi)
     nn_params_init(&Pn);
     nn_ncmi nc;
     nn_ncmi_cfg cfg = nn_ncmi_cfg_default();
-    nn_tensor *x[4] = {0}, *xi = gtensor(&st, "ncmi.xi"), *c = gtensor(&st, "ncmi.center");
+    nn_tensor *x[4] = {0}, *xi = test_st_tensor(&st, "ncmi.xi"), *c = test_st_tensor(&st, "ncmi.center");
     int y[4];
     nn_graph *g = nn_graph_new();
     REQUIRE(nn_ncmi_init(&nc, &Pn, "ncmi", 3, 16, &cfg, NULL, NULL) == 0, "%s", ncmi_error());
-    if (!xi || !c || xi->numel != 48 || c->numel != 16 || glabels(&st, "ncmi.labels", y, 4) != 0) {
+    if (!xi || !c || xi->numel != 48 || c->numel != 16 || test_st_labels(&st, "ncmi.labels", y, 4) != 0) {
         test_fail_at(__FILE__, __LINE__, "ncmi.xi / center / labels missing or malformed");
         goto done;
     }
@@ -358,7 +335,7 @@ TEST(mil_abmil_golden_ncmi)
     for (int i = 0; i < 4; i++) {
         char name[32];
         snprintf(name, sizeof name, "x.n%d", SIZES[i]);
-        x[i] = gtensor(&st, name);
+        x[i] = test_st_tensor(&st, name);
         REQUIRE(x[i], "%s missing", name);
         x[i]->requires_grad = 1;
         zs[i] = h.m.forward(&h.m, g, &x[i], 1, 1, NULL, NULL);

@@ -25,6 +25,7 @@
 #include "../nn/ops.h"
 #include "../nn/params.h"
 #include "../nn/safetensors.h"
+#include "golden_io.h"
 #include "test.h"
 
 /* test hook, defined in mil/asmil.c */
@@ -84,20 +85,6 @@ static void cmp(cmp_stats *cs, const char *name, const float *ours, size_t n)
     }
     cs->n++;
     free(ref);
-}
-
-static nn_tensor *st_tensor(const nn_safetensors *st, const char *name)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->ndim < 1 || e->ndim > NN_MAX_DIMS) return NULL;
-    int shape[NN_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) shape[d] = (int)e->shape[d];
-    nn_tensor *t = nn_tensor_new(NULL, e->ndim, shape);
-    if (nn_st_read_f32(st, name, t->data, t->numel, e->ndim, shape) != 0) {
-        nn_tensor_free(t);
-        return NULL;
-    }
-    return t;
 }
 
 static void golden_opts(mil_opts *o)
@@ -164,7 +151,7 @@ TEST(mil_asmil_golden)
         int training = !strncmp(cname, "train", 5);
         char nm[256];
         snprintf(nm, sizeof nm, "%s.x", cname);
-        nn_tensor *x = st_tensor(&st, nm);
+        nn_tensor *x = test_st_tensor(&st, nm);
         int64_t y64 = -1;
         snprintf(nm, sizeof nm, "%s.y", cname);
         if (!x || nn_st_read_i64(&st, nm, &y64, 1) != 0) {

@@ -24,6 +24,7 @@
 #include "../nn/ops.h"
 #include "../nn/params.h"
 #include "../nn/safetensors.h"
+#include "golden_io.h"
 #include "test.h"
 
 #define TM_RTOL 1e-4
@@ -77,20 +78,6 @@ static void tm_cmp(tm_stats *ts, const nn_safetensors *st, const char *name, con
     }
     ts->ncompared++;
     free(ref);
-}
-
-static nn_tensor *st_tensor(const nn_safetensors *st, const char *name)
-{
-    const nn_st_entry *e = nn_st_find(st, name);
-    if (!e || e->ndim < 1 || e->ndim > NN_MAX_DIMS) return NULL;
-    int shape[NN_MAX_DIMS];
-    for (int d = 0; d < e->ndim; d++) shape[d] = (int)e->shape[d];
-    nn_tensor *t = nn_tensor_new(NULL, e->ndim, shape);
-    if (nn_st_read_f32(st, name, t->data, t->numel, e->ndim, shape) != 0) {
-        nn_tensor_free(t);
-        return NULL;
-    }
-    return t;
 }
 
 static void grads_cmp(tm_stats *ts, const nn_safetensors *st, const char *cs, const nn_params *P)
@@ -180,7 +167,7 @@ TEST(mil_transmil_golden)
         tr_model *m = &model[tm_cases[c].legacy];
         char name[160];
         snprintf(name, sizeof name, "%s.x", cs);
-        nn_tensor *x = st_tensor(&st, name);
+        nn_tensor *x = test_st_tensor(&st, name);
         int64_t y64;
         snprintf(name, sizeof name, "%s.y", cs);
         if (!x || x->ndim != 2 || x->shape[0] != tm_cases[c].n ||
