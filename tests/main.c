@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -161,6 +162,23 @@ int test_aborts(void (*fn)(void *ctx), void *ctx, const char *needle, char *msg,
     int st;
     if (waitpid(pid, &st, 0) < 0) return 0;
     return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && (!needle || strstr(msg, needle));
+}
+
+int test_ncmi(char **output, const char *fmt, ...)
+{
+    char args[3000], cmd[3600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s", test_ncmi_bin(), args);
+    return test_run(cmd, output);
+}
+
+int test_file_nonempty(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && st.st_size > 0;
 }
 
 static double now(void)

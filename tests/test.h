@@ -26,6 +26,10 @@ const char *test_tmpdir(void);
 char *test_tmp_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Path of the ncmi binary under test: $NCMI_BIN or build/ncmi. */
 const char *test_ncmi_bin(void);
+/* Run `<ncmi binary> <args>` (args printf-formatted) through test_run. */
+int test_ncmi(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 when path exists and is not empty. */
+int test_file_nonempty(const char *path);
 /* Run a shell command, capture stdout+stderr (malloc'd, caller frees) and
  * return the exit status (-1 if it could not run / was killed). */
 int test_run(const char *cmd, char **output);

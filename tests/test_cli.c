@@ -10,25 +10,6 @@
 #include "../nn/safetensors.h"
 #include "test.h"
 
-/* Run `ncmi <args>`; returns the exit status, output in *out (caller frees). */
-static int ncmi(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int ncmi(char **out, const char *fmt, ...)
-{
-    char args[3000], cmd[3600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", test_ncmi_bin(), args);
-    return test_run(cmd, out);
-}
-
-static int file_exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && st.st_size > 0;
-}
-
 static int have_binary(void)
 {
     struct stat st;
@@ -39,7 +20,7 @@ TEST(cli_help_lists_commands)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
     char *out = NULL;
-    int rc = ncmi(&out, "--help");
+    int rc = test_ncmi(&out, "--help");
     EXPECT(rc == 0, "exit %d", rc);
     const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "report", "version"};
     for (int i = 0; i < 8; i++) {
@@ -50,10 +31,10 @@ TEST(cli_help_lists_commands)
     EXPECT(out && strstr(out, "--version") && strstr(out, "docs/"), "global options / docs missing:\n%s", out);
     free(out);
 
-    rc = ncmi(&out, "%s", "");
+    rc = test_ncmi(&out, "%s", "");
     EXPECT(rc == 1 && out && strstr(out, "usage: ncmi"), "no command: exit %d\n%s", rc, out);
     free(out);
-    rc = ncmi(&out, "help train");
+    rc = test_ncmi(&out, "help train");
     EXPECT(rc == 0 && out && strstr(out, "usage: ncmi train"), "help train: exit %d", rc);
     free(out);
 }
@@ -64,7 +45,7 @@ TEST(cli_every_command_has_help)
     const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "report", "version"};
     for (int i = 0; i < 8; i++) {
         char *out = NULL;
-        int rc = ncmi(&out, "%s --help", cmds[i]);
+        int rc = test_ncmi(&out, "%s --help", cmds[i]);
         char want[64];
         snprintf(want, sizeof want, "usage: ncmi %s", cmds[i]);
         EXPECT(rc == 0, "%s --help: exit %d", cmds[i], rc);
@@ -77,7 +58,7 @@ TEST(cli_version)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
     char *out = NULL;
-    int rc = ncmi(&out, "version");
+    int rc = test_ncmi(&out, "version");
     EXPECT(rc == 0, "exit %d", rc);
     EXPECT(out && !strncmp(out, "ncmi ", 5) && !strstr(out, "ncmi unknown"), "version line:\n%s", out);
     EXPECT(out && strstr(out, "CUDA ") && strstr(out, "cuDNN ") && strstr(out, "NCCL ") &&
@@ -86,7 +67,7 @@ TEST(cli_version)
            "features missing:\n%s", out);
     EXPECT(out && strstr(out, "OpenBLAS: OpenBLAS"), "OpenBLAS config missing:\n%s", out);
     char *out2 = NULL;
-    EXPECT(ncmi(&out2, "--version") == 0 && out && out2 && !strcmp(out, out2), "--version differs");
+    EXPECT(test_ncmi(&out2, "--version") == 0 && out && out2 && !strcmp(out, out2), "--version differs");
     free(out);
     free(out2);
 }
@@ -95,14 +76,14 @@ TEST(cli_unknown_command_and_option)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
     char *out = NULL;
-    int rc = ncmi(&out, "frobnicate");
+    int rc = test_ncmi(&out, "frobnicate");
     EXPECT(rc == 1, "exit %d", rc);
     EXPECT(out && strstr(out, "ncmi: unknown command 'frobnicate'"), "message:\n%s", out);
     free(out);
-    rc = ncmi(&out, "train --bogus");
+    rc = test_ncmi(&out, "train --bogus");
     EXPECT(rc == 1 && out && strstr(out, "ncmi: train: unknown option '--bogus'"), "exit %d\n%s", rc, out);
     free(out);
-    rc = ncmi(&out, "train --config");
+    rc = test_ncmi(&out, "train --config");
     EXPECT(rc == 1 && out && strstr(out, "ncmi: train: option --config needs a value"), "exit %d\n%s", rc, out);
     free(out);
 }
@@ -113,7 +94,7 @@ TEST(cli_commands_not_built_yet)
     struct { const char *cmd; int issue; } c[] = {{"features", 7}, {"score", 9}, {"report", 10}};
     for (int i = 0; i < 3; i++) {
         char *out = NULL;
-        int rc = ncmi(&out, "%s", c[i].cmd);
+        int rc = test_ncmi(&out, "%s", c[i].cmd);
         char want[128];
         snprintf(want, sizeof want, "ncmi: %s: not built yet (issue %d)", c[i].cmd, c[i].issue);
         EXPECT(rc == 1, "%s: exit %d", c[i].cmd, rc);
@@ -126,13 +107,13 @@ TEST(cli_eval_measure_dispatch)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
     char *out = NULL;
-    int rc = ncmi(&out, "eval");
+    int rc = test_ncmi(&out, "eval");
     EXPECT(rc == 1 && out && strstr(out, "ncmi: eval: --predictions CSV is required"), "exit %d\n%s", rc, out);
     free(out);
-    rc = ncmi(&out, "measure --help");
+    rc = test_ncmi(&out, "measure --help");
     EXPECT(rc == 0 && out && strstr(out, "usage: ncmi measure --features"), "exit %d\n%s", rc, out);
     free(out);
-    rc = ncmi(&out, "eval --predictions /nonexistent/p.csv");
+    rc = test_ncmi(&out, "eval --predictions /nonexistent/p.csv");
     EXPECT(rc == 2 && out && strstr(out, "/nonexistent/p.csv"), "exit %d\n%s", rc, out);
     free(out);
 }
@@ -157,30 +138,30 @@ TEST(cli_train_config_errors)
     char cfg[512], want[800], *out = NULL;
     tmp_path(cfg, sizeof cfg, "cli_bad.yaml");
     write_text(cfg, "name: bad\noptim:\n  name: sgd\n  lrr: 0.1\n");
-    int rc = ncmi(&out, "train --config %s --out %s/runs", cfg, test_tmpdir());
+    int rc = test_ncmi(&out, "train --config %s --out %s/runs", cfg, test_tmpdir());
     snprintf(want, sizeof want, "ncmi: train: %s:4: unknown key 'optim.lrr' (did you mean 'optim.lr'?)", cfg);
     EXPECT(rc == 2, "unknown key: exit %d", rc);
     EXPECT(out && strstr(out, want), "unknown key:\n%s", out ? out : "");
     free(out);
 
     write_text(cfg, "train:\n  epochs: many\n");
-    rc = ncmi(&out, "train --config %s", cfg);
+    rc = test_ncmi(&out, "train --config %s", cfg);
     snprintf(want, sizeof want, "ncmi: train: %s:2: key 'train.epochs': expected an integer, got 'many'", cfg);
     EXPECT(rc == 2 && out && strstr(out, want), "wrong type: exit %d\n%s", rc, out ? out : "");
     free(out);
 
-    rc = ncmi(&out, "train --set optim.name=adam");
+    rc = test_ncmi(&out, "train --set optim.name=adam");
     EXPECT(rc == 2 && out &&
                strstr(out, "ncmi: train: --set: key 'optim.name': expected one of sgd, adamw; got 'adam'"),
            "--set enum: exit %d\n%s", rc, out ? out : "");
     free(out);
 
-    rc = ncmi(&out, "train --config %s/nope.yaml", test_tmpdir());
+    rc = test_ncmi(&out, "train --config %s/nope.yaml", test_tmpdir());
     EXPECT(rc == 2 && out && strstr(out, "nope.yaml") && strstr(out, "No such file"),
            "missing file: exit %d\n%s", rc, out ? out : "");
     free(out);
 
-    rc = ncmi(&out, "train --set schedule.kind=multistep --set schedule.milestones=[5,3]");
+    rc = test_ncmi(&out, "train --set schedule.kind=multistep --set schedule.milestones=[5,3]");
     EXPECT(rc == 2 && out && strstr(out, "increasing"), "milestones: exit %d\n%s", rc, out ? out : "");
     free(out);
 }
@@ -189,7 +170,7 @@ TEST(cli_train_help_config_matches_docs)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
     char *out = NULL;
-    int rc = ncmi(&out, "train --help-config=md");
+    int rc = test_ncmi(&out, "train --help-config=md");
     REQUIRE(rc == 0 && out, "exit %d", rc);
     EXPECT(strstr(out, "| `optim.lr` | float, > 0 | `0.1` |") != NULL, "table:\n%s", out);
     FILE *f = fopen("docs/config.md", "r");
@@ -246,14 +227,14 @@ TEST(cli_train_writes_run_folder)
     tmp_path(cfg, sizeof cfg, "tiny.yaml");
     tmp_path(runs, sizeof runs, "runs_tiny");
     write_text(cfg, tiny_config);
-    int rc = ncmi(&out, "train --config %s --out %s", cfg, runs);
+    int rc = test_ncmi(&out, "train --config %s --out %s", cfg, runs);
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "run folder: ") && strstr(out, "runs_tiny/tiny"), "output:\n%s", out);
     free(out);
     const char *files[] = {"config.yaml", "log.csv", "last.safetensors", "best.safetensors"};
     for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/tiny/%s", runs, files[i]);
-        EXPECT(file_exists(p), "%s missing", p);
+        EXPECT(test_file_nonempty(p), "%s missing", p);
     }
     snprintf(p, sizeof p, "%s/tiny/log.csv", runs);
     int rows;
@@ -265,7 +246,7 @@ TEST(cli_train_writes_run_folder)
 
     /* the resolved config reproduces the run's settings */
     snprintf(p, sizeof p, "%s/tiny/config.yaml", runs);
-    rc = ncmi(&out, "train --config %s --print-config", p);
+    rc = test_ncmi(&out, "train --config %s --print-config", p);
     EXPECT(rc == 0 && out && strstr(out, "name: tiny\n") && strstr(out, "  milestones: [4]\n") &&
                strstr(out, "  nesterov: true\n"),
            "config.yaml:\n%s", out ? out : "");
@@ -283,17 +264,17 @@ TEST(cli_train_writes_run_folder)
     nn_st_close(&st);
 
     /* a second run into the same folder is refused; --resume with nothing left is a no-op */
-    rc = ncmi(&out, "train --config %s --out %s", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s", cfg, runs);
     EXPECT(rc == 2 && out && strstr(out, "already holds a run"), "rerun: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --resume", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s --resume", cfg, runs);
     EXPECT(rc == 0 && out && strstr(out, "nothing to do"), "resume finished: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --resume --set train.epochs=6 --set optim.lr=0.01", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s --resume --set train.epochs=6 --set optim.lr=0.01", cfg, runs);
     EXPECT(rc == 0 && out && strstr(out, "differs from the checkpoint's in: optim.lr "),
            "resume with another lr: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s/elsewhere --resume", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s/elsewhere --resume", cfg, runs);
     EXPECT(rc == 2 && out && strstr(out, "no checkpoint to resume"), "resume nothing: exit %d\n%s", rc,
            out ? out : "");
     free(out);
@@ -342,16 +323,16 @@ TEST(cli_train_resume_is_bit_identical)
     const char *common = "--set optim.name=adamw --set optim.lr=0.01 --set train.clip_grad_norm=1.0 "
                          "--set schedule.milestones=[3]";
     /* straight 4 epochs */
-    int rc = ncmi(&out, "train --config %s --out %s --set name=straight --set train.epochs=4 %s", cfg,
+    int rc = test_ncmi(&out, "train --config %s --out %s --set name=straight --set train.epochs=4 %s", cfg,
                   runs, common);
     REQUIRE(rc == 0, "straight: exit %d\n%s", rc, out ? out : "");
     free(out);
     /* 2 epochs, then resume up to 4 */
-    rc = ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=2 %s", cfg, runs,
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=2 %s", cfg, runs,
               common);
     REQUIRE(rc == 0, "first half: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=4 %s --resume", cfg,
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=4 %s --resume", cfg,
               runs, common);
     REQUIRE(rc == 0, "resume: exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "after epoch 2"), "resume message:\n%s", out ? out : "");

@@ -24,24 +24,6 @@
 #include "../train/trainer.h"
 #include "test.h"
 
-static int ncmi(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int ncmi(char **out, const char *fmt, ...)
-{
-    char args[3000], cmd[3600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", test_ncmi_bin(), args);
-    return test_run(cmd, out);
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && st.st_size > 0;
-}
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -80,7 +62,7 @@ static int mnist_dir(char *buf, size_t n)
     snprintf(buf, n, "%s/mnist", test_fixtures_dir());
     char p[1200];
     snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte.gz", buf);
-    return exists(p);
+    return test_file_nonempty(p);
 }
 
 #define NEED_BINARY()                                                                              \
@@ -97,7 +79,7 @@ static int train_mnist(const char *config, const char *name, const char *extra, 
     mnist_dir(mn, sizeof mn);
     snprintf(dir, n, "%s/runs_trainer/%s", test_tmpdir(), name);
     double t0 = now_s();
-    int rc = ncmi(out, "train --config %s --out %s/runs_trainer --set name=%s --set data.root=%s %s", config,
+    int rc = test_ncmi(out, "train --config %s --out %s/runs_trainer --set name=%s --set data.root=%s %s", config,
                   test_tmpdir(), name, mn, extra ? extra : "");
     if (seconds) *seconds = now_s() - t0;
     return rc;
@@ -120,7 +102,7 @@ TEST(trainer_mnist_ncmi_cc_lp_95)
                            "metrics_test_learned.json", "predictions_test_lp.csv", "metrics_test_lp.json"};
     for (int i = 0; i < 12; i++) {
         snprintf(p, sizeof p, "%s/%s", dir, files[i]);
-        EXPECT(exists(p), "%s missing", p);
+        EXPECT(test_file_nonempty(p), "%s missing", p);
     }
     snprintf(p, sizeof p, "%s/metrics_test_cc.json", dir);
     double cc = json_num(p, "accuracy");
@@ -154,14 +136,14 @@ TEST(trainer_mnist_ncmi_cc_lp_95)
     nn_st_close(&st);
 
     /* ncmi eval --run rebuilds the model and predicts the same (LP retrained, seeded) */
-    rc = ncmi(&out, "eval --run %s --method lp", dir);
+    rc = test_ncmi(&out, "eval --run %s --method lp", dir);
     EXPECT(rc == 0 && out && strstr(out, "predictions_test_lp.csv: 2000 samples"), "eval --run: exit %d\n%s",
            rc, out ? out : "");
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test_lp.json", dir);
     EXPECT(json_num(p, "accuracy") == lp, "eval --run lp accuracy %.4f vs %.4f at training",
            json_num(p, "accuracy"), lp);
-    rc = ncmi(&out, "eval --run %s --method linear", dir);
+    rc = test_ncmi(&out, "eval --run %s --method linear", dir);
     EXPECT(rc == 1 && out && strstr(out, "ncmi head"), "linear on an ncmi run: exit %d\n%s", rc, out ? out : "");
     free(out);
 
@@ -274,13 +256,13 @@ TEST(trainer_ncmi_resume_bit_identical)
     snprintf(cfg, sizeof cfg, "%s/synth_ncmi.yaml", test_tmpdir());
     snprintf(runs, sizeof runs, "%s/runs_ncmi_resume", test_tmpdir());
     write_text(cfg, synth_ncmi);
-    int rc = ncmi(&out, "train --config %s --out %s --set name=straight", cfg, runs);
+    int rc = test_ncmi(&out, "train --config %s --out %s --set name=straight", cfg, runs);
     REQUIRE(rc == 0, "straight: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=2", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=split --set train.epochs=2", cfg, runs);
     REQUIRE(rc == 0, "first half: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --set name=split --resume", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=split --resume", cfg, runs);
     REQUIRE(rc == 0, "resume: exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "after epoch 2") && strstr(out, "differs from the checkpoint's in: train.epochs") == NULL,
            "resume:\n%s", out);
@@ -300,16 +282,16 @@ TEST(trainer_ncmi_resume_bit_identical)
     /* ncmi eval --run: every method, both checkpoints */
     const char *methods[] = {"cc", "learned", "lp"};
     for (int k = 0; k < 3; k++) {
-        rc = ncmi(&out, "eval --run %s/straight --method %s --checkpoint last --split val", runs, methods[k]);
+        rc = test_ncmi(&out, "eval --run %s/straight --method %s --checkpoint last --split val", runs, methods[k]);
         EXPECT(rc == 0 && out && strstr(out, "accuracy"), "eval --run %s: exit %d\n%s", methods[k], rc, out ? out : "");
         free(out);
         snprintf(pa, sizeof pa, "%s/straight/metrics_val_%s_last.json", runs, methods[k]);
         EXPECT(json_num(pa, "accuracy") >= 0.8, "%s: val accuracy %.3f", methods[k], json_num(pa, "accuracy"));
     }
-    rc = ncmi(&out, "eval --run %s/straight --method bogus", runs);
+    rc = test_ncmi(&out, "eval --run %s/straight --method bogus", runs);
     EXPECT(rc == 1 && out && strstr(out, "--method 'bogus'"), "bad method: exit %d\n%s", rc, out ? out : "");
     free(out);
-    rc = ncmi(&out, "eval --run %s/nothing", runs);
+    rc = test_ncmi(&out, "eval --run %s/nothing", runs);
     EXPECT(rc == 2 && out && strstr(out, "nothing/config.yaml"), "missing run: exit %d\n%s", rc, out ? out : "");
     free(out);
 }
@@ -322,7 +304,7 @@ TEST(trainer_selection_eval_every_patience)
     snprintf(runs, sizeof runs, "%s/runs_sel", test_tmpdir());
     write_text(cfg, synth_ncmi);
     /* linear head, focal loss, select on f1_auc, evaluate every 2 epochs */
-    int rc = ncmi(&out, "train --config %s --out %s --set name=f1auc --set head.kind=linear --set loss.kind=focal "
+    int rc = test_ncmi(&out, "train --config %s --out %s --set name=f1auc --set head.kind=linear --set loss.kind=focal "
                   "--set train.select=f1_auc --set train.eval_every=2 --set train.epochs=5", cfg, runs);
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "best val f1_auc"), "output:\n%s", out);
@@ -340,18 +322,18 @@ TEST(trainer_selection_eval_every_patience)
     EXPECT(json_has(p, "\"method\": \"linear\""), "method");
 
     /* early stopping: an lr so small that nothing improves */
-    rc = ncmi(&out, "train --config %s --out %s --set name=patience --set optim.lr=1e-9 --set head.kind=linear "
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=patience --set optim.lr=1e-9 --set head.kind=linear "
               "--set train.patience=2 --set train.epochs=10", cfg, runs);
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "early stopping after epoch 3"), "output:\n%s", out);
     free(out);
-    rc = ncmi(&out, "train --config %s --out %s --set name=patience --set optim.lr=1e-9 --set head.kind=linear "
+    rc = test_ncmi(&out, "train --config %s --out %s --set name=patience --set optim.lr=1e-9 --set head.kind=linear "
               "--set train.patience=2 --set train.epochs=10 --resume", cfg, runs);
     EXPECT(rc == 0 && out && strstr(out, "nothing to do") && strstr(out, "stopped early"), "resume: exit %d\n%s",
            rc, out ? out : "");
     free(out);
 
-    rc = ncmi(&out, "train --config %s --out %s --set train.select=bogus", cfg, runs);
+    rc = test_ncmi(&out, "train --config %s --out %s --set train.select=bogus", cfg, runs);
     EXPECT(rc == 2 && out && strstr(out, "'train.select': 'bogus'"), "bad select: exit %d\n%s", rc, out ? out : "");
     free(out);
 }
