@@ -139,3 +139,11 @@ def train_step(model, x, y, smooth):
     losses = OrderedDict([("loss.ce", ce.reshape(1)), ("loss.ce_smooth", ces.reshape(1)),
                           ("loss", loss.reshape(1))])
     return o, losses, grads
+
+
+def rel_err(ours, ref, floor=0.0):
+    """The C golden tests' metric: max |a - b| / max(|b|, 1e-2 max|b|, floor).
+    Used to check that float32 PyTorch agrees with the float64 reference."""
+    a, b = ours.detach().double(), ref.detach().double()
+    scale = max(1e-2 * b.abs().max().item(), floor, 1e-30)
+    return ((a - b).abs() / b.abs().clamp(min=scale)).max().item()

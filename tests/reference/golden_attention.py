@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write, train_step  # noqa: E402
+from common import check_roundtrip, golden_path, rel_err, st_write, train_step  # noqa: E402
 
 N, D, H, A, C = 37, 24, 20, 12, 3
 SMOOTH = 0.1
@@ -98,10 +98,7 @@ def main():
     worst = 0.0
     ref32 = OrderedDict(list(o32.items()) + list(l32.items()) + list(g32.items()))
     for k, v in ref32.items():
-        b = t[k].double()
-        a = v.detach().double()
-        scale = max(1e-2 * b.abs().max().item(), 1e-6)
-        err = ((a - b).abs() / torch.clamp(b.abs(), min=scale)).max().item()
+        err = rel_err(v, t[k], floor=1e-6)
         worst = max(worst, err)
         if os.environ.get("GOLDEN_VERBOSE"):
             print("  %-28s %.3g" % (k, err))

@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write, train_step  # noqa: E402
+from common import check_roundtrip, golden_path, rel_err, st_write, train_step  # noqa: E402
 
 N_CLASSES = 5
 SMOOTH = 0.1
@@ -120,10 +120,7 @@ def main():
     ref32["after.bn1.running_mean"] = m32.bn1.running_mean
     ref32["after.bn1.running_var"] = m32.bn1.running_var
     for k, v in ref32.items():
-        b = t[k].double()
-        a = v.detach().double()
-        scale = max(1e-2 * b.abs().max().item(), 1e-6)
-        err = ((a - b).abs() / torch.clamp(b.abs(), min=scale)).max().item()
+        err = rel_err(v, t[k], floor=1e-6)
         worst = max(worst, err)
         if os.environ.get("GOLDEN_VERBOSE"): print("  %-28s %.3g" % (k, err))
     print("convnet: float32 torch vs float64 reference: max rel err %.3g" % worst)

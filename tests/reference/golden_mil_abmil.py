@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write  # noqa: E402
+from common import check_roundtrip, golden_path, rel_err, st_write  # noqa: E402
 from mil_ref_abmil import ABMIL, aem_term  # noqa: E402
 from ncmi_reference import ncmi_loss  # noqa: E402
 
@@ -112,13 +112,6 @@ def run_all(model, X, xi, center):
     for k, v in ncmi_case(model, [X[N] for N in SIZES], ys, xi, center).items():
         out["ncmi." + k] = v
     return out
-
-
-def rel_err(ours, ref, case_floor):
-    """The C test's metric: max |a-b| / max(|b|, 1e-2 max|b|, case floor)."""
-    a, b = ours.double(), ref.double()
-    scale = max(1e-2 * b.abs().max().item(), case_floor, 1e-30)
-    return ((a - b).abs() / torch.clamp(b.abs(), min=scale)).max().item()
 
 
 def case_floors(t):

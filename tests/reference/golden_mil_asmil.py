@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write  # noqa: E402
+from common import check_roundtrip, golden_path, rel_err, st_write  # noqa: E402
 from mil_ref_asmil import ASMIL, ema_update, kd_term  # noqa: E402
 
 D_FEAT, D_INNER, HEADS, TOKENS, C = 24, 16, 4, 4, 3
@@ -124,9 +124,7 @@ def main():
         r64 = run_case(s64, a64, h64, xs[name].double(), ys[name], drop, training)
         for k, v in r64.items():
             b = v.detach()
-            a = r32[k].detach().double()
-            scale = max(1e-2 * b.abs().max().item(), 1e-30)
-            err = ((a - b).abs() / torch.clamp(b.abs(), min=scale)).max().item()
+            err = rel_err(r32[k], b)
             worst = max(worst, err)
             if os.environ.get("GOLDEN_VERBOSE"):
                 print("  %-40s %.3g" % (name + "." + k, err))

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import check_roundtrip, golden_path, st_write  # noqa: E402
+from common import check_roundtrip, golden_path, rel_err, st_write  # noqa: E402
 from mil_ref_transmil import TransMIL  # noqa: E402
 
 D_FEAT, D, HEADS, LANDMARKS, ITERS, C = 16, 16, 8, 10, 6, 3
@@ -58,12 +58,6 @@ def run(model, x, y, legacy):
         o["grad." + n] = p.grad
     o["grad.x"] = x.grad
     return o
-
-
-def rel_err(a, b):
-    a, b = a.detach().double(), b.detach().double()
-    scale = max(1e-2 * b.abs().max().item(), 1e-30)
-    return ((a - b).abs() / torch.clamp(b.abs(), min=scale)).max().item()
 
 
 def main():
