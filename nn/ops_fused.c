@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 #define FUSED_PAR_MIN 32768
 
@@ -26,60 +27,17 @@
 
 static void linear_relu_backward(nn_tensor *out)
 {
-    nn_tensor *x = out->src[0], *w = out->src[1], *b = out->nsrc > 2 ? out->src[2] : NULL;
-    const int rows = out->iparam[0], in = out->iparam[1], nout = out->iparam[2];
     float *dy = out->grad; /* [rows, out]: masked in place */
     const float *y = out->data;
     const size_t n = out->numel;
-    if (rows == 0) return;
 #pragma omp parallel for if (n >= FUSED_PAR_MIN)
     for (size_t k = 0; k < n; k++) dy[k] = y[k] > 0.f ? dy[k] : 0.f;
-    if (nn_op_needs_grad(out, 0) && nout > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
-                    w->data, in, 1.f, nn_tensor_grad(x), in);
-    if (nn_op_needs_grad(out, 1) && in > 0)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
-                    x->data, in, 1.f, nn_tensor_grad(w), in);
-    if (b && nn_op_needs_grad(out, 2)) {
-        float *db = nn_tensor_grad(b);
-        for (int r = 0; r < rows; r++) {
-            const float *d = dy + (size_t)r * nout;
-            for (int o = 0; o < nout; o++) db[o] += d[o];
-        }
-    }
+    nn_linear_backward_from(out, dy);
 }
 
 nn_tensor *nn_linear_relu(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
 {
-    char sx[64], sw[64];
-    nn_shape_str(x->ndim, x->shape, sx, sizeof sx);
-    nn_shape_str(w->ndim, w->shape, sw, sizeof sw);
-    NCMI_CHECK(x->ndim >= 1 && w->ndim == 2, "linear_relu: x %s, W %s", sx, sw);
-    const int in = x->shape[x->ndim - 1], nout = w->shape[0];
-    NCMI_CHECK(w->shape[1] == in, "linear_relu: x %s, W %s: in features differ", sx, sw);
-    NCMI_CHECK(b == NULL || (b->ndim == 1 && b->shape[0] == nout),
-               "linear_relu: W %s, bias of %zu elements", sw, b ? b->numel : 0);
-    int rows = 1;
-    for (int i = 0; i < x->ndim - 1; i++) rows *= x->shape[i];
-    int shape[NN_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = nout;
-    nn_tensor *src[3] = {x, w, b};
-    nn_tensor *out =
-        nn_op_output(g, "linear_relu", x->ndim, shape, linear_relu_backward, b ? 3 : 2, src);
-    out->iparam[0] = rows;
-    out->iparam[1] = in;
-    out->iparam[2] = nout;
-    if (out->numel == 0) return out;
-    float beta = 0.f;
-    if (b) {
-        for (int r = 0; r < rows; r++)
-            memcpy(out->data + (size_t)r * nout, b->data, (size_t)nout * sizeof(float));
-        beta = 1.f;
-    }
-    if (in > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nout, in, 1.f, x->data, in,
-                    w->data, in, beta, out->data, nout);
+    nn_tensor *out = nn_linear_forward_as(g, "linear_relu", linear_relu_backward, x, w, b);
     float *y = out->data;
     const size_t n = out->numel;
 #pragma omp parallel for if (n >= FUSED_PAR_MIN)

@@ -10,6 +10,7 @@
 
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 /* ------------------------------------------------------------------------ */
 /* matmul */
@@ -94,12 +95,12 @@ nn_tensor *nn_matmul(nn_graph *g, nn_tensor *a, nn_tensor *b)
 /* ------------------------------------------------------------------------ */
 /* linear */
 
-/* iparam: 0 rows, 1 in, 2 out */
-static void linear_backward(nn_tensor *out)
+/* iparam: 0 rows, 1 in, 2 out. Gradients of x, W and b from dy = d/d(xW^T + b)
+ * [rows, out]; shared with linear_relu (nn/ops_fused.c). */
+void nn_linear_backward_from(nn_tensor *out, const float *dy)
 {
-    nn_tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
+    nn_tensor *x = out->src[0], *w = out->src[1], *b = out->nsrc > 2 ? out->src[2] : NULL;
     int rows = out->iparam[0], in = out->iparam[1], nout = out->iparam[2];
-    const float *dy = out->grad; /* [rows, out] */
     if (rows == 0) return;
     if (nn_op_needs_grad(out, 0) && nout > 0) {
         /* dx [rows,in] += dy [rows,out] @ W [out,in] */
@@ -121,23 +122,27 @@ static void linear_backward(nn_tensor *out)
     }
 }
 
-nn_tensor *nn_linear(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+static void linear_backward(nn_tensor *out) { nn_linear_backward_from(out, out->grad); }
+
+/* y = x W^T + b as op `op` with the given backward (linear, linear_relu). */
+nn_tensor *nn_linear_forward_as(nn_graph *g, const char *op, nn_backward_fn backward, nn_tensor *x,
+                                nn_tensor *w, nn_tensor *b)
 {
     char sx[64], sw[64];
     nn_shape_str(x->ndim, x->shape, sx, sizeof sx);
     nn_shape_str(w->ndim, w->shape, sw, sizeof sw);
-    NCMI_CHECK(x->ndim >= 1 && w->ndim == 2, "linear: x %s, W %s", sx, sw);
+    NCMI_CHECK(x->ndim >= 1 && w->ndim == 2, "%s: x %s, W %s", op, sx, sw);
     int in = x->shape[x->ndim - 1], nout = w->shape[0];
-    NCMI_CHECK(w->shape[1] == in, "linear: x %s, W %s: in features differ", sx, sw);
+    NCMI_CHECK(w->shape[1] == in, "%s: x %s, W %s: in features differ", op, sx, sw);
     NCMI_CHECK(b == NULL || (b->ndim == 1 && b->shape[0] == nout),
-               "linear: W %s, bias of %zu elements", sw, b ? b->numel : 0);
+               "%s: W %s, bias of %zu elements", op, sw, b ? b->numel : 0);
     int rows = 1;
     for (int i = 0; i < x->ndim - 1; i++) rows *= x->shape[i];
     int shape[NN_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = nout;
     nn_tensor *src[3] = {x, w, b};
-    nn_tensor *out = nn_op_output(g, "linear", x->ndim, shape, linear_backward, b ? 3 : 2, src);
+    nn_tensor *out = nn_op_output(g, op, x->ndim, shape, backward, b ? 3 : 2, src);
     out->iparam[0] = rows;
     out->iparam[1] = in;
     out->iparam[2] = nout;
@@ -151,4 +156,9 @@ nn_tensor *nn_linear(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nout, in, 1.f, x->data, in,
                     w->data, in, beta, out->data, nout);
     return out;
+}
+
+nn_tensor *nn_linear(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+{
+    return nn_linear_forward_as(g, "linear", linear_backward, x, w, b);
 }

@@ -1,0 +1,14 @@
+/* Pieces shared between op files (not part of the public op API). */
+#ifndef NCMI_OPS_INTERNAL_H
+#define NCMI_OPS_INTERNAL_H
+
+#include "tensor.h"
+
+/* ops_linear.c: y = x W^T + b recorded as op `op` with `backward`
+ * (iparam 0 rows, 1 in, 2 out), and the gradients of x, W, b from
+ * dy = d/d(x W^T + b). Used by linear and linear_relu. */
+nn_tensor *nn_linear_forward_as(nn_graph *g, const char *op, nn_backward_fn backward, nn_tensor *x,
+                                nn_tensor *w, nn_tensor *b);
+void nn_linear_backward_from(nn_tensor *out, const float *dy);
+
+#endif
