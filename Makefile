@@ -71,14 +71,22 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CU_SRC := $(if $(NVCC),$(wildcard nn/cuda/*.cu),)
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 ifneq ($(NVCC),)
-NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Werror -arch=sm_90 -DNCMI_HAVE_CUDA=1
-CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lstdc++
+# sm_90 (H100/H200) machine code plus compute_90 PTX for newer GPUs; NCMI_CUDA_ARCH=sm_80 etc.
+NCMI_CUDA_ARCH ?= 90
+NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Werror -gencode arch=compute_$(NCMI_CUDA_ARCH),code=[sm_$(NCMI_CUDA_ARCH),compute_$(NCMI_CUDA_ARCH)]
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lstdc++
 ifeq ($(HAVE_CUDNN),1)
 CUDA_LIBS += -lcudnn
 endif
 endif
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+# GPU tests (make test-gpu): tests/gpu/*.c with the runner, the helpers and the
+# files that hold GRAD_TEST cases (each is also run on the GPU). Linked
+# --as-needed so the binary carries no slide/image libraries to a GPU machine.
+GPU_TEST_SRC := $(wildcard tests/gpu/*.c) tests/main.c tests/gradcheck.c tests/golden_io.c \
+  $(shell grep -l GRAD_TEST tests/*.c 2>/dev/null)
+GPU_TEST_OBJ := $(GPU_TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 
 GIT_DESCRIBE := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
@@ -99,7 +107,7 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	@echo "  NVCC  $<"
-	@$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	@$(NVCC) $(NVCCFLAGS) $(FEATURE_DEFS) -c $< -o $@
 
 # version string is baked into cli/version.o at every build
 $(BUILD)/cli/version.o: FORCE
@@ -123,6 +131,10 @@ $(BUILD)/test_ncmi: $(TEST_OBJ) $(BUILD)/libncmi.a
 	@echo "  LD    $@"
 	@$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+$(BUILD)/test_gpu: $(GPU_TEST_OBJ) $(BUILD)/libncmi.a
+	@echo "  LD    $@"
+	@$(CC) $(SANFLAGS) -Wl,--as-needed -o $@ $^ $(LDLIBS_ALL)
+
 $(BUILD)/tools/%: tools/%.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
@@ -131,7 +143,7 @@ $(BUILD)/tools/%: tools/%.c $(BUILD)/libncmi.a
 $(BUILD)/bench_%: bench/%.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+	@$(CC) $(CFLAGS_ALL) -Wl,--as-needed -o $@ $^ $(LDLIBS_ALL)
 
 # ---- the two README commands ----
 setup:
@@ -146,6 +158,20 @@ demo: setup
 test: setup
 	@$(MAKE) --no-print-directory all
 	@NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
+
+# GPU tests: every op on CPU and GPU compared, the golden tests on the GPU, a
+# conv net trained on both devices (needs a GPU; without one each test skips
+# with the reason). GPU_TEST_FILTER narrows it (a test name or file substring).
+GPU_TEST_FILTER ?= tests/gpu/
+gpu-build: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/test_gpu $(BUILD)/bench_gpu_ops
+
+test-gpu: gpu-build
+	@NCMI_BIN=$(BUILD)/ncmi $(BUILD)/test_gpu $(GPU_TEST_FILTER)
+
+# conv2d / linear forward+backward at ResNet-50 and ABMIL shapes vs PyTorch on the same GPU
+bench-gpu: gpu-build
+	@bash bench/gpu_ops.sh $(BUILD)
 
 # regenerate the PyTorch golden files (needs python3-torch)
 # (the generators: golden_*.py and *_reference.py except clam_reference.py, a tool
@@ -186,6 +212,6 @@ bench-mil: setup
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test golden bench-ops bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-tile bench-ncmi bench-mil clean FORCE
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/cli/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

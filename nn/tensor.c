@@ -4,12 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
 #include "error.h"
 
 struct nn_graph {
     nn_tensor **nodes;
     size_t n, cap;
     int no_grad;
+    int keep_grads;
+    nn_precision precision;
 };
 
 static void *xcalloc(size_t n, size_t sz)
@@ -47,12 +50,28 @@ static float *alloc_floats_zeroed(size_t n)
 
 nn_graph *nn_graph_new(void) { return xcalloc(1, sizeof(nn_graph)); }
 
+static float *alloc_on(nn_device dev, size_t n)
+{
+    if (dev == NN_DEVICE_CPU) return alloc_floats_zeroed(n);
+    float *p = nn_cuda_alloc(n * sizeof(float));
+    nn_cuda_memset0(p, n * sizeof(float));
+    return p;
+}
+
+static void free_on(nn_device dev, void *p)
+{
+    if (dev == NN_DEVICE_CPU)
+        free(p);
+    else
+        nn_cuda_free(p);
+}
+
 static void tensor_release(nn_tensor *t)
 {
-    if (t->owns_data) free(t->data);
-    free(t->grad);
-    free(t->aux);
-    free(t->aux2);
+    if (t->owns_data) free_on(t->device, t->data);
+    free_on(t->device, t->grad);
+    free_on(t->aux_cuda ? NN_DEVICE_CUDA : NN_DEVICE_CPU, t->aux);
+    free_on(t->aux_cuda ? NN_DEVICE_CUDA : NN_DEVICE_CPU, t->aux2);
     free(t);
 }
 
@@ -79,6 +98,9 @@ int nn_graph_set_no_grad(nn_graph *g, int no_grad)
 }
 
 int nn_graph_no_grad(const nn_graph *g) { return g->no_grad; }
+void nn_graph_set_precision(nn_graph *g, nn_precision p) { g->precision = p; }
+nn_precision nn_graph_precision(const nn_graph *g) { return g->precision; }
+void nn_graph_set_keep_grads(nn_graph *g, int keep) { g->keep_grads = keep != 0; }
 size_t nn_graph_size(const nn_graph *g) { return g->n; }
 
 static void graph_push(nn_graph *g, nn_tensor *t)
@@ -117,12 +139,18 @@ static nn_tensor *tensor_header(nn_graph *g, int ndim, const int *shape)
     return t;
 }
 
-nn_tensor *nn_tensor_new(nn_graph *g, int ndim, const int *shape)
+nn_tensor *nn_tensor_new_on(nn_graph *g, nn_device dev, int ndim, const int *shape)
 {
     nn_tensor *t = tensor_header(g, ndim, shape);
-    t->data = alloc_floats_zeroed(t->numel);
+    t->device = dev;
+    t->data = alloc_on(dev, t->numel);
     t->owns_data = 1;
     return t;
+}
+
+nn_tensor *nn_tensor_new(nn_graph *g, int ndim, const int *shape)
+{
+    return nn_tensor_new_on(g, NN_DEVICE_CPU, ndim, shape);
 }
 
 nn_tensor *nn_tensor_new1(nn_graph *g, int d0) { return nn_tensor_new(g, 1, (int[]){d0}); }
@@ -148,14 +176,95 @@ nn_tensor *nn_tensor_from(nn_graph *g, int ndim, const int *shape, const float *
 
 nn_tensor *nn_tensor_clone(const nn_tensor *src, int copy_grad)
 {
-    nn_tensor *t = nn_tensor_from(NULL, src->ndim, src->shape, src->data);
-    t->requires_grad = src->requires_grad;
-    memcpy(t->name, src->name, sizeof t->name);
+    nn_tensor *t = nn_tensor_to(src, src->device);
     if (copy_grad && src->grad) {
         nn_tensor_grad(t);
-        memcpy(t->grad, src->grad, t->numel * sizeof(float));
+        if (t->device == NN_DEVICE_CPU)
+            memcpy(t->grad, src->grad, t->numel * sizeof(float));
+        else
+            nn_cuda_d2d(t->grad, src->grad, t->numel * sizeof(float));
     }
     return t;
+}
+
+/* copy n floats between any two devices */
+static void copy_floats(float *dst, nn_device ddev, const float *src, nn_device sdev, size_t n)
+{
+    size_t b = n * sizeof(float);
+    if (!n) return;
+    if (ddev == NN_DEVICE_CPU && sdev == NN_DEVICE_CPU)
+        memcpy(dst, src, b);
+    else if (ddev == NN_DEVICE_CUDA && sdev == NN_DEVICE_CPU)
+        nn_cuda_h2d(dst, src, b);
+    else if (ddev == NN_DEVICE_CPU)
+        nn_cuda_d2h(dst, src, b);
+    else
+        nn_cuda_d2d(dst, src, b);
+}
+
+nn_tensor *nn_tensor_to(const nn_tensor *src, nn_device dev)
+{
+    nn_tensor *t = tensor_header(NULL, src->ndim, src->shape);
+    t->device = dev;
+    t->data = dev == NN_DEVICE_CPU ? alloc_floats_zeroed(t->numel)
+                                   : nn_cuda_alloc(t->numel * sizeof(float));
+    t->owns_data = 1;
+    copy_floats(t->data, dev, src->data, src->device, t->numel);
+    t->requires_grad = src->requires_grad;
+    memcpy(t->name, src->name, sizeof t->name);
+    return t;
+}
+
+void nn_tensor_move(nn_tensor *t, nn_device dev)
+{
+    NCMI_CHECK(t->graph == NULL, "nn_tensor_move on a graph-owned tensor (%s)", t->op ? t->op : "input");
+    NCMI_CHECK(t->owns_data, "nn_tensor_move on a view");
+    if (t->device == dev) return;
+    float *d = dev == NN_DEVICE_CPU ? alloc_floats_zeroed(t->numel)
+                                    : nn_cuda_alloc(t->numel * sizeof(float));
+    copy_floats(d, dev, t->data, t->device, t->numel);
+    free_on(t->device, t->data);
+    t->data = d;
+    if (t->grad) {
+        float *gd = dev == NN_DEVICE_CPU ? alloc_floats_zeroed(t->numel)
+                                         : nn_cuda_alloc(t->numel * sizeof(float));
+        copy_floats(gd, dev, t->grad, t->device, t->numel);
+        free_on(t->device, t->grad);
+        t->grad = gd;
+    }
+    t->device = dev;
+}
+
+void nn_tensor_to_host(const nn_tensor *t, float *dst)
+{
+    copy_floats(dst, NN_DEVICE_CPU, t->data, t->device, t->numel);
+}
+
+void nn_tensor_grad_to_host(const nn_tensor *t, float *dst)
+{
+    if (!t->grad)
+        memset(dst, 0, t->numel * sizeof(float));
+    else
+        copy_floats(dst, NN_DEVICE_CPU, t->grad, t->device, t->numel);
+}
+
+void nn_tensor_from_host(nn_tensor *t, const float *src)
+{
+    copy_floats(t->data, t->device, src, NN_DEVICE_CPU, t->numel);
+}
+
+float *nn_host_view(const nn_tensor *t)
+{
+    if (t->device == NN_DEVICE_CPU) return t->data;
+    float *p = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    NCMI_CHECK(p != NULL, "out of memory (%zu floats)", t->numel);
+    nn_tensor_to_host(t, p);
+    return p;
+}
+
+void nn_host_release(const nn_tensor *t, float *p)
+{
+    if (t->device != NN_DEVICE_CPU) free(p);
 }
 
 void nn_tensor_free(nn_tensor *t)
@@ -168,17 +277,25 @@ void nn_tensor_free(nn_tensor *t)
 
 float *nn_tensor_grad(nn_tensor *t)
 {
-    if (!t->grad) t->grad = alloc_floats_zeroed(t->numel);
+    if (!t->grad) t->grad = alloc_on(t->device, t->numel);
     return t->grad;
 }
 
 void nn_tensor_zero_grad(nn_tensor *t)
 {
-    if (t->grad) memset(t->grad, 0, t->numel * sizeof(float));
+    if (!t->grad) return;
+    if (t->device == NN_DEVICE_CPU)
+        memset(t->grad, 0, t->numel * sizeof(float));
+    else
+        nn_cuda_memset0(t->grad, t->numel * sizeof(float));
 }
 
 void nn_tensor_fill(nn_tensor *t, float v)
 {
+    if (t->device == NN_DEVICE_CUDA) {
+        nn_cuda_fill(t->data, v, t->numel);
+        return;
+    }
     for (size_t i = 0; i < t->numel; i++) t->data[i] = v;
 }
 
@@ -217,7 +334,19 @@ nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
 {
     NCMI_CHECK(g != NULL, "op %s called without a graph", op);
     NCMI_CHECK(nsrc <= NN_MAX_SRC, "op %s with %d inputs", op, nsrc);
-    nn_tensor *t = nn_tensor_new(g, ndim, shape);
+    nn_device dev = NN_DEVICE_CPU;
+    int have_dev = 0;
+    for (int i = 0; i < nsrc; i++) {
+        if (!src[i]) continue;
+        if (!have_dev) {
+            dev = src[i]->device;
+            have_dev = 1;
+        }
+        NCMI_CHECK(src[i]->device == dev, "op %s: inputs on different devices (input 0 on %s, input %d on %s)",
+                   op, dev == NN_DEVICE_CPU ? "cpu" : "cuda", i,
+                   src[i]->device == NN_DEVICE_CPU ? "cpu" : "cuda");
+    }
+    nn_tensor *t = nn_tensor_new_on(g, dev, ndim, shape);
     t->op = op;
     int rg = 0;
     for (int i = 0; i < nsrc; i++) {
@@ -254,11 +383,30 @@ int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
     if (graph_index(g, t, &idx) != 0)
         return ncmi_error_set("backward: the tensor does not belong to this graph");
     if (!t->requires_grad) return 0; /* nothing to differentiate */
-    float *gr = nn_tensor_grad(t);
-    for (size_t i = 0; i < t->numel; i++) gr[i] += upstream[i];
+    if (t->device == NN_DEVICE_CPU) {
+        float *gr = nn_tensor_grad(t);
+        for (size_t i = 0; i < t->numel; i++) gr[i] += upstream[i];
+    } else if (!t->grad && t->numel == 1) {
+        /* the common seed d loss / d loss: a fill, no host copy */
+        nn_cuda_fill(nn_tensor_grad(t), upstream[0], 1);
+    } else {
+        float *gr = nn_tensor_grad(t);
+        float *tmp = nn_cuda_alloc(t->numel * sizeof(float));
+        nn_cuda_h2d(tmp, upstream, t->numel * sizeof(float));
+        nn_cuda_axpy(gr, tmp, 1.0f, t->numel);
+        nn_cuda_free(tmp);
+    }
     for (size_t i = idx + 1; i-- > 0;) {
         nn_tensor *n = g->nodes[i];
-        if (n->backward && n->grad) n->backward(n);
+        if (n->backward && n->grad) {
+            n->backward(n);
+            /* its gradient has been passed on to its inputs and nothing
+             * reads it again: free it now (peak memory) */
+            if (!g->keep_grads && n != t) {
+                free_on(n->device, n->grad);
+                n->grad = NULL;
+            }
+        }
     }
     return 0;
 }

@@ -40,10 +40,22 @@ typedef struct nn_graph nn_graph;
  * nn_tensor_grad() to get a zero-initialised buffer). */
 typedef void (*nn_backward_fn)(nn_tensor *out);
 
+/* Where a tensor's data and grad live. CUDA tensors hold device pointers
+ * from the caching allocator (nn/cuda.h); ops run their CUDA twin when
+ * their inputs are on the GPU (all inputs of an op must share a device). */
 typedef enum nn_device {
     NN_DEVICE_CPU = 0,
-    NN_DEVICE_CUDA = 1, /* filled by the CUDA backend */
+    NN_DEVICE_CUDA = 1,
 } nn_device;
+
+/* Arithmetic of no_grad convolutions on the GPU (feature extraction):
+ * FP32, or channels-last BF16/FP16 with fp32 accumulation. Training graphs
+ * are always FP32 (TF32 tensor cores only with nn_cuda_set_tf32). */
+typedef enum nn_precision {
+    NN_PREC_FP32 = 0,
+    NN_PREC_BF16 = 1,
+    NN_PREC_FP16 = 2,
+} nn_precision;
 
 struct nn_tensor {
     int ndim;
@@ -64,6 +76,7 @@ struct nn_tensor {
     int iparam[12];       /* small integer parameters (axis, stride, ...) */
     void *aux;            /* saved buffers, free()d with the tensor */
     void *aux2;           /* a second saved buffer, free()d with the tensor */
+    int aux_cuda;         /* aux/aux2 are device buffers (nn_cuda_free, not free) */
 
     nn_graph *graph;      /* owner, NULL for persistent tensors */
     char name[NN_NAME_MAX]; /* parameter/buffer name ("" if none) */
@@ -79,6 +92,15 @@ void nn_graph_free(nn_graph *g);
 int nn_graph_set_no_grad(nn_graph *g, int no_grad);
 int nn_graph_no_grad(const nn_graph *g);
 size_t nn_graph_size(const nn_graph *g);
+/* Precision of GPU convolutions recorded under no_grad (default FP32;
+ * ignored on the CPU and when the graph records gradients). */
+void nn_graph_set_precision(nn_graph *g, nn_precision p);
+nn_precision nn_graph_precision(const nn_graph *g);
+/* By default nn_backward frees each op output's gradient once its backward
+ * has run (an intermediate gradient is dead then), which bounds the peak
+ * memory of a backward pass as PyTorch's does. keep = 1 keeps them all
+ * (tests that inspect intermediate gradients). Leaves keep theirs always. */
+void nn_graph_set_keep_grads(nn_graph *g, int keep);
 
 /* ---- tensors ---- */
 /* New zero-filled tensor. g == NULL: persistent (caller frees). */
@@ -87,11 +109,29 @@ nn_tensor *nn_tensor_new1(nn_graph *g, int d0);
 nn_tensor *nn_tensor_new2(nn_graph *g, int d0, int d1);
 nn_tensor *nn_tensor_new3(nn_graph *g, int d0, int d1, int d2);
 nn_tensor *nn_tensor_new4(nn_graph *g, int d0, int d1, int d2, int d3);
+/* New zero-filled tensor on a device (NN_DEVICE_CUDA needs nn_cuda_init). */
+nn_tensor *nn_tensor_new_on(nn_graph *g, nn_device dev, int ndim, const int *shape);
 /* New tensor holding a copy of data (numel floats). */
 nn_tensor *nn_tensor_from(nn_graph *g, int ndim, const int *shape, const float *data);
 /* Persistent deep copy of data (and of grad if copy_grad). */
 nn_tensor *nn_tensor_clone(const nn_tensor *t, int copy_grad);
 void nn_tensor_free(nn_tensor *t); /* persistent tensors only; NULL ok */
+
+/* ---- devices ---- */
+/* Persistent copy of t (data, name, requires_grad; not grad) on dev. */
+nn_tensor *nn_tensor_to(const nn_tensor *t, nn_device dev);
+/* Move a persistent tensor's data (and grad) to dev in place: parameters
+ * keep their identity, so nn_params and optimizers see the moved tensor. */
+void nn_tensor_move(nn_tensor *t, nn_device dev);
+/* Copy numel floats of data (or grad: zeros when it has none) to host dst,
+ * and host src into data, whatever the device (device reads wait). */
+void nn_tensor_to_host(const nn_tensor *t, float *dst);
+void nn_tensor_grad_to_host(const nn_tensor *t, float *dst);
+void nn_tensor_from_host(nn_tensor *t, const float *src);
+/* Host-readable data of t: t->data on the CPU; on the GPU a malloc'd copy
+ * that the caller frees with nn_host_release(t, p). */
+float *nn_host_view(const nn_tensor *t);
+void nn_host_release(const nn_tensor *t, float *p);
 
 /* Gradient buffer of t, allocated (zeroed) on first use. */
 float *nn_tensor_grad(nn_tensor *t);
@@ -113,7 +153,7 @@ int nn_tensor_dim(const nn_tensor *t, int d);
  * not belong to g. */
 int nn_backward(nn_graph *g, nn_tensor *loss);
 /* Backward from any tensor of g with an explicit upstream gradient
- * (numel floats, added into t->grad). */
+ * (numel host floats, added into t->grad on t's device). */
 int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream);
 
 /* For op implementers: a new output of g with the given shape whose

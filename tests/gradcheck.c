@@ -18,28 +18,52 @@ static double loss_of(const gc_case *c, nn_tensor **in, const float *R, size_t n
     return L;
 }
 
-void gradcheck(const gc_case *c)
+void gc_inputs(const gc_case *c, nn_tensor **in, nn_rng *rng)
 {
-    float eps = c->eps > 0 ? c->eps : 1e-2f;
-    float atol = c->atol > 0 ? c->atol : 1e-3f;
-    float rtol = c->rtol > 0 ? c->rtol : 1e-2f;
     float lo = c->lo, hi = c->hi;
     if (lo == 0 && hi == 0) {
         lo = -1;
         hi = 1;
     }
-    nn_rng rng;
     uint64_t seed = 1469598103934665603ull;
     for (const char *p = c->name; *p; p++) seed = (seed ^ (uint64_t)(unsigned char)*p) * 1099511628211ull;
-    nn_rng_seed(&rng, seed);
-
-    nn_tensor *in[GC_MAX_IN] = {0};
+    nn_rng_seed(rng, seed);
+    for (int i = 0; i < GC_MAX_IN; i++) in[i] = NULL;
     for (int i = 0; i < c->nin; i++) {
         in[i] = nn_tensor_new(NULL, c->ndim[i], c->shape[i]);
-        nn_rng_fill_uniform(&rng, in[i]->data, in[i]->numel, lo, hi);
+        nn_rng_fill_uniform(rng, in[i]->data, in[i]->numel, lo, hi);
         in[i]->requires_grad = !(c->no_grad_mask & (1u << i));
     }
-    if (c->init) c->init(in, &rng, c);
+    if (c->init) c->init(in, rng, c);
+}
+
+static const gc_case **all_cases;
+static int n_cases, cap_cases;
+
+void gc_register(const gc_case *c)
+{
+    if (n_cases == cap_cases) {
+        cap_cases = cap_cases ? 2 * cap_cases : 128;
+        all_cases = realloc(all_cases, (size_t)cap_cases * sizeof *all_cases);
+        if (!all_cases) abort();
+    }
+    all_cases[n_cases++] = c;
+}
+
+int gc_cases(const gc_case *const **cases)
+{
+    *cases = all_cases;
+    return n_cases;
+}
+
+void gradcheck(const gc_case *c)
+{
+    float eps = c->eps > 0 ? c->eps : 1e-2f;
+    float atol = c->atol > 0 ? c->atol : 1e-3f;
+    float rtol = c->rtol > 0 ? c->rtol : 1e-2f;
+    nn_rng rng;
+    nn_tensor *in[GC_MAX_IN];
+    gc_inputs(c, in, &rng);
 
     /* analytic */
     nn_graph *g = nn_graph_new();

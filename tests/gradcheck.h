@@ -33,6 +33,7 @@ struct gc_case {
     float lo, hi;           /* uniform range; both 0 -> [-1, 1] */
     float eps, atol, rtol;  /* 0 -> defaults */
     unsigned no_grad_mask;  /* bit i set: input i is not differentiated */
+    float gpu_tol;          /* make test-gpu: GPU vs CPU bound (0 -> 1e-5, tests/gpu/) */
     int iparam[8];
     float fparam[8];
 };
@@ -40,11 +41,23 @@ struct gc_case {
 /* Runs the check; failures go to the current test (test_fail_at). */
 void gradcheck(const gc_case *c);
 
+/* The case's inputs, exactly as gradcheck makes them (persistent host
+ * tensors, seeded from the case name, init applied); rng is left where the
+ * upstream gradient is drawn from (nR uniform floats in [-1, 1]). The GPU
+ * tests (tests/gpu/) run every registered case on both devices from these. */
+void gc_inputs(const gc_case *c, nn_tensor **in, nn_rng *rng);
+/* Every GRAD_TEST case registers itself; gc_cases lists them. */
+void gc_register(const gc_case *c);
+int gc_cases(const gc_case *const **cases);
+
+/* A case's fn runs on whatever device its inputs are on: tensors it makes
+ * itself (running statistics, masks) go on in[0]->device. */
 #define GRAD_TEST(tname, ...)                                                   \
-    TEST(grad_##tname)                                                          \
+    static const gc_case gc_case_##tname = {.name = #tname, __VA_ARGS__};       \
+    __attribute__((constructor)) static void gc_reg_##tname(void)               \
     {                                                                           \
-        static const gc_case c_ = {.name = #tname, __VA_ARGS__};                \
-        gradcheck(&c_);                                                         \
-    }
+        gc_register(&gc_case_##tname);                                          \
+    }                                                                           \
+    TEST(grad_##tname) { gradcheck(&gc_case_##tname); }
 
 #endif

@@ -39,6 +39,9 @@ int test_run(const char *cmd, char **output);
  * stderr goes to msg (n bytes) for the failure message. */
 int test_aborts(void (*fn)(void *ctx), void *ctx, const char *needle, char *msg, size_t n);
 
+/* A TEST whose name starts with worker_ never runs in the suite: another
+ * test runs it in a fresh process of the test binary with the environment
+ * NCMI_TEST_WORKER=<name> (GPU tests isolate crashes that way). */
 #define TEST(name)                                                              \
     static void test_##name(void);                                              \
     __attribute__((constructor)) static void test_reg_##name(void)              \

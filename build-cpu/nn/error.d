@@ -1,0 +1,2 @@
+build-cpu/nn/error.o: nn/error.c nn/error.h
+nn/error.h:
