@@ -5,7 +5,7 @@
 #include "tensor.h"
 
 /* True when t lives on the GPU. Constant 0 in a CPU-only build, so the
- * compiler drops the GPU branches there and the CUDA twins (nn/cuda/*.cu,
+ * compiler drops the GPU branches there and the CUDA twins (nn/cuda/ .cu files,
  * declared in nn/cuda/k_*.h) need no stubs. Ops branch on their output:
  *     if (NN_ON_GPU(out)) { nn_cuda_relu_fwd(...); return out; }
  */
