@@ -119,10 +119,27 @@ static void golden_cmp(golden_stats *gs, const nn_safetensors *st, const char *n
     free(ref);
 }
 
+/* values of t (any device) against tensor `name` */
 static void golden_cmp_t(golden_stats *gs, const nn_safetensors *st, const char *name,
                          const nn_tensor *t)
 {
-    golden_cmp(gs, st, name, t->data, t->ndim, t->shape, t->numel);
+    float *h = nn_host_view(t);
+    golden_cmp(gs, st, name, h, t->ndim, t->shape, t->numel);
+    nn_host_release(t, h);
+}
+
+/* the gradient of t (any device; none: a failure) against `name` */
+static void golden_cmp_grad(golden_stats *gs, const nn_safetensors *st, const char *name,
+                            const nn_tensor *t)
+{
+    float *h = NULL;
+    if (t->grad) {
+        h = malloc(t->numel * sizeof(float));
+        NCMI_CHECK(h, "out of memory");
+        nn_tensor_grad_to_host(t, h);
+    }
+    golden_cmp(gs, st, name, h, t->ndim, t->shape, t->numel);
+    free(h);
 }
 
 /* grad.<param name> for every trainable parameter of P. */
@@ -132,8 +149,26 @@ static void golden_cmp_grads(golden_stats *gs, const nn_safetensors *st, const n
         if (P->kind[i] != NN_PARAM_WEIGHT) continue;
         char name[NN_NAME_MAX + 8];
         snprintf(name, sizeof name, "grad.%s", P->t[i]->name);
-        golden_cmp(gs, st, name, P->t[i]->grad, P->t[i]->ndim, P->t[i]->shape, P->t[i]->numel);
+        golden_cmp_grad(gs, st, name, P->t[i]);
     }
+}
+
+/* the first value of t, read back from any device */
+static float first_value(const nn_tensor *t)
+{
+    float v;
+    float *h = nn_host_view(t);
+    v = h[0];
+    nn_host_release(t, h);
+    return v;
+}
+
+/* Parameters and the input on dev (the golden tests also run on the GPU:
+ * tests/gpu/test_gpu_golden.c). */
+static void golden_to_device(nn_params *P, nn_tensor *x, nn_device dev)
+{
+    for (int i = 0; i < P->n; i++) nn_tensor_move(P->t[i], dev);
+    nn_tensor_move(x, dev);
 }
 
 static void golden_report(const golden_stats *gs)
@@ -181,7 +216,8 @@ static void convnet_forward(nn_graph *g, convnet *m, nn_tensor *x, int training,
     o->logits = nn_linear_m_forward(g, &m->fc, nn_reshape(g, o->pool2, 2, flat)); /* [4,5] */
 }
 
-TEST(golden_convnet)
+void golden_convnet_on(nn_device dev);
+void golden_convnet_on(nn_device dev)
 {
     golden_stats gs = {.file = "convnet.safetensors"};
     nn_safetensors st;
@@ -201,13 +237,17 @@ TEST(golden_convnet)
         goto done;
     }
     x->requires_grad = 1;
+    golden_to_device(&m.P, x, dev);
 
     convnet_out o;
     convnet_forward(g, &m, x, 1, &o);
     nn_tensor *ce = nn_cross_entropy(g, o.logits, y, 0.f);
     nn_tensor *ces = nn_cross_entropy(g, o.logits, y, 0.1f);
     nn_tensor *loss = nn_add(g, ce, ces);
-    REQUIRE(nn_backward(g, loss) == 0, "backward: %s", ncmi_error());
+    if (nn_backward(g, loss) != 0) {
+        test_fail_at(__FILE__, __LINE__, "backward: %s", ncmi_error());
+        goto done;
+    }
 
     golden_cmp_t(&gs, &st, "out.conv1", o.conv1);
     golden_cmp_t(&gs, &st, "out.bn1", o.bn1);
@@ -216,28 +256,28 @@ TEST(golden_convnet)
     golden_cmp_t(&gs, &st, "out.conv3", o.conv3);
     golden_cmp_t(&gs, &st, "out.pool2", o.pool2);
     golden_cmp_t(&gs, &st, "out.logits", o.logits);
-    golden_cmp(&gs, &st, "loss.ce", ce->data, -1, NULL, 1);
-    golden_cmp(&gs, &st, "loss.ce_smooth", ces->data, -1, NULL, 1);
-    golden_cmp(&gs, &st, "loss", loss->data, -1, NULL, 1);
+    golden_cmp_t(&gs, &st, "loss.ce", ce);
+    golden_cmp_t(&gs, &st, "loss.ce_smooth", ces);
+    golden_cmp_t(&gs, &st, "loss", loss);
     golden_cmp_grads(&gs, &st, &m.P);
-    golden_cmp(&gs, &st, "grad.x", x->grad, x->ndim, x->shape, x->numel);
+    golden_cmp_grad(&gs, &st, "grad.x", x);
     golden_cmp_t(&gs, &st, "after.bn1.running_mean", m.bn1.running_mean);
     golden_cmp_t(&gs, &st, "after.bn1.running_var", m.bn1.running_var);
     int64_t nbt = -1;
     EXPECT(nn_st_read_i64(&st, "after.bn1.num_batches_tracked", &nbt, 1) == 0, "%s",
            ncmi_error());
-    EXPECT(m.bn1.num_batches_tracked->data[0] == (float)nbt,
+    EXPECT(first_value(m.bn1.num_batches_tracked) == (float)nbt,
            "bn1.num_batches_tracked %g after one training step, PyTorch %lld",
-           m.bn1.num_batches_tracked->data[0], (long long)nbt);
+           first_value(m.bn1.num_batches_tracked), (long long)nbt);
 
     /* eval mode with the updated running statistics, no further update */
     nn_graph_reset(g);
-    float rm0 = m.bn1.running_mean->data[0], rv0 = m.bn1.running_var->data[0];
+    float rm0 = first_value(m.bn1.running_mean), rv0 = first_value(m.bn1.running_var);
     int prev = nn_graph_set_no_grad(g, 1);
     convnet_forward(g, &m, x, 0, &o);
     nn_graph_set_no_grad(g, prev);
     golden_cmp_t(&gs, &st, "out.eval_logits", o.logits);
-    EXPECT(m.bn1.running_mean->data[0] == rm0 && m.bn1.running_var->data[0] == rv0,
+    EXPECT(first_value(m.bn1.running_mean) == rm0 && first_value(m.bn1.running_var) == rv0,
            "eval-mode batchnorm changed the running statistics");
     golden_report(&gs);
 done:
@@ -246,6 +286,8 @@ done:
     nn_params_free(&m.P);
     nn_st_close(&st);
 }
+
+TEST(golden_convnet) { golden_convnet_on(NN_DEVICE_CPU); }
 
 /* ---------------------------------------------------------------------- */
 /* ABMIL gated attention: layernorm -> linear -> gelu -> gated attention ->
@@ -297,7 +339,8 @@ static void gated_attn_forward(nn_graph *g, gated_attn *m, nn_tensor *x, int poo
     o->logits = nn_linear_m_forward(g, &m->classifier, o->z); /* [1,3] */
 }
 
-static void golden_attention_run(int pooling)
+void golden_attention_on(int pooling, nn_device dev);
+void golden_attention_on(int pooling, nn_device dev)
 {
     golden_stats gs = {.file = "attention.safetensors"};
     nn_safetensors st;
@@ -316,6 +359,7 @@ static void golden_attention_run(int pooling)
         goto done;
     }
     x->requires_grad = 1;
+    golden_to_device(&m.P, x, dev);
 
     gated_attn_out o;
     gated_attn_forward(g, &m, x, pooling, &o);
@@ -332,11 +376,11 @@ static void golden_attention_run(int pooling)
     golden_cmp_t(&gs, &st, "out.alpha", o.alpha);
     golden_cmp_t(&gs, &st, "out.z", o.z);
     golden_cmp_t(&gs, &st, "out.logits", o.logits);
-    golden_cmp(&gs, &st, "loss.ce", ce->data, -1, NULL, 1);
-    golden_cmp(&gs, &st, "loss.ce_smooth", ces->data, -1, NULL, 1);
-    golden_cmp(&gs, &st, "loss", loss->data, -1, NULL, 1);
+    golden_cmp_t(&gs, &st, "loss.ce", ce);
+    golden_cmp_t(&gs, &st, "loss.ce_smooth", ces);
+    golden_cmp_t(&gs, &st, "loss", loss);
     golden_cmp_grads(&gs, &st, &m.P);
-    golden_cmp(&gs, &st, "grad.x", x->grad, x->ndim, x->shape, x->numel);
+    golden_cmp_grad(&gs, &st, "grad.x", x);
     printf("    (pooling: %s)\n", pooling == 0 ? "transpose + matmul" : "reshape + mul + sum");
     golden_report(&gs);
 done:
@@ -346,9 +390,9 @@ done:
     nn_st_close(&st);
 }
 
-TEST(golden_attention_matmul) { golden_attention_run(0); }
+TEST(golden_attention_matmul) { golden_attention_on(0, NN_DEVICE_CPU); }
 
-TEST(golden_attention_mul_sum) { golden_attention_run(1); }
+TEST(golden_attention_mul_sum) { golden_attention_on(1, NN_DEVICE_CPU); }
 
 /* The comparison itself must be able to fail: an exact copy of a golden
  * tensor passes, a 1e-3 relative error on one element, a NaN, or a
