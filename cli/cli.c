@@ -2,7 +2,49 @@
 #include "cli.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "../nn/cuda.h"
+#include "../nn/error.h"
+
+int cli_device_cuda = 0;
+
+int cli_take_device(const char *cmd, int *argc, char **argv)
+{
+    const char *spec = NULL;
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) { /* operands follow: keep them as they are */
+            while (i < *argc) argv[out++] = argv[i++];
+            break;
+        }
+        if (!strncmp(a, "--device=", 9)) {
+            spec = a + 9;
+            continue;
+        }
+        if (!strcmp(a, "--device")) {
+            if (i + 1 >= *argc) return cli_usage_error(cmd, "option --device needs a value (cpu, cuda, cuda:K, auto)");
+            spec = argv[++i];
+            continue;
+        }
+        argv[out++] = argv[i];
+    }
+    *argc = out;
+    argv[out] = NULL;
+    for (int i = 1; i < out; i++)
+        if (cli_is_help(argv[i])) return 0; /* help needs no device */
+    if (!spec) {
+        const char *env = getenv("NCMI_DEVICE");
+        spec = env && *env ? env : "cpu";
+    }
+    if (nn_device_select(spec, &cli_device_cuda) != 0) {
+        cli_error(cmd, "%s", ncmi_error());
+        return NCMI_EXIT_USAGE;
+    }
+    return 0;
+}
 
 const ncmi_command ncmi_commands[] = {
     {"tile", "cut slides into tissue patch grids at a physical resolution (patches/<slide>.h5)",

@@ -57,6 +57,14 @@ int cli_not_built(int argc, char **argv, void (*help)(FILE *), int issue);
  * value is missing: a usage error was printed). */
 int cli_opt_value(int argc, char **argv, int *i, const char *cmd, const char *name,
                   const char **val);
+/* The device every command computes on: set by main.c from the global
+ * option --device cpu|cuda|cuda:K|auto (default cpu), which any command
+ * accepts anywhere after its name. 1 = the GPU nn_cuda_init selected. */
+extern int cli_device_cuda;
+/* Removes "--device X" / "--device=X" from argv (argc updated), selects the
+ * device; 0, or a usage error printed and NCMI_EXIT_USAGE. */
+int cli_take_device(const char *cmd, int *argc, char **argv);
+
 /* "-h" or "--help" */
 int cli_is_help(const char *arg);
 

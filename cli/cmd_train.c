@@ -30,6 +30,8 @@
 #include "../nn/safetensors.h"
 #include "../train/trainer.h"
 #include "cli.h"
+
+#include "../nn/cuda.h"
 #include "train_config.h"
 #include "train_job.h"
 
@@ -62,6 +64,8 @@ void ncmi_help_train(FILE *f)
             "  --skip-missing      bags: leave out slides whose feature file is missing or\n"
             "                      unreadable, with a warning (data.skip_missing: true)\n"
             "  --print-config      print the resolved config and exit\n"
+            "  --device D          cpu (default), cuda, cuda:K or auto: where the model trains\n"
+            "                      (MLPs and the conv nets; MIL heads: CPU in this version)\n"
             "  --help-config[=md]  print every config key (type, default, help); md: markdown\n"
             "  -h, --help          this help\n"
             "\n"
@@ -209,12 +213,12 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
                            ? "ncmi"
                            : ncmi_cfg_enum_name(ncmi_cfg_find(&ncmi_train_schema, "loss.kind"), c);
     printf("ncmi train: %s: %s (%zu parameters), head %s, %d train / %d val%s%.0d samples, %s lr %g, "
-           "epochs %d..%d/%d, %d thread%s\n",
+           "epochs %d..%d/%d, %d thread%s, device %s\n",
            c->name, job.model.desc, nn_params_numel(&tr.P_all, 1), head, job.train.n, job.val.n,
            job.have_test ? " / test " : "", job.have_test ? job.test.n : 0,
            ncmi_cfg_enum_name(ncmi_cfg_find(&ncmi_train_schema, "optim.name"), c), c->lr,
            tr.st.epoch + 1, c->epochs, c->epochs, omp_get_max_threads(),
-           omp_get_max_threads() == 1 ? "" : "s");
+           omp_get_max_threads() == 1 ? "" : "s", nn_device_name(cli_device_cuda));
     if (opt->resume) printf("resuming %s after epoch %d\n", path_last, tr.st.epoch);
     fflush(stdout);
 

@@ -21,9 +21,15 @@ static void usage(FILE *f)
             "global options:\n"
             "  -h, --help       this help\n"
             "  -V, --version    same as 'ncmi version'\n"
+            "  --device D       where to compute, given after the command: cpu (default),\n"
+            "                   cuda, cuda:K (GPU K) or auto (the GPU when there is one);\n"
+            "                   commands with no GPU stage (tile, eval) accept it and use the CPU\n"
             "\n"
             "environment:\n"
             "  OMP_NUM_THREADS  CPU threads (a config's train.threads overrides it)\n"
+            "  NCMI_DEVICE      default for --device\n"
+            "  NCMI_CUDA_SYNC=1 synchronise after every GPU kernel (debugging: errors are\n"
+            "                   reported at the launch that caused them)\n"
             "\n"
             "exit codes: 0 ok, 1 usage error, 2 input error (bad file or config), 3 partial success\n"
             "\n"
@@ -56,5 +62,8 @@ int main(int argc, char **argv)
     if (a[0] == '-') return cli_usage_error("", "unknown option '%s'", a);
     const ncmi_command *c = ncmi_command_find(a);
     if (!c) return cli_usage_error("", "unknown command '%s'", a);
-    return c->run(argc - 1, argv + 1);
+    int cargc = argc - 1;
+    int rc = cli_take_device(c->name, &cargc, argv + 1);
+    if (rc) return rc;
+    return c->run(cargc, argv + 1);
 }

@@ -1,6 +1,8 @@
 /* Datasets, model and trainer settings from a training config (train_job.h). */
 #include "train_job.h"
 
+#include "cli.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,6 +279,7 @@ void cli_train_job_free(cli_train_job *j)
 void cli_train_job_tr_config(const ncmi_train_config *c, const cli_train_job *j, tr_config *t)
 {
     tr_config_default(t);
+    t->device_cuda = cli_device_cuda;
     t->epochs = c->epochs;
     t->batch_size = c->batch_size;
     t->clip_grad_norm = (float)c->clip_grad_norm;

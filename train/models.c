@@ -206,6 +206,7 @@ int tr_mlp_init(tr_model *m, int in, const int *hidden, int n_hidden, nn_rng *rn
     m->forward = mlp_forward;
     m->free = mlp_free;
     m->ctx = s;
+    m->gpu_ok = 1;
     return 0;
 }
 

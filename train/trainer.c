@@ -120,6 +120,24 @@ static void view_free(nn_params *V)
     memset(V, 0, sizeof *V);
 }
 
+/* the first value of t, read back from any device (a loss, a flag) */
+static float host_first(const nn_tensor *t)
+{
+    float *h = nn_host_view(t);
+    float v = h[0];
+    nn_host_release(t, h);
+    return v;
+}
+
+/* x on the trainer's device: itself, or a copy owned by g */
+static nn_tensor *on_device(const tr_trainer *t, nn_graph *g, nn_tensor *x)
+{
+    if (!t->cfg.device_cuda || x->device == NN_DEVICE_CUDA) return x;
+    nn_tensor *d = nn_tensor_new_on(g, NN_DEVICE_CUDA, x->ndim, x->shape);
+    nn_tensor_from_host(d, x->data);
+    return d;
+}
+
 /* ------------------------------------------------------------------ */
 /* init / free                                                         */
 
@@ -191,6 +209,12 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
         nn_optim_sgd_init(&t->opt_xi, &t->P_head, cfg->centroid_lr, cfg->centroid_momentum,
                           cfg->centroid_weight_decay, 0);
         t->have_opt_xi = 1;
+    }
+    if (cfg->device_cuda) {
+        if (!model->gpu_ok)
+            return ncmi_error_set("--device cuda: the model '%s' runs on the CPU only in this version "
+                                  "(use --device cpu)", model->desc);
+        for (int i = 0; i < t->P_all.n; i++) nn_tensor_move(t->P_all.t[i], NN_DEVICE_CUDA);
     }
     t->g = nn_graph_new();
     if (!t->g) return ncmi_error_set("out of memory");
@@ -273,19 +297,21 @@ static int save_checkpoint(tr_trainer *t, const char *path, int full, double val
     int n = P->n + no + nx;
     nn_st_tensor *ts = calloc((size_t)n, sizeof *ts);
     int64_t **ibuf = calloc((size_t)P->n + 1, sizeof *ibuf);
-    NCMI_CHECK(ts && ibuf, "out of memory");
+    float **hbuf = calloc((size_t)P->n + 1, sizeof *hbuf); /* host views of the tensors */
+    NCMI_CHECK(ts && ibuf && hbuf, "out of memory");
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *x = P->t[i];
+        hbuf[i] = nn_host_view(x);
         ts[i].name = x->name;
         ts[i].dtype = P->save_dtype[i];
         ts[i].ndim = x->ndim;
         for (int d = 0; d < x->ndim; d++) ts[i].shape[d] = x->shape[d];
-        ts[i].data = x->data;
+        ts[i].data = hbuf[i];
         if (P->save_dtype[i] == NN_ST_I64 || P->save_dtype[i] == NN_ST_I32) {
             ts[i].dtype = NN_ST_I64;
             ibuf[i] = calloc(x->numel, sizeof(int64_t));
             NCMI_CHECK(ibuf[i], "out of memory");
-            for (size_t k = 0; k < x->numel; k++) ibuf[i][k] = (int64_t)llrintf(x->data[k]);
+            for (size_t k = 0; k < x->numel; k++) ibuf[i][k] = (int64_t)llrintf(hbuf[i][k]);
             ts[i].data = ibuf[i];
         }
     }
@@ -305,7 +331,9 @@ static int save_checkpoint(tr_trainer *t, const char *path, int full, double val
     snprintf(vscore, sizeof vscore, "%.17g", score);
     snprintf(tau, sizeof tau, "%.9g", (double)t->cfg.ncmi.tau);
     char *classes = json_classes(t);
-    char *center = t->have_ncmi ? json_floats(t->ncmi.center->data, t->D) : NULL;
+    float *center_h = t->have_ncmi ? nn_host_view(t->ncmi.center) : NULL;
+    char *center = t->have_ncmi ? json_floats(center_h, t->D) : NULL;
+    if (t->have_ncmi) nn_host_release(t->ncmi.center, center_h);
     const char *keys[24], *vals[24];
     int m = 0;
 #define META(k, v) (keys[m] = (k), vals[m] = (v), m++)
@@ -341,8 +369,12 @@ static int save_checkpoint(tr_trainer *t, const char *path, int full, double val
     int rc = nn_st_write(path, ts, n, keys, vals, m);
     free(classes);
     free(center);
-    for (int i = 0; i < P->n; i++) free(ibuf[i]);
+    for (int i = 0; i < P->n; i++) {
+        free(ibuf[i]);
+        nn_host_release(P->t[i], hbuf[i]);
+    }
     free(ibuf);
+    free(hbuf);
     free(ts);
     nn_optim_state_tensors_free(os, no);
     free(os);
@@ -460,6 +492,7 @@ static nn_tensor *forward_samples(tr_trainer *t, const tr_dataset *d, const int 
     if (!d->bags) {
         int k = d->inputs(d, g, idx, n, training, rng, in);
         if (k < 1) return NULL;
+        for (int j = 0; j < k; j++) in[j] = on_device(t, g, in[j]);
         nn_tensor *a = NULL;
         nn_tensor *z = m->forward(m, g, in, k, training, training ? rng : NULL, &a);
         NCMI_CHECK(z->ndim == 2 && z->shape[0] == n && z->shape[1] == t->D,
@@ -476,6 +509,7 @@ static nn_tensor *forward_samples(tr_trainer *t, const tr_dataset *d, const int 
             free(zs);
             return NULL;
         }
+        for (int j = 0; j < k; j++) in[j] = on_device(t, g, in[j]);
         nn_tensor *a = NULL;
         zs[i] = m->forward(m, g, in, k, training, training ? rng : NULL, &a);
         NCMI_CHECK(zs[i]->ndim == 2 && zs[i]->shape[0] == 1 && zs[i]->shape[1] == t->D,
@@ -508,7 +542,7 @@ int tr_embed(tr_trainer *t, const tr_dataset *d, float **Zout)
         int nb = n - b0 < chunk ? n - b0 : chunk;
         nn_tensor *z = forward_samples(t, d, idx + b0, nb, 0, NULL, NULL);
         if (!z) rc = -1;
-        else memcpy(Z + (size_t)b0 * D, z->data, (size_t)nb * D * sizeof *Z);
+        else nn_tensor_to_host(z, Z + (size_t)b0 * D);
         nn_graph_reset(t->g);
     }
     nn_graph_set_no_grad(t->g, prev);
@@ -677,7 +711,10 @@ static int predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method
     const int C = t->C, D = t->D;
     if (method == TR_METHOD_LINEAR) {
         if (t->have_ncmi) return ncmi_error_set("method 'linear' needs a linear head (this run has ncmi)");
-        linear_predict(t->fc.weight->data, t->fc.bias->data, Z, n, D, C, pred, prob);
+        float *w = nn_host_view(t->fc.weight), *b = nn_host_view(t->fc.bias);
+        linear_predict(w, b, Z, n, D, C, pred, prob);
+        nn_host_release(t->fc.weight, w);
+        nn_host_release(t->fc.bias, b);
         return 0;
     }
     if (!t->have_ncmi)
@@ -732,7 +769,7 @@ static double loss_from_z(tr_trainer *t, const float *Z, const int *y, int n)
     nn_graph *g = t->g;
     int prev = nn_graph_set_no_grad(g, 1);
     int shape[2] = {n, t->D};
-    nn_tensor *z = nn_tensor_from(g, 2, shape, Z);
+    nn_tensor *z = on_device(t, g, nn_tensor_from(g, 2, shape, Z));
     nn_tensor *l;
     if (t->have_ncmi) {
         l = nn_ncmi_loss(g, &t->ncmi, z, y, 0);
@@ -741,7 +778,7 @@ static double loss_from_z(tr_trainer *t, const float *Z, const int *y, int n)
         if (lc.kind == NN_LOSS_LABEL_SMOOTHING) lc.kind = NN_LOSS_CE;
         l = nn_loss_forward(g, &lc, nn_linear_m_forward(g, &t->fc, z), y);
     }
-    double v = l->data[0];
+    double v = host_first(l);
     nn_graph_reset(g);
     nn_graph_set_no_grad(g, prev);
     return v;
@@ -965,13 +1002,15 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
     const int C = t->C, D = t->D;
     int hits = 0;
     if (logits) {
+        float *lh = nn_host_view(logits);
         for (int i = 0; i < n; i++) {
-            const float *r = logits->data + (size_t)i * C;
+            const float *r = lh + (size_t)i * C;
             int b = 0;
             for (int c = 1; c < C; c++)
                 if (r[c] > r[b]) b = c;
             hits += b == y[i];
         }
+        nn_host_release(logits, lh);
         return hits;
     }
     /* NCMI: nearest learned centroid in KL */
@@ -983,11 +1022,11 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
     NCMI_CHECK(lq, "out of memory");
     nn_ncmi_centroids(&t->ncmi, lq);
     for (size_t k = 0; k < (size_t)C * D; k++) lq[k] = logf(lq[k] > 1e-30f ? lq[k] : 1e-30f);
-    const float *cen = t->ncmi.center->data;
+    float *cen = nn_host_view(t->ncmi.center), *zh = nn_host_view(z);
     float *S = malloc((size_t)n * D * sizeof *S), *sc_ = malloc((size_t)n * C * sizeof *sc_);
     NCMI_CHECK(S && sc_, "out of memory");
     for (int i = 0; i < n; i++) {
-        const float *zi = z->data + (size_t)i * D;
+        const float *zi = zh + (size_t)i * D;
         float *si = S + (size_t)i * D;
         float r2 = 0, mx = -INFINITY;
         for (int j = 0; j < D; j++) {
@@ -1012,6 +1051,8 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
             if (r[c] > r[b]) b = c;
         hits += b == y[i];
     }
+    nn_host_release(t->ncmi.center, cen);
+    nn_host_release(z, zh);
     free(S);
     free(sc_);
     free(lq);
@@ -1043,7 +1084,7 @@ int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out,
         loss = nn_loss_forward(g, &c->loss, logits, y);
     }
     if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
-    *loss_out = loss->data[0];
+    *loss_out = host_first(loss);
     if (!isfinite(*loss_out)) {
         rc = ncmi_error_set("loss %g", *loss_out);
         goto out;
@@ -1080,7 +1121,7 @@ int tr_fit(tr_trainer *t)
     }
     if (t->st.epoch >= c->epochs || t->st.stopped) return 0;
 
-    if (t->have_ncmi && c->ncmi.centering && !(t->ncmi.center_init->data[0] > 0.5f) &&
+    if (t->have_ncmi && c->ncmi.centering && !(host_first(t->ncmi.center_init) > 0.5f) &&
         init_center(t))
         return -1;
 

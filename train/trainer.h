@@ -102,6 +102,9 @@ struct tr_model {
     /* optional: before each training epoch (0-based) of `epochs` (AEM's cosine lambda) */
     void (*epoch_start)(tr_model *m, int epoch, int epochs);
     void (*free)(tr_model *m);       /* frees params and ctx */
+    /* 1 when forward/after_step/epoch_start only use nn/ ops and device-aware
+     * calls, so the model can train on the GPU (--device cuda) */
+    int gpu_ok;
     void *ctx;
 };
 
@@ -158,6 +161,10 @@ typedef struct tr_config {
     /* classes */
     int n_classes;
     char **class_names;      /* [n_classes], borrowed */
+    /* device: 0 CPU, 1 the GPU chosen by nn_cuda_init (--device). The model's
+     * and the head's tensors are moved there by tr_init; inputs are copied
+     * there per step; predictions, metrics and linear probing stay on the host. */
+    int device_cuda;
     /* run folder (NULL: no files) */
     const char *run_dir;
     const char *config_yaml; /* saved in checkpoints (borrowed; may be NULL) */
