@@ -40,7 +40,9 @@ void tl_tile_params_default(tl_tile_params *p)
 /* libvips, once per process                                           */
 
 static pthread_once_t vips_once = PTHREAD_ONCE_INIT;
+#if NCMI_HAVE_VIPS
 static int vips_ok = 0;
+#endif
 
 static void vips_init_once(void)
 {

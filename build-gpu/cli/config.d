@@ -1,0 +1,3 @@
+build-gpu/cli/config.o: cli/config.c cli/config.h cli/../nn/error.h
+cli/config.h:
+cli/../nn/error.h:

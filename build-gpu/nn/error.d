@@ -1,0 +1,2 @@
+build-gpu/nn/error.o: nn/error.c nn/error.h
+nn/error.h:

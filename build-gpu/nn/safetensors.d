@@ -1,0 +1,3 @@
+build-gpu/nn/safetensors.o: nn/safetensors.c nn/safetensors.h nn/error.h
+nn/safetensors.h:
+nn/error.h:

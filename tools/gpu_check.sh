@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks of a build, in one go: make test-gpu's test binary, then the
+# GPU op benchmark against PyTorch. For a GPU machine that has the NVIDIA
+# driver but not this project's build dependencies: build elsewhere with
+#   make BUILD=build-gpu HAVE_OPENSLIDE=0 HAVE_VIPS=0 HAVE_HDF5=0 gpu-build
+# copy the build folder (and, in NCMI_LIBS, the .so files `ldd` lists as
+# missing there), and run
+#   bash tools/gpu_check.sh build-gpu [log-dir]
+# cuDNN/cuBLAS are taken from /usr/local/cuda/lib64, else from the NVIDIA
+# wheels of the machine's python3 (PyTorch's), found automatically.
+set -uo pipefail
+B=${1:-build}
+LOG=${2:-}
+extra=""
+[ -n "${NCMI_LIBS:-}" ] && extra="$NCMI_LIBS"
+if ! ls /usr/local/cuda/lib64/libcudnn.so.* >/dev/null 2>&1; then
+    nv=$(python3 -c "import nvidia, os; print(list(nvidia.__path__)[0])" 2>/dev/null || true)
+    [ -n "$nv" ] && for d in "$nv"/*/lib; do extra="$extra:$d"; done
+fi
+export LD_LIBRARY_PATH="${extra#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+missing=$(ldd "$B/test_gpu" | grep "not found")
+[ -n "$missing" ] && { echo "gpu_check.sh: missing libraries:"; echo "$missing"; exit 2; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+run() { if [ -n "$LOG" ]; then "$@" 2>&1 | tee "$LOG/$name.log"; else "$@" 2>&1; fi; }
+name=test_gpu; NCMI_BIN=$B/ncmi run "$B/test_gpu" ${GPU_TEST_FILTER:-tests/gpu/}
+rc=$?
+name=bench_gpu_ops; run bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}"
+exit $rc
