@@ -91,7 +91,8 @@ BENCH_SRC := $(wildcard bench/*.c)
 
 GIT_DESCRIBE := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
 
-all: features $(BUILD)/ncmi $(BUILD)/libncmi.a $(BUILD)/test_ncmi
+# with nvcc, the GPU test binary is built too (CI compiles and links every .cu file)
+all: features $(BUILD)/ncmi $(BUILD)/libncmi.a $(BUILD)/test_ncmi $(if $(NVCC),$(BUILD)/test_gpu)
 
 ok = $(if $(filter 1,$(1)),✓,✗)
 features:
