@@ -35,3 +35,25 @@ TEST(cuda_device_select_errors)
            "message does not say why: %s", ncmi_error());
     EXPECT(nn_device_select("cuda:1", &is_cuda) != 0, "cuda:1 accepted without a GPU");
 }
+
+/* every command takes --device; without a GPU, cuda fails before any work
+ * with exit code 1 and a message naming the option, and cpu/auto run */
+TEST(cuda_cli_device_option)
+{
+    if (nn_cuda_device_count() > 0) SKIP("a GPU is present: the no-GPU messages cannot be checked here");
+    char *out = NULL;
+    int rc = test_ncmi(&out, "train --device cuda --config configs/demo_mlp.yaml --out %s --force",
+                       test_tmp_path("dev"));
+    EXPECT(rc == 1, "exit %d", rc);
+    EXPECT(out && strstr(out, "ncmi: train: --device cuda:"), "message: %s", out ? out : "");
+    free(out);
+    rc = test_ncmi(&out, "tile --device=cuda:0 --help");
+    EXPECT(rc == 0, "--help with --device: exit %d", rc);
+    free(out);
+    rc = test_ncmi(&out, "version --device auto");
+    EXPECT(rc == 0 && out && strstr(out, "GPU: none"), "version --device auto: exit %d: %s", rc, out ? out : "");
+    free(out);
+    rc = test_ncmi(&out, "eval --device tpu --predictions x.csv");
+    EXPECT(rc == 1 && out && strstr(out, "expected cpu, cuda"), "bad value: exit %d: %s", rc, out ? out : "");
+    free(out);
+}
