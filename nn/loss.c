@@ -2,7 +2,9 @@
  *
  * Fused row losses: forward, per row n of logits [N,C], computes the row's
  * value and d row / d logits[n] in double and saves the gradient [N,C] (aux)
- * when a backward is recorded; backward adds upstream / N * saved.
+ * when a backward is recorded; backward adds upstream / N * saved. On the
+ * GPU (nn/cuda/loss.cu) a warp per row does the same in double and saved is
+ * a device buffer.
  * ce and label_smoothing are nn_cross_entropy. */
 #include "loss.h"
 
@@ -10,8 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_loss.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 static const char *const kind_names[NN_LOSS_COUNT] = {
     "ce", "label_smoothing", "focal", "poly1", "square", "squentropy", "anticlass",
@@ -212,13 +217,18 @@ static void row_loss_backward(nn_tensor *out)
 {
     nn_tensor *x = out->src[0];
     const float *saved = out->aux;
-    const float gs = out->grad[0] / (float)x->shape[0];
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_row_loss_bwd(saved, out->grad, x->shape[0], x->shape[1], gx);
+        return;
+    }
+    const float gs = out->grad[0] / (float)x->shape[0];
     for (size_t i = 0; i < x->numel; i++) gx[i] += gs * saved[i];
 }
 
-static nn_tensor *row_loss(nn_graph *g, const char *op, row_fn fn, nn_tensor *logits,
-                           const int *labels, const float *prm)
+/* fn on the CPU, the kernel's row loss `kind` on the GPU */
+static nn_tensor *row_loss(nn_graph *g, const char *op, row_fn fn, nn_cuda_row_loss kind,
+                           nn_tensor *logits, const int *labels, const float *prm)
 {
     NCMI_CHECK(logits != NULL && logits->ndim == 2, "%s: logits must be [N,C]", op);
     const int N = logits->shape[0], C = logits->shape[1];
@@ -230,6 +240,16 @@ static nn_tensor *row_loss(nn_graph *g, const char *op, row_fn fn, nn_tensor *lo
     nn_tensor *out = nn_op_output(g, op, 1, (int[]){1}, row_loss_backward, 1, &logits);
     for (int i = 0; i < 8; i++) out->fparam[i] = prm[i];
     const int want = out->backward != NULL;
+    if (NN_ON_GPU(out)) {
+        int *y = nn_cuda_alloc((size_t)N * sizeof(int));
+        nn_cuda_h2d(y, labels, (size_t)N * sizeof(int));
+        float *saved = want ? nn_cuda_alloc((size_t)N * C * sizeof(float)) : NULL;
+        nn_cuda_row_loss_fwd(kind, logits->data, y, N, C, prm[0], prm[1], saved, out->data);
+        nn_cuda_free(y); /* after the queued kernels: stream-ordered reuse */
+        out->aux = saved;
+        out->aux_cuda = 1;
+        return out;
+    }
     float *saved = NULL;
     if (want) {
         saved = malloc((size_t)N * C * sizeof(float));
@@ -255,33 +275,33 @@ nn_tensor *nn_loss_focal(nn_graph *g, nn_tensor *logits, const int *labels, floa
 {
     NCMI_CHECK(gamma >= 0.f, "focal: gamma %g < 0", (double)gamma);
     const float prm[8] = {gamma};
-    return row_loss(g, "focal", row_focal, logits, labels, prm);
+    return row_loss(g, "focal", row_focal, NN_CUDA_ROW_FOCAL, logits, labels, prm);
 }
 
 nn_tensor *nn_loss_poly1(nn_graph *g, nn_tensor *logits, const int *labels, float eps)
 {
     const float prm[8] = {eps};
-    return row_loss(g, "poly1", row_poly1, logits, labels, prm);
+    return row_loss(g, "poly1", row_poly1, NN_CUDA_ROW_POLY1, logits, labels, prm);
 }
 
 nn_tensor *nn_loss_square(nn_graph *g, nn_tensor *logits, const int *labels, float k, float M)
 {
     NCMI_CHECK(k > 0.f, "square: k %g <= 0", (double)k);
     const float prm[8] = {k, M};
-    return row_loss(g, "square", row_square, logits, labels, prm);
+    return row_loss(g, "square", row_square, NN_CUDA_ROW_SQUARE, logits, labels, prm);
 }
 
 nn_tensor *nn_loss_squentropy(nn_graph *g, nn_tensor *logits, const int *labels)
 {
     const float prm[8] = {0};
-    return row_loss(g, "squentropy", row_squentropy, logits, labels, prm);
+    return row_loss(g, "squentropy", row_squentropy, NN_CUDA_ROW_SQUENTROPY, logits, labels, prm);
 }
 
 nn_tensor *nn_loss_anticlass(nn_graph *g, nn_tensor *logits, const int *labels, float weight)
 {
     NCMI_CHECK(weight >= 0.f, "anticlass: weight %g < 0", (double)weight);
     const float prm[8] = {weight};
-    return row_loss(g, "anticlass", row_anticlass, logits, labels, prm);
+    return row_loss(g, "anticlass", row_anticlass, NN_CUDA_ROW_ANTICLASS, logits, labels, prm);
 }
 
 nn_tensor *nn_loss_forward(nn_graph *g, const nn_loss_cfg *cfg, nn_tensor *logits,

@@ -1,4 +1,5 @@
-/* Linear algebra ops through OpenBLAS: batched matmul and linear.
+/* Linear algebra ops through OpenBLAS (CPU) or cuBLAS (GPU, nn/cuda/linear.cu):
+ * batched matmul and linear.
  *
  *   matmul: a [...,M,K] @ b [...,K,N] -> [...,M,N]
  *           batch dims equal, or b 2-D and shared by every batch of a.
@@ -8,6 +9,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "cuda/k_linear.h"
 #include "error.h"
 #include "ops.h"
 #include "ops_internal.h"
@@ -25,7 +27,13 @@ static void matmul_backward(nn_tensor *out)
     if (nn_op_needs_grad(out, 0)) {
         /* dA [M,K] += dY [M,N] @ B^T [N,K] */
         float *da = nn_tensor_grad(a);
-        if (shared) {
+        if (NN_ON_GPU(out)) {
+            if (shared)
+                nn_cuda_gemm(0, 1, batches * M, K, N, dy, b->data, 1.f, da);
+            else
+                nn_cuda_gemm_batched(0, 1, M, K, N, dy, (size_t)M * N, b->data, (size_t)K * N, 1.f,
+                                     da, (size_t)M * K, batches);
+        } else if (shared) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batches * M, K, N, 1.f, dy, N,
                         b->data, N, 1.f, da, K);
         } else {
@@ -38,7 +46,13 @@ static void matmul_backward(nn_tensor *out)
     if (nn_op_needs_grad(out, 1)) {
         /* dB [K,N] += A^T [K,M] @ dY [M,N] (summed over batches when shared) */
         float *db = nn_tensor_grad(b);
-        if (shared) {
+        if (NN_ON_GPU(out)) {
+            if (shared)
+                nn_cuda_gemm(1, 0, K, N, batches * M, a->data, dy, 1.f, db);
+            else
+                nn_cuda_gemm_batched(1, 0, K, N, M, a->data, (size_t)M * K, dy, (size_t)M * N, 1.f,
+                                     db, (size_t)K * N, batches);
+        } else if (shared) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, batches * M, 1.f, a->data,
                         K, dy, N, 1.f, db, N);
         } else {
@@ -79,6 +93,14 @@ nn_tensor *nn_matmul(nn_graph *g, nn_tensor *a, nn_tensor *b)
     out->iparam[4] = shared;
     if (out->numel == 0) return out;
     if (K == 0) return out; /* zeros */
+    if (NN_ON_GPU(out)) {
+        if (shared)
+            nn_cuda_gemm(0, 0, batches * M, N, K, a->data, b->data, 0.f, out->data);
+        else
+            nn_cuda_gemm_batched(0, 0, M, N, K, a->data, (size_t)M * K, b->data, (size_t)K * N, 0.f,
+                                 out->data, (size_t)M * N, batches);
+        return out;
+    }
     if (shared) {
         /* [batches*M, K] @ [K, N] in one call */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batches * M, N, K, 1.f, a->data, K,
@@ -96,7 +118,8 @@ nn_tensor *nn_matmul(nn_graph *g, nn_tensor *a, nn_tensor *b)
 /* linear */
 
 /* iparam: 0 rows, 1 in, 2 out. Gradients of x, W and b from dy = d/d(xW^T + b)
- * [rows, out]; shared with linear_relu (nn/ops_fused.c). */
+ * [rows, out] (a device pointer when out is on the GPU); shared with
+ * linear_relu (nn/ops_fused.c). */
 void nn_linear_backward_from(nn_tensor *out, const float *dy)
 {
     nn_tensor *x = out->src[0], *w = out->src[1], *b = out->nsrc > 2 ? out->src[2] : NULL;
@@ -104,17 +127,27 @@ void nn_linear_backward_from(nn_tensor *out, const float *dy)
     if (rows == 0) return;
     if (nn_op_needs_grad(out, 0) && nout > 0) {
         /* dx [rows,in] += dy [rows,out] @ W [out,in] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
-                    w->data, in, 1.f, nn_tensor_grad(x), in);
+        if (NN_ON_GPU(out))
+            nn_cuda_gemm(0, 0, rows, in, nout, dy, w->data, 1.f, nn_tensor_grad(x));
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
+                        w->data, in, 1.f, nn_tensor_grad(x), in);
     }
     if (nn_op_needs_grad(out, 1) && in > 0) {
         /* dW [out,in] += dy^T [out,rows] @ x [rows,in] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
-                    x->data, in, 1.f, nn_tensor_grad(w), in);
+        if (NN_ON_GPU(out))
+            nn_cuda_gemm(1, 0, nout, in, rows, dy, x->data, 1.f, nn_tensor_grad(w));
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
+                        x->data, in, 1.f, nn_tensor_grad(w), in);
     }
     if (b && nn_op_needs_grad(out, 2)) {
         /* db [out] += sum over rows of dy */
         float *db = nn_tensor_grad(b);
+        if (NN_ON_GPU(out)) {
+            nn_cuda_bias_grad(db, dy, rows, nout);
+            return;
+        }
         for (int r = 0; r < rows; r++) {
             const float *d = dy + (size_t)r * nout;
             for (int o = 0; o < nout; o++) db[o] += d[o];
@@ -147,6 +180,12 @@ nn_tensor *nn_linear_forward_as(nn_graph *g, const char *op, nn_backward_fn back
     out->iparam[1] = in;
     out->iparam[2] = nout;
     if (out->numel == 0) return out;
+    if (NN_ON_GPU(out)) {
+        /* as below: the bias rows first, the product added onto them */
+        if (b) nn_cuda_bias_fill(out->data, b->data, rows, nout);
+        nn_cuda_gemm(0, 1, rows, nout, in, x->data, w->data, b ? 1.f : 0.f, out->data);
+        return out;
+    }
     float beta = 0.f;
     if (b) {
         for (int r = 0; r < rows; r++) memcpy(out->data + (size_t)r * nout, b->data, (size_t)nout * sizeof(float));

@@ -6,19 +6,28 @@
  *     loss_n = -sum_c q_c logp_c = (1-eps) (-logp_y) + eps/C sum_c (-logp_c)
  *     loss   = mean_n loss_n                                   -> shape [1]
  *     dloss/dlogits[n,c] = (softmax[n,c] - q_c) / N
- * aux: softmax probabilities [N,C]; aux2: the labels [N]. */
+ * aux: softmax probabilities [N,C]; aux2: the labels [N]. On the GPU
+ * (nn/cuda/loss.cu) both are device buffers, the labels copied from the
+ * host here, and the probabilities kept only when a backward is recorded. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_loss.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 static void cross_entropy_backward(nn_tensor *out)
 {
     nn_tensor *x = out->src[0];
     const int N = x->shape[0], C = x->shape[1];
     const float eps = out->fparam[0];
+    if (NN_ON_GPU(out)) {
+        nn_cuda_cross_entropy_bwd(out->aux, out->aux2, out->grad, N, C, eps, nn_tensor_grad(x));
+        return;
+    }
     const float *p = out->aux;
     const int *y = out->aux2;
     const float gs = out->grad[0] / (float)N;
@@ -48,6 +57,20 @@ nn_tensor *nn_cross_entropy(nn_graph *g, nn_tensor *logits, const int *labels,
         nn_op_output(g, "cross_entropy", 1, (int[]){1}, cross_entropy_backward, 1, &logits);
     const float eps = label_smoothing;
     out->fparam[0] = eps;
+    if (NN_ON_GPU(out)) {
+        int *y = nn_cuda_alloc((size_t)N * sizeof(int));
+        nn_cuda_h2d(y, labels, (size_t)N * sizeof(int));
+        float *p = out->backward ? nn_cuda_alloc((size_t)N * C * sizeof(float)) : NULL;
+        nn_cuda_cross_entropy_fwd(logits->data, y, N, C, eps, p, out->data);
+        if (p) {
+            out->aux = p;
+            out->aux2 = y;
+            out->aux_cuda = 1;
+        } else {
+            nn_cuda_free(y); /* after the queued kernels: stream-ordered reuse */
+        }
+        return out;
+    }
     float *p = malloc((size_t)N * C * sizeof(float));
     int *y = malloc((size_t)N * sizeof(int));
     NCMI_CHECK(p && y, "cross_entropy: out of memory");

@@ -1,5 +1,7 @@
 /* Shape ops: transpose (copy), reshape (view), concat, slice, index_select,
- * pad_rows, repeat_rows. CPU reference forward and backward.
+ * pad_rows, repeat_rows. CPU reference forward and backward; the GPU twins
+ * (nn/cuda/shape.cu) do the same index arithmetic, the concat / slice / pad
+ * block moves as one strided block copy each.
  *
  * Most of them view x as [outer, n, inner] around one axis and move blocks of
  * `inner` contiguous floats; the backward moves the same blocks the other way
@@ -7,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_shape.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 static int norm_axis(const nn_tensor *x, int axis, const char *op)
 {
@@ -71,6 +76,10 @@ static void transpose_backward(nn_tensor *out)
     transpose_map(x, out->iparam[0], out->iparam[1], os, ost);
     float *gx = nn_tensor_grad(x);
     const float *gy = out->grad;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_transpose_bwd(gy, gx, os, ost, out->numel);
+        return;
+    }
     TRANSPOSE_LOOP(gx[off] += gy[o]);
 }
 
@@ -88,6 +97,10 @@ nn_tensor *nn_transpose(nn_graph *g, nn_tensor *x, int d0, int d1)
     int os[4];
     size_t ost[4];
     transpose_map(x, a, b, os, ost);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_transpose_fwd(x->data, out->data, os, ost, out->numel);
+        return out;
+    }
     float *y = out->data;
     const float *xd = x->data;
     TRANSPOSE_LOOP(y[o] = xd[off]);
@@ -100,6 +113,10 @@ static void reshape_backward(nn_tensor *out)
 {
     nn_tensor *x = out->src[0];
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_axpy(gx, out->grad, 1.f, x->numel); /* 1 * g is exact: the same sum */
+        return;
+    }
     for (size_t i = 0; i < x->numel; i++) gx[i] += out->grad[i];
 }
 
@@ -132,7 +149,10 @@ nn_tensor *nn_reshape(nn_graph *g, nn_tensor *x, int ndim, const int *shape)
                nn_shape_str(x->ndim, x->shape, b1, sizeof b1),
                nn_shape_str(ndim, shape, b2, sizeof b2));
     nn_tensor *out = nn_op_output(g, "reshape", ndim, s, reshape_backward, 1, &x);
-    free(out->data);
+    if (NN_ON_GPU(out))
+        nn_cuda_free(out->data);
+    else
+        free(out->data);
     out->data = x->data;
     out->owns_data = 0;
     return out;
@@ -154,7 +174,9 @@ static void concat_backward(nn_tensor *out)
     for (int t = 0; t < n; t++) {
         nn_tensor *x = xs[t];
         const size_t blk = (size_t)x->shape[a] * inner;
-        if (x->requires_grad) {
+        if (x->requires_grad && NN_ON_GPU(out)) {
+            nn_cuda_block_copy(nn_tensor_grad(x), blk, 0, out->grad, orow, off, outer, blk, 1);
+        } else if (x->requires_grad) {
             float *gx = nn_tensor_grad(x);
             for (size_t o = 0; o < outer; o++) {
                 const float *pg = out->grad + o * orow + off;
@@ -176,6 +198,8 @@ nn_tensor *nn_concat(nn_graph *g, nn_tensor *const *xs, int n, int axis)
     shape[a] = 0;
     for (int t = 0; t < n; t++) {
         char b1[64], b2[64];
+        /* nn_op_output sees the first NN_MAX_SRC inputs only */
+        NCMI_CHECK(xs[t]->device == x0->device, "concat: inputs 0 and %d on different devices", t);
         int ok = xs[t]->ndim == x0->ndim;
         for (int i = 0; ok && i < x0->ndim; i++)
             if (i != a && xs[t]->shape[i] != x0->shape[i]) ok = 0;
@@ -207,8 +231,11 @@ nn_tensor *nn_concat(nn_graph *g, nn_tensor *const *xs, int n, int axis)
     for (int t = 0; t < n; t++) {
         const nn_tensor *x = xs[t];
         const size_t blk = (size_t)x->shape[a] * inner;
-        for (size_t o = 0; o < outer; o++)
-            if (blk) memcpy(out->data + o * orow + off, x->data + o * blk, blk * sizeof(float));
+        if (NN_ON_GPU(out))
+            nn_cuda_block_copy(out->data, orow, off, x->data, blk, 0, outer, blk, 0);
+        else
+            for (size_t o = 0; o < outer; o++)
+                if (blk) memcpy(out->data + o * orow + off, x->data + o * blk, blk * sizeof(float));
         off += blk;
     }
     return out;
@@ -224,6 +251,10 @@ static void slice_backward(nn_tensor *out)
     split3(x, a, &outer, &inner);
     const size_t xrow = (size_t)x->shape[a] * inner, blk = (size_t)out->shape[a] * inner;
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_block_copy(gx, xrow, (size_t)start * inner, out->grad, blk, 0, outer, blk, 1);
+        return;
+    }
     for (size_t o = 0; o < outer; o++) {
         float *px = gx + o * xrow + (size_t)start * inner;
         const float *pg = out->grad + o * blk;
@@ -248,6 +279,10 @@ nn_tensor *nn_slice(nn_graph *g, nn_tensor *x, int axis, int start, int end)
     size_t outer, inner;
     split3(x, a, &outer, &inner);
     const size_t xrow = (size_t)d * inner, blk = (size_t)(e - s) * inner;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_block_copy(out->data, blk, 0, x->data, xrow, (size_t)s * inner, outer, blk, 0);
+        return out;
+    }
     for (size_t o = 0; o < outer; o++)
         if (blk)
             memcpy(out->data + o * blk, x->data + o * xrow + (size_t)s * inner,
@@ -268,12 +303,39 @@ static void gather_backward(nn_tensor *out)
     split3(x, a, &outer, &inner);
     const int nin = x->shape[a], nout = out->shape[a];
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_gather_rows_bwd(out->grad, gx, out->aux, outer, nin, nout, inner);
+        return;
+    }
     for (size_t o = 0; o < outer; o++)
         for (int i = 0; i < nout; i++) {
             float *px = gx + (o * (size_t)nin + (size_t)map[i]) * inner;
             const float *pg = out->grad + (o * (size_t)nout + (size_t)i) * inner;
             for (size_t k = 0; k < inner; k++) px[k] += pg[k];
         }
+}
+
+/* The row map on the device in nn_cuda_gather_rows' layout: map[nout], then
+ * its inverse as CSR, start[nin + 1] and list[nout] (a counting sort by input
+ * row, stable: each row's output rows ascend). */
+static int *gather_map_to_device(const int *map, int nout, int nin)
+{
+    const size_t n = 2 * (size_t)nout + (size_t)nin + 1;
+    int *h = malloc(n * sizeof(int));
+    NCMI_CHECK(h != NULL, "out of memory (%zu ints)", n);
+    int *start = h + nout, *list = start + nin + 1;
+    if (nout) memcpy(h, map, (size_t)nout * sizeof(int));
+    for (int r = 0; r <= nin; r++) start[r] = 0;
+    for (int i = 0; i < nout; i++) start[map[i] + 1]++;
+    for (int r = 0; r < nin; r++) start[r + 1] += start[r];
+    /* fill, advancing start[r] to the end of row r's run, then shift back */
+    for (int i = 0; i < nout; i++) list[start[map[i]]++] = i;
+    for (int r = nin; r > 0; r--) start[r] = start[r - 1];
+    start[0] = 0;
+    int *d = nn_cuda_alloc(n * sizeof(int));
+    nn_cuda_h2d(d, h, n * sizeof(int));
+    free(h);
+    return d;
 }
 
 /* map: nout row indices into axis a of x (copied). */
@@ -285,6 +347,19 @@ static nn_tensor *gather_rows(nn_graph *g, const char *op, nn_tensor *x, int a, 
     shape[a] = nout;
     nn_tensor *out = nn_op_output(g, op, x->ndim, shape, gather_backward, 1, &x);
     out->iparam[0] = a;
+    if (NN_ON_GPU(out)) {
+        size_t outer, inner;
+        split3(x, a, &outer, &inner);
+        int *d = gather_map_to_device(map, nout, x->shape[a]);
+        nn_cuda_gather_rows_fwd(x->data, out->data, d, outer, x->shape[a], nout, inner);
+        if (out->backward) {
+            out->aux = d;
+            out->aux_cuda = 1;
+        } else {
+            nn_cuda_free(d); /* after the queued kernel: stream-ordered reuse */
+        }
+        return out;
+    }
     int *m = malloc((size_t)(nout ? nout : 1) * sizeof(int));
     NCMI_CHECK(m != NULL, "%s: out of memory", op);
     if (nout) memcpy(m, map, (size_t)nout * sizeof(int));
@@ -334,6 +409,10 @@ static void pad_rows_backward(nn_tensor *out)
     split3(x, a, &outer, &inner);
     const size_t blk = (size_t)x->shape[a] * inner, orow = (size_t)out->shape[a] * inner;
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_block_copy(gx, blk, 0, out->grad, orow, (size_t)before * inner, outer, blk, 1);
+        return;
+    }
     for (size_t o = 0; o < outer; o++) {
         const float *pg = out->grad + o * orow + (size_t)before * inner;
         for (size_t i = 0; i < blk; i++) gx[o * blk + i] += pg[i];
@@ -355,6 +434,11 @@ nn_tensor *nn_pad_rows(nn_graph *g, nn_tensor *x, int before, int after, float v
     split3(x, a, &outer, &inner);
     const size_t blk = (size_t)x->shape[a] * inner, orow = (size_t)shape[a] * inner;
     const size_t pre = (size_t)before * inner;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_fill(out->data, value, out->numel);
+        nn_cuda_block_copy(out->data, orow, pre, x->data, blk, 0, outer, blk, 0);
+        return out;
+    }
     for (size_t o = 0; o < outer; o++) {
         float *po = out->data + o * orow;
         for (size_t i = 0; i < orow; i++) po[i] = value;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../nn/cuda/k_shape.h"
 #include "../nn/ops.h"
 #include "gradcheck.h"
 #include "test.h"
@@ -78,6 +79,10 @@ GRAD_TEST(transpose_3d_0_2, .nin = 1, .ndim = {3}, .shape = {{2, 3, 4}}, .fn = f
           .iparam = {0, 2})
 GRAD_TEST(transpose_4d_1_3, .nin = 1, .ndim = {4}, .shape = {{2, 3, 2, 4}}, .fn = f_transpose,
           .iparam = {1, 3})
+GRAD_TEST(transpose_4d_0_3, .nin = 1, .ndim = {4}, .shape = {{3, 2, 4, 5}}, .fn = f_transpose,
+          .iparam = {0, 3})
+GRAD_TEST(transpose_3d_0_1, .nin = 1, .ndim = {3}, .shape = {{5, 7, 3}}, .fn = f_transpose,
+          .iparam = {0, 1})
 GRAD_TEST(reshape_then_mul, .nin = 2, .ndim = {3, 2}, .shape = {{2, 3, 4}, {6, 4}},
           .fn = f_reshape_mul)
 GRAD_TEST(reshape_chain, .nin = 1, .ndim = {3}, .shape = {{2, 3, 4}}, .fn = f_reshape_chain)
@@ -184,4 +189,42 @@ TEST(reshape_view_backward)
     nn_graph_free(g);
     EXPECT_NEAR(x->data[5], 6, 0); /* the base survives the view's release */
     nn_tensor_free(x);
+}
+
+/* The GPU transpose kernels find each output element's source with
+ * nn_transpose_src (nn/cuda/k_shape.h); on the host it must reproduce the
+ * CPU transpose for every rank and pair of axes. The map is built as
+ * ops_shape.c's transpose_map builds it. */
+TEST(transpose_src_matches_cpu)
+{
+    const int full[4] = {2, 3, 4, 5};
+    float a[120];
+    for (int i = 0; i < 120; i++) a[i] = (float)i;
+    int bad = 0, checked = 0;
+    for (int nd = 1; nd <= 4; nd++)
+        for (int d0 = 0; d0 < nd; d0++)
+            for (int d1 = 0; d1 < nd; d1++) {
+                nn_graph *g = nn_graph_new();
+                nn_tensor *x = nn_tensor_from(g, nd, full + 4 - nd, a);
+                nn_tensor *y = nn_transpose(g, x, d0, d1);
+                size_t xst[4], s = 1, ost[4];
+                int os[4];
+                for (int i = nd - 1; i >= 0; i--) {
+                    xst[i] = s;
+                    s *= (size_t)x->shape[i];
+                }
+                for (int i = 0; i < 4; i++) {
+                    os[i] = 1;
+                    ost[i] = 0;
+                }
+                for (int i = 0; i < nd; i++) {
+                    int from = i == d0 ? d1 : (i == d1 ? d0 : i);
+                    os[4 - nd + i] = x->shape[from];
+                    ost[4 - nd + i] = xst[from];
+                }
+                for (size_t o = 0; o < y->numel; o++, checked++)
+                    if (y->data[o] != a[nn_transpose_src(o, os, ost)]) bad++;
+                nn_graph_free(g);
+            }
+    EXPECT(bad == 0, "%d of %d elements differ", bad, checked);
 }

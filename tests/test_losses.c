@@ -126,6 +126,29 @@ LOSS_GRAD(anticlass, NN_LOSS_ANTICLASS, 5, 4, 0, 3, 1, 1, 2)
 LOSS_GRAD(anticlass_n1, NN_LOSS_ANTICLASS, 1, 5, 4)
 LOSS_GRAD(anticlass_c2, NN_LOSS_ANTICLASS, 3, 2, 1, 0, 0)
 
+/* Wider than a warp (C = 37: the GPU's lanes hold one or two classes each)
+ * and more rows than one GPU block (8); labels (7n + 3) mod C, at most
+ * WIDE_MAX_N rows. iparam[0]: the kind, default hyper-parameters. */
+#define WIDE_MAX_N 16
+static nn_tensor *f_loss_wide(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    const int N = in[0]->shape[0], C = in[0]->shape[1];
+    int y[WIDE_MAX_N];
+    for (int n = 0; n < N && n < WIDE_MAX_N; n++) y[n] = (7 * n + 3) % C;
+    nn_loss_cfg cfg = nn_loss_cfg_default((nn_loss_kind)c->iparam[0]);
+    return nn_loss_forward(g, &cfg, in[0], y);
+}
+#define LOSS_GRAD_WIDE(tname, kind)                                                       \
+    GRAD_TEST(loss_wide_##tname, .nin = 1, .ndim = {2}, .shape = {{11, 37}}, .fn = f_loss_wide, \
+              .lo = -2.f, .hi = 2.f, .iparam = {kind})
+LOSS_GRAD_WIDE(ce, NN_LOSS_CE)
+LOSS_GRAD_WIDE(label_smoothing, NN_LOSS_LABEL_SMOOTHING)
+LOSS_GRAD_WIDE(focal, NN_LOSS_FOCAL)
+LOSS_GRAD_WIDE(poly1, NN_LOSS_POLY1)
+LOSS_GRAD_WIDE(square, NN_LOSS_SQUARE)
+LOSS_GRAD_WIDE(squentropy, NN_LOSS_SQUENTROPY)
+LOSS_GRAD_WIDE(anticlass, NN_LOSS_ANTICLASS)
+
 /* non-default hyper-parameters (fparam[2] = 1 switches them on) */
 GRAD_TEST(loss_focal_gamma_half, .nin = 1, .ndim = {2}, .shape = {{4, 5}}, .fn = f_loss, .lo = -2.f,
           .hi = 2.f, .iparam = {NN_LOSS_FOCAL, 4, 0, 2, 2}, .fparam = {0.5f, 0.f, 1.f})

@@ -1,9 +1,11 @@
 /* Tests of matmul, linear, conv2d, pooling, batchnorm2d, layernorm and
  * dropout: finite-difference gradient checks of every variant, and values
  * against numbers computed with PyTorch 1.13 (the snippets are quoted). */
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../nn/cuda/k_linear.h"
 #include "../nn/ops.h"
 #include "../nn/rng.h"
 #include "gradcheck.h"
@@ -23,6 +25,23 @@ GRAD_TEST(matmul_3d_shared_2d, .nin = 2, .ndim = {3, 2}, .shape = {{2, 3, 4}, {4
           .fn = fn_matmul)
 GRAD_TEST(matmul_4d, .nin = 2, .ndim = {4, 4}, .shape = {{2, 2, 3, 2}, {2, 2, 2, 3}},
           .fn = fn_matmul)
+
+/* Larger, unequal sizes, so that a wrong leading dimension, transpose flag or
+ * batch stride in the cuBLAS calls (nn/cuda/linear.cu) shows as an O(1)
+ * error. Their GPU bound is looser than the default: cuBLAS may sum a
+ * length-K dot product in another order than OpenBLAS, and an output that
+ * cancels to ~0 then differs by a few ulp of its terms, which the harness
+ * scales by 1e-3 * max|y| (tests/gpu/gpu_check.h): about 1e-4 for K = 20..65
+ * in a simulation of reordered fp32 sums (worst of 200 draws 1.6e-4). */
+#define GEMM_GPU_TOL 3e-4f
+GRAD_TEST(matmul_2d_large, .nin = 2, .ndim = {2, 2}, .shape = {{37, 65}, {65, 29}},
+          .fn = fn_matmul, .gpu_tol = GEMM_GPU_TOL)
+GRAD_TEST(matmul_3d_large, .nin = 2, .ndim = {3, 3}, .shape = {{3, 13, 21}, {3, 21, 17}},
+          .fn = fn_matmul, .gpu_tol = GEMM_GPU_TOL)
+GRAD_TEST(matmul_3d_shared_large, .nin = 2, .ndim = {3, 2}, .shape = {{2, 19, 23}, {23, 11}},
+          .fn = fn_matmul, .gpu_tol = GEMM_GPU_TOL)
+GRAD_TEST(matmul_4d_large, .nin = 2, .ndim = {4, 4}, .shape = {{2, 3, 5, 7}, {2, 3, 7, 4}},
+          .fn = fn_matmul, .gpu_tol = GEMM_GPU_TOL)
 
 TEST(matmul_values)
 {
@@ -44,6 +63,32 @@ TEST(matmul_values)
     nn_graph_free(g);
 }
 
+/* The cuBLAS calls (nn/cuda/linear.cu) take their arguments from
+ * nn_gemm_colmajor; the same arguments through OpenBLAS's column-major sgemm
+ * must give the row-major product, for every pair of transpose flags. */
+TEST(gemm_colmajor_arguments)
+{
+    enum { M = 5, N = 3, K = 4 };
+    float A[M * K], B[K * N], C[M * N];
+    for (int i = 0; i < M * K; i++) A[i] = (float)(i % 7) - 2.5f;
+    for (int i = 0; i < K * N; i++) B[i] = (float)(i % 5) * 0.5f - 1.f;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            const nn_gemm_cm g = nn_gemm_colmajor(ta, tb, M, N, K, A, B);
+            cblas_sgemm(CblasColMajor, g.trans_first ? CblasTrans : CblasNoTrans,
+                        g.trans_second ? CblasTrans : CblasNoTrans, g.m, g.n, g.k, 1.f, g.first,
+                        g.ld_first, g.second, g.ld_second, 0.f, C, g.ldc);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float want = 0;
+                    for (int k = 0; k < K; k++) /* A stored [K,M] when ta, B [N,K] when tb */
+                        want += (ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+                    EXPECT(C[i * N + j] == want, "ta %d tb %d: C[%d,%d] = %g, want %g", ta, tb, i, j,
+                           (double)C[i * N + j], (double)want);
+                }
+        }
+}
+
 /* ---------------------------------------------------------------- linear */
 
 static nn_tensor *fn_linear(nn_graph *g, nn_tensor **in, const gc_case *c)
@@ -58,6 +103,15 @@ GRAD_TEST(linear_3d_bias, .nin = 3, .ndim = {3, 2, 1}, .shape = {{2, 3, 4}, {5, 
           .fn = fn_linear)
 GRAD_TEST(linear_3d_nobias, .nin = 2, .ndim = {3, 2}, .shape = {{2, 3, 4}, {5, 4}},
           .fn = fn_linear)
+/* larger sizes: see GEMM_GPU_TOL above */
+GRAD_TEST(linear_2d_large, .nin = 3, .ndim = {2, 2, 1}, .shape = {{37, 65}, {29, 65}, {29}},
+          .fn = fn_linear, .gpu_tol = GEMM_GPU_TOL)
+GRAD_TEST(linear_3d_large, .nin = 3, .ndim = {3, 2, 1}, .shape = {{2, 9, 33}, {17, 33}, {17}},
+          .fn = fn_linear, .gpu_tol = GEMM_GPU_TOL)
+/* 600 rows: the GPU bias gradient sums chunks of 256 rows, then the chunks
+ * (W not differentiated: its gradient would be a 600-long dot product) */
+GRAD_TEST(linear_tall_bias, .nin = 3, .ndim = {3, 2, 1}, .shape = {{3, 200, 2}, {3, 2}, {3}},
+          .fn = fn_linear, .no_grad_mask = 2u, .gpu_tol = GEMM_GPU_TOL)
 
 TEST(linear_values)
 {
