@@ -2,9 +2,8 @@
  * pointer is a device pointer; backward entry points ADD into gx.
  *
  * An axis reduction sees x as [outer, n, inner] and writes [outer, inner];
- * a row op sees x as [rows, D]. Sums accumulate in double like the CPU
- * reference, so results differ from it only by summation order (and by a
- * few ulp of expf where the CPU uses expf). */
+ * a row op sees x as [rows, D]. Sums accumulate in double where the CPU
+ * reference does, so results differ from it only by summation order. */
 #ifndef NCMI_CUDA_K_REDUCE_H
 #define NCMI_CUDA_K_REDUCE_H
 
