@@ -9,7 +9,11 @@
  * the gradient to the input's shape.
  *
  * Unary ops are generated from one table (UNARY_OPS): each entry gives the
- * forward value y(x) and the local derivative dy/dx(x, y). */
+ * forward value y(x) and the local derivative dy/dx(x, y).
+ *
+ * On the GPU every op runs its CUDA twin (nn/cuda/elementwise.cu, same
+ * formulas); the broadcast backward there sums each input element's output
+ * elements itself (no atomics), planned by nn_bcast_plan. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +21,8 @@
 
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
+#include "cuda/k_elementwise.h"
 
 /* below this many elements the OpenMP fork costs more than it saves */
 #define EW_PAR_MIN 32768
@@ -25,7 +31,12 @@
 /* binary ops with broadcasting                                             */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { BIN_ADD = 0, BIN_SUB, BIN_MUL, BIN_DIV } bin_kind;
+typedef enum {
+    BIN_ADD = NN_CU_ADD,
+    BIN_SUB = NN_CU_SUB,
+    BIN_MUL = NN_CU_MUL,
+    BIN_DIV = NN_CU_DIV
+} bin_kind;
 static const char *const bin_names[] = {"add", "sub", "mul", "div"};
 
 /* Output shape padded to 4-D and the strides (in elements) of a and b in the
@@ -34,6 +45,7 @@ typedef struct {
     int nd;                 /* output ndim = max(a->ndim, b->ndim) */
     int shape[NN_MAX_DIMS]; /* output shape, right-aligned (unpadded) */
     int s[4];               /* output shape padded to 4-D */
+    int a4[4], b4[4];       /* a's and b's shapes padded to 4-D */
     size_t sa[4], sb[4];
 } bcast;
 
@@ -54,7 +66,7 @@ static void strides4(const int *in4, const int *out4, size_t *st)
 
 static void bcast_init(bcast *bc, const nn_tensor *a, const nn_tensor *b, const char *op)
 {
-    int a4[4], b4[4];
+    int *a4 = bc->a4, *b4 = bc->b4;
     pad4(a, a4);
     pad4(b, b4);
     bc->nd = a->ndim > b->ndim ? a->ndim : b->ndim;
@@ -147,6 +159,21 @@ static void binary_backward(nn_tensor *out)
     bcast_init(&bc, a, b, out->op);
     float *ga = nn_op_needs_grad(out, 0) ? nn_tensor_grad(a) : NULL;
     float *gb = nn_op_needs_grad(out, 1) ? nn_tensor_grad(b) : NULL;
+    if (NN_ON_GPU(out)) {
+        /* one pass per input; for x * x (ga == gb) the second adds after the
+         * first, as the CPU adds da then db to each element */
+        const int k = out->iparam[0];
+        nn_bcast_plan p;
+        if (ga) {
+            nn_bcast_plan_init(&p, bc.a4, bc.s, bc.sb);
+            nn_cuda_binary_bwd(k, 0, ga, out->grad, a->data, b->data, &p, a->numel);
+        }
+        if (gb) {
+            nn_bcast_plan_init(&p, bc.b4, bc.s, bc.sa);
+            nn_cuda_binary_bwd(k, 1, gb, out->grad, a->data, b->data, &p, b->numel);
+        }
+        return;
+    }
     bcast_backward((bin_kind)out->iparam[0], out->grad, a->data, b->data, ga, gb, &bc);
 }
 
@@ -159,6 +186,10 @@ static nn_tensor *binary(nn_graph *g, bin_kind k, nn_tensor *a, nn_tensor *b)
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, name, bc.nd, bc.shape, binary_backward, 2, src);
     out->iparam[0] = (int)k;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_binary_fwd(k, out->data, a->data, b->data, bc.s, bc.sa, bc.sb);
+        return out;
+    }
     bcast_forward(k, out->data, a->data, b->data, &bc);
     return out;
 }
@@ -254,6 +285,11 @@ UNARY_OPS(UNARY_KERNELS)
 #define UNARY_ENUM(name, FWD, DER) UN_##name,
 typedef enum { UNARY_OPS(UNARY_ENUM) UN_COUNT } unary_kind;
 
+/* the GPU twin (nn/cuda/elementwise.cu) numbers the ops the same way */
+#define UNARY_SAME_KIND(name, FWD, DER)                                               \
+    _Static_assert((int)UN_##name == (int)NN_CU_UN_##name, "k_elementwise.h: " #name);
+UNARY_OPS(UNARY_SAME_KIND)
+
 #define UNARY_ENTRY(name, FWD, DER) {#name, name##_fwd, name##_bwd},
 static const struct {
     const char *name;
@@ -264,6 +300,11 @@ static const struct {
 static void unary_backward(nn_tensor *out)
 {
     nn_tensor *x = out->src[0];
+    if (NN_ON_GPU(out)) {
+        nn_cuda_unary_bwd(out->iparam[0], nn_tensor_grad(x), out->grad, x->data, out->data,
+                          out->numel, out->fparam[0], out->fparam[1]);
+        return;
+    }
     unary_table[out->iparam[0]].bwd(nn_tensor_grad(x), out->grad, x->data, out->data,
                                     out->numel, out->fparam[0], out->fparam[1]);
 }
@@ -276,6 +317,10 @@ static nn_tensor *unary(nn_graph *g, unary_kind k, nn_tensor *x, float p0, float
     out->iparam[0] = (int)k;
     out->fparam[0] = p0;
     out->fparam[1] = p1;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_unary_fwd(k, out->data, x->data, x->numel, p0, p1);
+        return out;
+    }
     unary_table[k].fwd(out->data, x->data, x->numel, p0, p1);
     return out;
 }

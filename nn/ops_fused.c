@@ -10,7 +10,11 @@
  *     al. 2018). Saves the two activations and their gradients, and the mul.
  *
  * Both are checked by GRAD_TESTs and against the composed ops (tests/test_grad_fused.c):
- * linear_relu bit for bit, the gate within a few ulp (its own tanh / exp). */
+ * linear_relu bit for bit, the gate within a few ulp (its own tanh / exp).
+ *
+ * On the GPU the linear part is linear's own (cuBLAS, nn/ops_linear.c) and
+ * the relu, its mask and the gate run in nn/cuda/elementwise.cu (the gate
+ * with the same polynomial tanh / exp as here). */
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
@@ -20,6 +24,8 @@
 #include "error.h"
 #include "ops.h"
 #include "ops_internal.h"
+#include "cuda.h"
+#include "cuda/k_elementwise.h"
 
 #define FUSED_PAR_MIN 32768
 
@@ -30,6 +36,11 @@ static void linear_relu_backward(nn_tensor *out)
     float *dy = out->grad; /* [rows, out]: masked in place */
     const float *y = out->data;
     const size_t n = out->numel;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_relu_mask(dy, y, n);
+        nn_linear_backward_from(out, dy);
+        return;
+    }
 #pragma omp parallel for if (n >= FUSED_PAR_MIN)
     for (size_t k = 0; k < n; k++) dy[k] = y[k] > 0.f ? dy[k] : 0.f;
     nn_linear_backward_from(out, dy);
@@ -40,6 +51,10 @@ nn_tensor *nn_linear_relu(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
     nn_tensor *out = nn_linear_forward_as(g, "linear_relu", linear_relu_backward, x, w, b);
     float *y = out->data;
     const size_t n = out->numel;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_unary_fwd(NN_CU_UN_relu, y, y, n, 0.f, 0.f); /* in place */
+        return out;
+    }
 #pragma omp parallel for if (n >= FUSED_PAR_MIN)
     for (size_t k = 0; k < n; k++) y[k] = y[k] < 0.f ? 0.f : y[k]; /* NaN passes, as relu */
     return out;
@@ -114,6 +129,11 @@ static void gate_backward(nn_tensor *out)
     nn_tensor *a = out->src[0], *b = out->src[1];
     const size_t n = out->numel;
     const float *t = out->aux, *s = t + n, *dy = out->grad;
+    if (NN_ON_GPU(out)) {
+        if (nn_op_needs_grad(out, 0)) nn_cuda_gate_bwd_a(nn_tensor_grad(a), dy, t, s, n);
+        if (nn_op_needs_grad(out, 1)) nn_cuda_gate_bwd_b(nn_tensor_grad(b), dy, t, s, n);
+        return;
+    }
     if (nn_op_needs_grad(out, 0)) {
         float *da = nn_tensor_grad(a);
 #pragma omp parallel for if (n >= FUSED_PAR_MIN)
@@ -136,6 +156,16 @@ nn_tensor *nn_tanh_sigmoid_gate(nn_graph *g, nn_tensor *a, nn_tensor *b)
     nn_tensor *out = nn_op_output(g, "tanh_sigmoid_gate", a->ndim, a->shape, gate_backward, 2, src);
     const size_t n = out->numel;
     float *t = NULL, *s = NULL;
+    if (NN_ON_GPU(out)) {
+        if (out->backward) {
+            t = nn_cuda_alloc((n ? 2 * n : 1) * sizeof *t);
+            s = t + n;
+            out->aux = t;
+            out->aux_cuda = 1;
+        }
+        nn_cuda_gate_fwd(out->data, t, s, a->data, b->data, n);
+        return out;
+    }
     if (out->backward) {
         t = malloc((n ? 2 * n : 1) * sizeof *t);
         NCMI_CHECK(t != NULL, "out of memory (%zu floats)", 2 * n);

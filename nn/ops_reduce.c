@@ -5,12 +5,19 @@
  * An axis reduction views x as [outer, n, inner] (n = x.shape[axis]) and
  * produces [outer, inner]; a row op views x as [rows, D] (D = last dim).
  * Reducing the only axis of a 1-D tensor without keepdim gives shape [1]
- * (ncmi has no 0-D tensors; PyTorch would give shape []). */
+ * (ncmi has no 0-D tensors; PyTorch would give shape []).
+ *
+ * On the GPU each op runs its CUDA twin (nn/cuda/reduce.cu): the same
+ * formulas, double accumulation where these use double, argmax and norms
+ * kept in device buffers (aux_cuda). */
 #include <math.h>
 #include <stdlib.h>
 
+#include "cuda.h"
+#include "cuda/k_reduce.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 #define RED_PAR_MIN 32768
 
@@ -50,6 +57,10 @@ static void sum_backward(nn_tensor *out)
     const float s = out->fparam[0];
     float *gx = nn_tensor_grad(x);
     const float *gy = out->grad;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_sum_axis_bwd(gx, gy, outer, n, inner, s);
+        return;
+    }
     /* gx[o,k,i] += s * gy[o,i] */
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t o = 0; o < outer; o++)
@@ -73,6 +84,10 @@ static nn_tensor *sum_mean(nn_graph *g, nn_tensor *x, int axis, int keepdim, int
     out->fparam[0] = mean ? 1.f / (float)n : 1.f;
     /* y[o,i] = s * sum_k x[o,k,i], accumulated in double */
     const float s = out->fparam[0];
+    if (NN_ON_GPU(out)) {
+        nn_cuda_sum_axis(out->data, x->data, outer, n, inner, s);
+        return out;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t o = 0; o < outer; o++)
         for (size_t i = 0; i < inner; i++) {
@@ -103,6 +118,10 @@ static void max_backward(nn_tensor *out)
     axis_split(x, out->iparam[0], 1, &outer, &n, &inner, &ond, osh);
     const int *arg = out->aux;
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_max_axis_bwd(gx, out->grad, arg, outer, n, inner);
+        return;
+    }
     for (size_t o = 0; o < outer; o++)
         for (size_t i = 0; i < inner; i++)
             gx[(o * (size_t)n + (size_t)arg[o * inner + i]) * inner + i] +=
@@ -119,6 +138,13 @@ nn_tensor *nn_max(nn_graph *g, nn_tensor *x, int axis, int keepdim)
     NCMI_CHECK(n > 0, "max: reducing an empty axis %d", axis);
     nn_tensor *out = nn_op_output(g, "max", ond, osh, max_backward, 1, &x);
     out->iparam[0] = a;
+    if (NN_ON_GPU(out)) {
+        int *darg = nn_cuda_alloc((outer * inner > 0 ? outer * inner : 1) * sizeof(int));
+        out->aux = darg;
+        out->aux_cuda = 1;
+        nn_cuda_max_axis(out->data, darg, x->data, outer, n, inner);
+        return out;
+    }
     int *arg = malloc((outer * inner > 0 ? outer * inner : 1) * sizeof(int));
     NCMI_CHECK(arg != NULL, "max: out of memory");
     out->aux = arg;
@@ -148,6 +174,10 @@ static void sum_all_backward(nn_tensor *out)
 {
     nn_tensor *x = out->src[0];
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_sum_all_bwd(gx, out->grad, out->fparam[0], x->numel);
+        return;
+    }
     const float gs = out->grad[0] * out->fparam[0];
     for (size_t i = 0; i < x->numel; i++) gx[i] += gs;
 }
@@ -157,9 +187,13 @@ static nn_tensor *sum_mean_all(nn_graph *g, nn_tensor *x, int mean)
     const char *op = mean ? "mean_all" : "sum_all";
     NCMI_CHECK(x != NULL, "%s: NULL input", op);
     nn_tensor *out = nn_op_output(g, op, 1, (int[]){1}, sum_all_backward, 1, &x);
+    out->fparam[0] = mean ? (float)(1.0 / (double)x->numel) : 1.f;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_sum_all(out->data, x->data, x->numel, mean);
+        return out;
+    }
     double acc = 0;
     for (size_t i = 0; i < x->numel; i++) acc += x->data[i];
-    out->fparam[0] = mean ? (float)(1.0 / (double)x->numel) : 1.f;
     out->data[0] = (float)(mean ? acc / (double)x->numel : acc);
     return out;
 }
@@ -204,6 +238,10 @@ static void logsumexp_backward(nn_tensor *out)
     int D;
     rows_split(x, "logsumexp", &rows, &D);
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_logsumexp_bwd(gx, x->data, out->data, out->grad, rows, D);
+        return;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *px = x->data + r * D;
@@ -222,6 +260,10 @@ nn_tensor *nn_logsumexp(nn_graph *g, nn_tensor *x, int keepdim)
     int n, ond, osh[NN_MAX_DIMS];
     axis_split(x, x->ndim - 1, keepdim, &outer, &n, &inner, &ond, osh);
     nn_tensor *out = nn_op_output(g, "logsumexp", ond, osh, logsumexp_backward, 1, &x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_logsumexp(out->data, x->data, rows, D);
+        return out;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) out->data[r] = row_lse(x->data + r * D, D);
     return out;
@@ -235,6 +277,10 @@ static void softmax_backward(nn_tensor *out)
     int D;
     rows_split(x, "softmax", &rows, &D);
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_softmax_bwd(gx, out->data, out->grad, rows, D);
+        return;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *y = out->data + r * D, *gy = out->grad + r * D;
@@ -251,6 +297,10 @@ nn_tensor *nn_softmax(nn_graph *g, nn_tensor *x)
     int D;
     rows_split(x, "softmax", &rows, &D);
     nn_tensor *out = nn_op_output(g, "softmax", x->ndim, x->shape, softmax_backward, 1, &x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_softmax(out->data, x->data, rows, D);
+        return out;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *px = x->data + r * D;
@@ -275,6 +325,10 @@ static void log_softmax_backward(nn_tensor *out)
     int D;
     rows_split(x, "log_softmax", &rows, &D);
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_log_softmax_bwd(gx, out->data, out->grad, rows, D);
+        return;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *y = out->data + r * D, *gy = out->grad + r * D;
@@ -292,6 +346,10 @@ nn_tensor *nn_log_softmax(nn_graph *g, nn_tensor *x)
     rows_split(x, "log_softmax", &rows, &D);
     nn_tensor *out =
         nn_op_output(g, "log_softmax", x->ndim, x->shape, log_softmax_backward, 1, &x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_log_softmax(out->data, x->data, rows, D);
+        return out;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *px = x->data + r * D;
@@ -317,6 +375,10 @@ static void l2_normalize_backward(nn_tensor *out)
     const float eps = out->fparam[0];
     const float *norms = out->aux;
     float *gx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_l2_normalize_bwd(gx, out->data, out->grad, norms, rows, D, eps);
+        return;
+    }
 #pragma omp parallel for if (x->numel >= RED_PAR_MIN)
     for (size_t r = 0; r < rows; r++) {
         const float *y = out->data + r * D, *gy = out->grad + r * D;
@@ -342,6 +404,13 @@ nn_tensor *nn_l2_normalize(nn_graph *g, nn_tensor *x, float eps)
     nn_tensor *out =
         nn_op_output(g, "l2_normalize", x->ndim, x->shape, l2_normalize_backward, 1, &x);
     out->fparam[0] = eps;
+    if (NN_ON_GPU(out)) {
+        float *dn = nn_cuda_alloc((rows ? rows : 1) * sizeof(float));
+        out->aux = dn;
+        out->aux_cuda = 1;
+        nn_cuda_l2_normalize(out->data, dn, x->data, rows, D, eps);
+        return out;
+    }
     float *norms = malloc((rows ? rows : 1) * sizeof(float));
     NCMI_CHECK(norms != NULL, "l2_normalize: out of memory");
     out->aux = norms;

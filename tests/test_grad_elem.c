@@ -2,8 +2,10 @@
  * broadcasting variant and every unary op, plus forward values against
  * PyTorch 1.13 (float32) numbers hard-coded below with their snippets. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../nn/cuda/k_elementwise.h"
 #include "../nn/ops.h"
 #include "gradcheck.h"
 #include "test.h"
@@ -72,6 +74,103 @@ GRAD_TEST(binary_chain, .nin = 3, .ndim = {2, 1, 2}, .shape = {{3, 4}, {4}, {3, 
 /* only the second input differentiated: the first gets no gradient buffer */
 GRAD_TEST(mul_col_no_grad_a, .nin = 2, .ndim = {2, 2}, .shape = {{5, 3}, {5, 1}}, .fn = f_mul,
           .no_grad_mask = 1u)
+/* Broadcasts wide enough for the GPU's block reduction of the gradient (an
+ * input element gathering >= 64 output elements; nn/cuda/elementwise.cu):
+ * a row of 3 over 70 rows, two inputs broadcast along crossing axes
+ * ([1,9,1,8] x [8,1,9,1]: 72 each), and a scalar gathering 2100 elements,
+ * which the GPU splits over 3 blocks. */
+GRAD_TEST(add_row_long, .nin = 2, .ndim = {2, 1}, .shape = {{70, 3}, {3}}, .fn = f_add)
+GRAD_TEST(sub_row_long, .nin = 2, .ndim = {2, 1}, .shape = {{70, 3}, {3}}, .fn = f_sub)
+/* gpu_tol: the CPU adds the 72 float terms of a gradient one by one, the GPU
+ * in double; where a sum cancels, the CPU's rounding shows (2e-5 here). */
+GRAD_TEST(mul_cross_long, .nin = 2, .ndim = {4, 4}, .shape = {{1, 9, 1, 8}, {8, 1, 9, 1}},
+          .fn = f_mul, .gpu_tol = 1e-4f)
+GRAD_TEST(div_cross_long, .nin = 2, .ndim = {4, 4}, .shape = {{1, 9, 1, 8}, {8, 1, 9, 1}},
+          .fn = f_div, .lo = 0.5f, .hi = 2.f, .gpu_tol = 1e-4f)
+GRAD_TEST(mul_scalar_tensor_long, .nin = 2, .ndim = {2, 1}, .shape = {{3, 700}, {1}}, .fn = f_mul)
+
+/* The GPU backward's broadcast plan (nn_bcast_plan, nn/cuda/k_elementwise.h)
+ * against the definition: for each input, every output element is reached
+ * exactly once, from the input element that the output reads, with the
+ * other input's matching offset, in increasing output order per element. */
+static void pad_and_strides(int nd, const int *shape, int *s4)
+{
+    for (int i = 0; i < 4; i++) s4[i] = i < 4 - nd ? 1 : shape[i - (4 - nd)];
+}
+static void strides_in(const int *in4, const int *out4, size_t *st)
+{
+    size_t s = 1;
+    for (int i = 3; i >= 0; i--) {
+        st[i] = (in4[i] == 1 && out4[i] != 1) ? 0 : s;
+        s *= (size_t)in4[i];
+    }
+}
+
+TEST(bcast_plan_index_math)
+{
+    static const struct {
+        int na, nb, a[4], b[4];
+    } cases[] = {
+        {2, 1, {3, 4}, {4}},          {2, 2, {3, 4}, {3, 1}},       {4, 3, {2, 1, 3, 1}, {4, 1, 2}},
+        {1, 3, {4}, {2, 3, 4}},       {4, 4, {1, 9, 1, 8}, {8, 1, 9, 1}},
+        {2, 1, {3, 700}, {1}},        {3, 3, {2, 3, 4}, {2, 3, 4}}, {3, 2, {5, 1, 6}, {1, 6}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int a4[4], b4[4], o4[4];
+        pad_and_strides(cases[c].na, cases[c].a, a4);
+        pad_and_strides(cases[c].nb, cases[c].b, b4);
+        size_t nout = 1;
+        for (int d = 0; d < 4; d++) {
+            o4[d] = a4[d] == 1 ? b4[d] : a4[d];
+            nout *= (size_t)o4[d];
+        }
+        size_t sa[4], sb[4];
+        strides_in(a4, o4, sa);
+        strides_in(b4, o4, sb);
+        int *seen = calloc(nout, sizeof *seen);
+        REQUIRE(seen != NULL, "out of memory");
+        for (int side = 0; side < 2; side++) {
+            const int *self4 = side ? b4 : a4;
+            const size_t *ss = side ? sb : sa, *so = side ? sa : sb;
+            nn_bcast_plan p;
+            nn_bcast_plan_init(&p, self4, o4, so);
+            size_t nself = (size_t)self4[0] * self4[1] * self4[2] * self4[3];
+            EXPECT(p.cnt * nself == nout, "case %zu side %d: %zu x %zu != %zu", c, side, p.cnt,
+                   nself, nout);
+            memset(seen, 0, nout * sizeof *seen);
+            int bad = 0;
+            for (size_t e = 0; e < nself; e++) {
+                size_t o0, t0;
+                nn_bcast_base(&p, e, &o0, &t0);
+                size_t prev = 0;
+                for (size_t r = 0; r < p.cnt; r++) {
+                    size_t o, t;
+                    nn_bcast_step(&p, r, &o, &t);
+                    o += o0;
+                    t += t0;
+                    if (o >= nout || (r > 0 && o <= prev)) {
+                        bad++;
+                        break;
+                    }
+                    prev = o;
+                    size_t rem = o, es = 0, et = 0;
+                    for (int d = 3; d >= 0; d--) {
+                        size_t cd = rem % (size_t)o4[d];
+                        rem /= (size_t)o4[d];
+                        es += cd * ss[d];
+                        et += cd * so[d];
+                    }
+                    if (es != e || et != t) bad++;
+                    seen[o]++;
+                }
+            }
+            for (size_t o = 0; o < nout; o++)
+                if (seen[o] != 1) bad++;
+            EXPECT(bad == 0, "case %zu side %d: %d wrong mappings", c, side, bad);
+        }
+        free(seen);
+    }
+}
 
 TEST(broadcast_forward_values)
 {

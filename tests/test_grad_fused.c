@@ -52,6 +52,10 @@ GRAD_TEST(tanh_sigmoid_gate, .nin = 2, .ndim = {2, 2}, .shape = {{4, 5}, {4, 5}}
           .lo = -3.f, .hi = 3.f)
 GRAD_TEST(tanh_sigmoid_gate_3d, .nin = 2, .ndim = {3, 3}, .shape = {{2, 3, 4}, {2, 3, 4}},
           .fn = f_gate, .lo = -3.f, .hi = 3.f)
+/* only b differentiated: a gets no gradient (the GPU's two backward kernels
+ * run one at a time) */
+GRAD_TEST(tanh_sigmoid_gate_b_only, .nin = 2, .ndim = {2, 2}, .shape = {{3, 7}, {3, 7}},
+          .fn = f_gate, .lo = -3.f, .hi = 3.f, .no_grad_mask = 1u)
 
 static int same_floats(const float *a, const float *b, size_t n)
 {

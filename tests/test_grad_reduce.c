@@ -2,6 +2,7 @@
  * every op, plus forward values against PyTorch 1.13 (float32) numbers
  * hard-coded below with their snippets. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../nn/ops.h"
@@ -60,10 +61,19 @@ static nn_tensor *f_ce(nn_graph *g, nn_tensor **in, const gc_case *c)
 static void init_distinct(nn_tensor **in, nn_rng *rng, const gc_case *c)
 {
     (void)c;
-    int n = (int)in[0]->numel, perm[256];
-    REQUIRE(n <= 256, "init_distinct: too many elements");
+    int n = (int)in[0]->numel, *perm = malloc((size_t)n * sizeof *perm);
+    REQUIRE(perm != NULL, "init_distinct: out of memory");
     nn_rng_permutation(rng, perm, n);
     for (int i = 0; i < n; i++) in[0]->data[i] = 0.1f * (float)(perm[i] - n / 2);
+    free(perm);
+}
+
+/* Values in {-1, 0, 1}: many exact ties for the maximum. */
+static void init_ties(nn_tensor **in, nn_rng *rng, const gc_case *c)
+{
+    (void)rng;
+    (void)c;
+    for (size_t i = 0; i < in[0]->numel; i++) in[0]->data[i] = rintf(in[0]->data[i]);
 }
 
 /* l2_normalize: rows 0..1 keep their norm (> 0.5), row 2 is scaled to a norm
@@ -109,6 +119,39 @@ GRAD_TEST(log_softmax, .nin = 1, .ndim = {2}, .shape = {{3, 5}}, .fn = f_log_sof
 GRAD_TEST(l2_normalize, .nin = 1, .ndim = {3}, .shape = {{2, 3, 4}}, .fn = f_l2n,
           .fparam = {1e-12f})
 GRAD_TEST(l2_normalize_both_regimes, .nin = 1, .ndim = {2}, .shape = {{3, 5}}, .fn = f_l2n,
+          .init = init_l2n_mixed, .fparam = {0.1f})
+/* Sizes for the GPU kernels' other paths (nn/cuda/reduce.cu): rows longer
+ * than 256 get a block instead of a warp (sum, max, the row ops at 300 and
+ * 700 columns), inner axes wider than a 32-column tile and reduced axes
+ * longer than its 8 rows, several blocks of partial sums for sum_all. */
+GRAD_TEST(sum_row_long, .nin = 1, .ndim = {2}, .shape = {{2, 300}}, .fn = f_sum, .iparam = {-1, 0})
+GRAD_TEST(mean_axis0_tiles, .nin = 1, .ndim = {2}, .shape = {{20, 40}}, .fn = f_mean,
+          .iparam = {0, 1})
+GRAD_TEST(sum_axis1_tiles_4d, .nin = 1, .ndim = {4}, .shape = {{3, 10, 2, 20}}, .fn = f_sum,
+          .iparam = {1, 0})
+GRAD_TEST(max_row_long, .nin = 1, .ndim = {2}, .shape = {{2, 300}}, .fn = f_max, .iparam = {-1, 0},
+          .init = init_distinct)
+GRAD_TEST(max_axis0_tiles, .nin = 1, .ndim = {2}, .shape = {{20, 40}}, .fn = f_max,
+          .iparam = {0, 0}, .init = init_distinct)
+/* Exact ties: the gradient goes to the first maximal element on both devices
+ * (compared by tests/gpu/; on the CPU max_ties_grad_to_first checks it).
+ * A central difference splits a tie's gradient, so atol switches the
+ * finite-difference check off for these three. */
+GRAD_TEST(max_ties_row_long, .nin = 1, .ndim = {2}, .shape = {{2, 300}}, .fn = f_max,
+          .iparam = {-1, 0}, .init = init_ties, .atol = 1e3f)
+GRAD_TEST(max_ties_row_warp, .nin = 1, .ndim = {2}, .shape = {{3, 40}}, .fn = f_max,
+          .iparam = {1, 1}, .init = init_ties, .atol = 1e3f)
+GRAD_TEST(max_ties_tiles, .nin = 1, .ndim = {2}, .shape = {{20, 40}}, .fn = f_max,
+          .iparam = {0, 0}, .init = init_ties, .atol = 1e3f)
+GRAD_TEST(sum_all_blocks, .nin = 1, .ndim = {2}, .shape = {{3, 300}}, .fn = f_sum_all)
+GRAD_TEST(mean_all_blocks, .nin = 1, .ndim = {3}, .shape = {{3, 3, 100}}, .fn = f_mean_all)
+GRAD_TEST(logsumexp_long, .nin = 1, .ndim = {2}, .shape = {{2, 700}}, .fn = f_logsumexp,
+          .lo = -3.f, .hi = 3.f)
+GRAD_TEST(softmax_long, .nin = 1, .ndim = {2}, .shape = {{2, 700}}, .fn = f_softmax, .lo = -3.f,
+          .hi = 3.f)
+GRAD_TEST(log_softmax_long, .nin = 1, .ndim = {2}, .shape = {{2, 700}}, .fn = f_log_softmax,
+          .lo = -3.f, .hi = 3.f)
+GRAD_TEST(l2_normalize_long, .nin = 1, .ndim = {2}, .shape = {{3, 700}}, .fn = f_l2n,
           .init = init_l2n_mixed, .fparam = {0.1f})
 GRAD_TEST(cross_entropy, .nin = 1, .ndim = {2}, .shape = {{5, 4}}, .fn = f_ce, .lo = -2.f,
           .hi = 2.f, .iparam = {0, 3, 1, 1, 2}, .fparam = {0.f})
