@@ -10,14 +10,20 @@
  * sgemm (faster on 2 cores than one multi-threaded sgemm per image, see
  * bench/ops.sh); weight gradients go to per-thread buffers that are summed at
  * the end, so the result does not depend on scheduling for a fixed thread
- * count. */
+ * count.
+ *
+ * On the GPU (nn/cuda/conv.cu) cuDNN computes all of it in fp32; a no_grad
+ * graph at NN_PREC_BF16/FP16 runs ungrouped convolutions channels-last in
+ * that type with fp32 accumulation (grouped ones stay fp32). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/k_conv.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 typedef struct {
     int N, C, H, W;      /* input */
@@ -338,6 +344,13 @@ static void conv_backward(const conv_dims *c, const float *x, const float *w, co
     }
 }
 
+static nn_cuda_conv_shape cuda_shape(const conv_dims *c)
+{
+    nn_cuda_conv_shape s = {c->N, c->C, c->H, c->W, c->Co, c->kh, c->kw, c->Ho, c->Wo,
+                            c->s, c->p, c->d, c->groups};
+    return s;
+}
+
 static void conv2d_backward(nn_tensor *out)
 {
     conv_dims c;
@@ -346,6 +359,11 @@ static void conv2d_backward(nn_tensor *out)
     float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
     float *dw = nn_op_needs_grad(out, 1) ? nn_tensor_grad(w) : NULL;
     float *db = (b && nn_op_needs_grad(out, 2)) ? nn_tensor_grad(b) : NULL;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_conv_shape s = cuda_shape(&c);
+        if (out->numel > 0) nn_cuda_conv2d_bwd(&s, x->data, w->data, out->grad, dx, dw, db);
+        return;
+    }
     conv_backward(&c, x->data, w->data, out->grad, dx, dw, db);
 }
 
@@ -382,6 +400,16 @@ nn_tensor *nn_conv2d(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b, int 
     memcpy(out->iparam, ip, sizeof ip);
     out->fparam[0] = (float)groups;
     if (out->numel == 0) return out;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_conv_shape s = cuda_shape(&c);
+        nn_precision prec = nn_graph_precision(g);
+        if (nn_graph_no_grad(g) && prec != NN_PREC_FP32 && groups == 1)
+            nn_cuda_conv2d_fwd_half(&s, prec == NN_PREC_BF16, x->data, w->data, b ? b->data : NULL,
+                                    out->data);
+        else
+            nn_cuda_conv2d_fwd(&s, x->data, w->data, b ? b->data : NULL, out->data);
+        return out;
+    }
     conv_forward(&c, x->data, w->data, b ? b->data : NULL, out->data);
     return out;
 }

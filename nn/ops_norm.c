@@ -9,14 +9,22 @@
  *       eval:     the running statistics, no update.
  *   layernorm   x [...,D], over the last axis (biased var).
  *   dropout     inverted; mask from a per-chunk fork of rng, so the same seed
- *               gives the same mask at any thread count. */
+ *               gives the same mask at any thread count.
+ *
+ * The CUDA twins (nn/cuda/norm.cu) follow the same arithmetic. Dropout's mask
+ * is drawn here on the host from the same rng stream on both devices (so a
+ * seed gives the same mask on the CPU and the GPU, and the rng advances the
+ * same way) and uploaded with nn_cuda_h2d, which does not wait. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_norm.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 static void *xmalloc(size_t n)
 {
@@ -41,6 +49,11 @@ static void batchnorm2d_backward(nn_tensor *out)
     float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
     float *dgamma = nn_op_needs_grad(out, 1) ? nn_tensor_grad(gamma) : NULL;
     float *dbeta = nn_op_needs_grad(out, 2) ? nn_tensor_grad(beta) : NULL;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_batchnorm2d_bwd(x->data, gamma ? gamma->data : NULL, stats, dy, dx, dgamma, dbeta, N, C,
+                                HW, training);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         float mean = stats[c], rstd = stats[C + c];
@@ -107,6 +120,17 @@ nn_tensor *nn_batchnorm2d(nn_graph *g, nn_tensor *x, nn_tensor *gamma, nn_tensor
     out->iparam[0] = training != 0;
     out->fparam[0] = momentum;
     out->fparam[1] = eps;
+    if (NN_ON_GPU(out)) {
+        NCMI_CHECK(running_mean->device == NN_DEVICE_CUDA && running_var->device == NN_DEVICE_CUDA,
+                   "batchnorm2d: x %s is on the GPU, its running stats are not", sx);
+        float *dstats = out->backward ? nn_cuda_alloc(2 * (size_t)C * sizeof(float)) : NULL;
+        nn_cuda_batchnorm2d_fwd(x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL,
+                                running_mean->data, running_var->data, out->data, dstats, N, C, HW,
+                                training != 0, momentum, eps);
+        out->aux = dstats;
+        out->aux_cuda = 1;
+        return out;
+    }
     float *stats = xmalloc(2 * (size_t)C * sizeof(float)); /* mean [C], rstd [C] */
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -165,6 +189,14 @@ static void layernorm_backward(nn_tensor *out)
     int D = out->iparam[1];
     const float *mean = out->aux, *rstd = (const float *)out->aux + rows;
     const float *dy = out->grad;
+    if (NN_ON_GPU(out)) {
+        float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
+        float *dgamma = nn_op_needs_grad(out, 1) ? nn_tensor_grad(gamma) : NULL;
+        float *dbeta = nn_op_needs_grad(out, 2) ? nn_tensor_grad(beta) : NULL;
+        nn_cuda_layernorm_bwd(x->data, gamma ? gamma->data : NULL, out->aux, dy, dx, dgamma, dbeta,
+                              (size_t)rows, D);
+        return;
+    }
     if (nn_op_needs_grad(out, 0)) {
         float *dx = nn_tensor_grad(x);
 #pragma omp parallel for schedule(static)
@@ -216,6 +248,14 @@ nn_tensor *nn_layernorm(nn_graph *g, nn_tensor *x, nn_tensor *gamma, nn_tensor *
     out->iparam[0] = (int)rows;
     out->iparam[1] = D;
     out->fparam[0] = eps;
+    if (NN_ON_GPU(out)) {
+        float *dstats = out->backward ? nn_cuda_alloc(2 * (size_t)rows * sizeof(float)) : NULL;
+        nn_cuda_layernorm_fwd(x->data, gamma ? gamma->data : NULL, beta ? beta->data : NULL, out->data,
+                              dstats, (size_t)rows, D, eps);
+        out->aux = dstats;
+        out->aux_cuda = 1;
+        return out;
+    }
     float *stats = xmalloc(2 * (size_t)(rows ? rows : 1) * sizeof(float));
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < rows; r++) {
@@ -259,9 +299,29 @@ static void dropout_backward(nn_tensor *out)
     float scale = out->fparam[0];
     float *dx = nn_tensor_grad(x);
     long n = (long)out->numel;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_dropout_bwd(out->grad, mask, dx, scale, (size_t)n);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++)
         if (mask[i]) dx[i] += out->grad[i] * scale;
+}
+
+/* mask [n] (1 keep) from rng: one forked stream per chunk, forked in order,
+ * so it does not depend on the thread count. */
+static void dropout_mask(nn_rng *rng, float p, size_t n, uint8_t *mask)
+{
+    long nchunks = (long)((n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK);
+    nn_rng *streams = xmalloc((size_t)(nchunks ? nchunks : 1) * sizeof(nn_rng));
+    for (long k = 0; k < nchunks; k++) streams[k] = nn_rng_fork(rng, (uint64_t)k);
+#pragma omp parallel for schedule(static)
+    for (long k = 0; k < nchunks; k++) {
+        size_t lo = (size_t)k * DROPOUT_CHUNK, hi = lo + DROPOUT_CHUNK;
+        if (hi > n) hi = n;
+        for (size_t i = lo; i < hi; i++) mask[i] = (uint8_t)(nn_rng_uniformf(&streams[k]) >= p);
+    }
+    free(streams);
 }
 
 nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *rng)
@@ -275,21 +335,22 @@ nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *
     out->fparam[1] = p;
     size_t n = x->numel;
     uint8_t *mask = xmalloc(n);
-    /* one forked stream per chunk, forked in order: independent of threads */
-    long nchunks = (long)((n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK);
-    nn_rng *streams = xmalloc((size_t)(nchunks ? nchunks : 1) * sizeof(nn_rng));
-    for (long k = 0; k < nchunks; k++) streams[k] = nn_rng_fork(rng, (uint64_t)k);
-#pragma omp parallel for schedule(static)
-    for (long k = 0; k < nchunks; k++) {
-        size_t lo = (size_t)k * DROPOUT_CHUNK, hi = lo + DROPOUT_CHUNK;
-        if (hi > n) hi = n;
-        for (size_t i = lo; i < hi; i++) {
-            int keep = nn_rng_uniformf(&streams[k]) >= p;
-            mask[i] = (uint8_t)keep;
-            out->data[i] = keep ? x->data[i] * scale : 0.f;
+    dropout_mask(rng, p, n, mask);
+    if (NN_ON_GPU(out)) {
+        uint8_t *dmask = nn_cuda_alloc(n);
+        nn_cuda_h2d(dmask, mask, n); /* does not wait; mask may be freed on return */
+        free(mask);
+        nn_cuda_dropout_fwd(x->data, dmask, out->data, scale, n);
+        if (out->backward) {
+            out->aux = dmask;
+            out->aux_cuda = 1;
+        } else {
+            nn_cuda_free(dmask);
         }
+        return out;
     }
-    free(streams);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) out->data[i] = mask[i] ? x->data[i] * scale : 0.f;
     if (out->backward) {
         out->aux = mask;
     } else {

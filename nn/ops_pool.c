@@ -5,14 +5,18 @@
  *              window (row-major scan), whose plane index is saved in aux.
  *   avgpool2d  same shape; count_include_pad = True: divisor k*k.
  *   global_avgpool  [N,C,H,W] -> [N,C].
- * Planes (n,c) are independent and spread over OpenMP threads. */
+ * Planes (n,c) are independent and spread over OpenMP threads. The CUDA
+ * twins (nn/cuda/pool.cu) compute every value in the same order. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_pool.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 static void pool_out_shape(const char *op, const nn_tensor *x, int k, int s, int p, int *Ho, int *Wo)
 {
@@ -40,6 +44,11 @@ static void maxpool2d_backward(nn_tensor *out)
     const int32_t *arg = out->aux;
     float *dx = nn_tensor_grad(x);
     const float *dy = out->grad;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_maxpool2d_bwd(dy, arg, dx, (size_t)planes, x->shape[2], x->shape[3], out->shape[2],
+                              out->shape[3], out->iparam[0], out->iparam[1], out->iparam[2]);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * HW;
@@ -59,9 +68,18 @@ nn_tensor *nn_maxpool2d(nn_graph *g, nn_tensor *x, int kernel, int stride, int p
     out->iparam[0] = kernel;
     out->iparam[1] = stride;
     out->iparam[2] = padding;
+    long planes = (long)N * C;
+    if (NN_ON_GPU(out)) {
+        /* the argmax stays on the device for the backward (aux_cuda) */
+        int32_t *darg = out->backward ? nn_cuda_alloc(out->numel * sizeof(int32_t)) : NULL;
+        nn_cuda_maxpool2d_fwd(x->data, out->data, darg, (size_t)planes, H, W, Ho, Wo, kernel, stride,
+                              padding);
+        out->aux = darg;
+        out->aux_cuda = 1;
+        return out;
+    }
     int32_t *arg = malloc((out->numel ? out->numel : 1) * sizeof(int32_t));
     NCMI_CHECK(arg != NULL, "maxpool2d: out of memory");
-    long planes = (long)N * C;
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * H * W;
@@ -112,6 +130,10 @@ static void avgpool2d_backward(nn_tensor *out)
     long planes = (long)out->shape[0] * out->shape[1];
     float inv = 1.f / (float)(k * k);
     float *dx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_avgpool2d_bwd(out->grad, dx, (size_t)planes, H, W, Ho, Wo, k, s, p);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * H * W;
@@ -144,6 +166,10 @@ nn_tensor *nn_avgpool2d(nn_graph *g, nn_tensor *x, int kernel, int stride, int p
     out->iparam[2] = padding;
     float inv = 1.f / (float)(kernel * kernel);
     long planes = (long)N * C;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_avgpool2d_fwd(x->data, out->data, (size_t)planes, H, W, Ho, Wo, kernel, stride, padding);
+        return out;
+    }
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * H * W;
@@ -177,6 +203,10 @@ static void global_avgpool_backward(nn_tensor *out)
     long planes = (long)out->numel;
     float inv = 1.f / (float)HW;
     float *dx = nn_tensor_grad(x);
+    if (NN_ON_GPU(out)) {
+        nn_cuda_global_avgpool_bwd(out->grad, dx, (size_t)planes, HW);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         float d = out->grad[pl] * inv;
@@ -195,6 +225,10 @@ nn_tensor *nn_global_avgpool(nn_graph *g, nn_tensor *x)
     int shape[2] = {x->shape[0], x->shape[1]};
     nn_tensor *out = nn_op_output(g, "global_avgpool", 2, shape, global_avgpool_backward, 1, &x);
     long planes = (long)out->numel;
+    if (NN_ON_GPU(out)) {
+        nn_cuda_global_avgpool_fwd(x->data, out->data, (size_t)planes, HW);
+        return out;
+    }
 #pragma omp parallel for schedule(static)
     for (long pl = 0; pl < planes; pl++) {
         const float *xp = x->data + (size_t)pl * HW;

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "../nn/cuda/k_linear.h"
+#include "../nn/cuda/k_norm.h"
+#include "../nn/cuda/k_pool.h"
 #include "../nn/ops.h"
 #include "../nn/rng.h"
 #include "gradcheck.h"
@@ -137,24 +139,47 @@ static nn_tensor *fn_conv(nn_graph *g, nn_tensor **in, const gc_case *c)
                      c->iparam[2], c->iparam[3]);
 }
 
+/* gpu_tol: cuDNN sums each output and gradient in another order than the
+ * CPU's sgemm. The GPU check scales the error of an element near zero by
+ * 1e-3 of the largest one, and there a reordered fp32 sum of K terms is off
+ * by a few ulps of its largest partial sums: re-summing these cases in three
+ * other orders on the host gives scaled errors of 1e-6 to 4.4e-5, and 6.2e-5
+ * for the 16 -> 24 case (K = 144 for the output, 216 for dx). */
+#define CONV_GPU_TOL 1e-4f
+
 GRAD_TEST(conv2d_stride2_pad1, .nin = 3, .ndim = {4, 4, 1},
-          .shape = {{2, 3, 6, 6}, {4, 3, 3, 3}, {4}}, .fn = fn_conv, .iparam = {2, 1, 1, 1})
+          .shape = {{2, 3, 6, 6}, {4, 3, 3, 3}, {4}}, .fn = fn_conv, .iparam = {2, 1, 1, 1},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_pad1_single_image, .nin = 3, .ndim = {4, 4, 1},
-          .shape = {{1, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .fn = fn_conv, .iparam = {1, 1, 1, 1})
+          .shape = {{1, 2, 5, 5}, {3, 2, 3, 3}, {3}}, .fn = fn_conv, .iparam = {1, 1, 1, 1},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_dilation2, .nin = 3, .ndim = {4, 4, 1},
-          .shape = {{2, 2, 7, 6}, {2, 2, 3, 3}, {2}}, .fn = fn_conv, .iparam = {1, 2, 2, 1})
+          .shape = {{2, 2, 7, 6}, {2, 2, 3, 3}, {2}}, .fn = fn_conv, .iparam = {1, 2, 2, 1},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_groups2, .nin = 3, .ndim = {4, 4, 1},
-          .shape = {{2, 4, 5, 5}, {6, 2, 3, 3}, {6}}, .fn = fn_conv, .iparam = {1, 1, 1, 2})
+          .shape = {{2, 4, 5, 5}, {6, 2, 3, 3}, {6}}, .fn = fn_conv, .iparam = {1, 1, 1, 2},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_depthwise, .nin = 3, .ndim = {4, 4, 1},
-          .shape = {{2, 3, 5, 5}, {3, 1, 3, 3}, {3}}, .fn = fn_conv, .iparam = {1, 1, 1, 3})
+          .shape = {{2, 3, 5, 5}, {3, 1, 3, 3}, {3}}, .fn = fn_conv, .iparam = {1, 1, 1, 3},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_depthwise_stride2_dil2, .nin = 2, .ndim = {4, 4},
-          .shape = {{2, 3, 7, 7}, {3, 1, 3, 3}}, .fn = fn_conv, .iparam = {2, 2, 2, 3})
+          .shape = {{2, 3, 7, 7}, {3, 1, 3, 3}}, .fn = fn_conv, .iparam = {2, 2, 2, 3},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_nobias_rect_kernel, .nin = 2, .ndim = {4, 4},
-          .shape = {{2, 3, 5, 6}, {2, 3, 2, 3}}, .fn = fn_conv, .iparam = {1, 0, 1, 1})
+          .shape = {{2, 3, 5, 6}, {2, 3, 2, 3}}, .fn = fn_conv, .iparam = {1, 0, 1, 1},
+          .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_1x1, .nin = 3, .ndim = {4, 4, 1}, .shape = {{3, 4, 3, 3}, {5, 4, 1, 1}, {5}},
-          .fn = fn_conv, .iparam = {1, 0, 1, 1})
+          .fn = fn_conv, .iparam = {1, 0, 1, 1}, .gpu_tol = CONV_GPU_TOL)
 GRAD_TEST(conv2d_1x1_stride2_groups2, .nin = 2, .ndim = {4, 4},
-          .shape = {{2, 4, 5, 5}, {4, 2, 1, 1}}, .fn = fn_conv, .iparam = {2, 0, 1, 2})
+          .shape = {{2, 4, 5, 5}, {4, 2, 1, 1}}, .fn = fn_conv, .iparam = {2, 0, 1, 2},
+          .gpu_tol = CONV_GPU_TOL)
+/* wider: 16 -> 24 channels, K = 144 terms per output (more than one tile of
+ * cuDNN's kernels); the weights are not differentiated, to keep the CPU
+ * finite differences short (tests/gpu/test_gpu_conv_half.c compares all
+ * gradients at ResNet sizes) */
+GRAD_TEST(conv2d_16to24_6x6, .nin = 3, .ndim = {4, 4, 1},
+          .shape = {{2, 16, 6, 6}, {24, 16, 3, 3}, {24}}, .fn = fn_conv, .iparam = {1, 1, 1, 1},
+          .no_grad_mask = 1u << 1, .gpu_tol = 3 * CONV_GPU_TOL)
 
 /* x [1,4,5,5] = ((i*7)%11)/5 - 1, w [4,2,3,3] = ((i*5)%13)/6 - 1, b = 0.1*i */
 static void conv_ref_inputs(nn_graph *g, nn_tensor **x, nn_tensor **w, nn_tensor **b)
@@ -248,6 +273,37 @@ GRAD_TEST(avgpool2d_k3_s2_p1, .nin = 1, .ndim = {4}, .shape = {{2, 2, 5, 5}}, .f
 GRAD_TEST(avgpool2d_k2_s2, .nin = 1, .ndim = {4}, .shape = {{1, 2, 4, 6}}, .fn = fn_avgpool,
           .iparam = {2, 2, 0})
 GRAD_TEST(global_avgpool, .nin = 1, .ndim = {4}, .shape = {{2, 3, 4, 5}}, .fn = fn_gap)
+/* stride > kernel: inputs between windows get no gradient */
+GRAD_TEST(maxpool2d_k2_s3_gaps, .nin = 1, .ndim = {4}, .shape = {{1, 2, 7, 8}}, .fn = fn_maxpool,
+          .init = init_distinct, .iparam = {2, 3, 0})
+GRAD_TEST(avgpool2d_k3_s1_p1_overlap, .nin = 1, .ndim = {4}, .shape = {{2, 1, 4, 5}},
+          .fn = fn_avgpool, .iparam = {3, 1, 1})
+
+/* The GPU backward kernels find the windows that hold an input element
+ * with nn_pool_windows_of (nn/cuda/k_pool.h): against a brute force. */
+TEST(pool_windows_of_brute_force)
+{
+    int bad = 0;
+    for (int k = 1; k <= 5; k++)
+        for (int s = 1; s <= 4; s++)
+            for (int p = 0; 2 * p <= k; p++)
+                for (int n_in = k > 2 * p ? k - 2 * p : 1; n_in <= 12; n_in++) {
+                    int n_out = (n_in + 2 * p - k) / s + 1;
+                    for (int i = 0; i < n_in; i++) {
+                        int lo, hi;
+                        nn_pool_windows_of(i, k, s, p, n_out, &lo, &hi);
+                        for (int o = 0; o < n_out; o++) {
+                            int holds = o * s - p <= i && i < o * s - p + k;
+                            int listed = o >= lo && o <= hi;
+                            if (holds != listed && bad++ < 5)
+                                test_fail_at(__FILE__, __LINE__,
+                                             "k %d s %d p %d n_in %d: input %d output %d: "
+                                             "holds %d, listed %d ([%d,%d])",
+                                             k, s, p, n_in, i, o, holds, listed, lo, hi);
+                        }
+                    }
+                }
+}
 
 TEST(maxpool2d_padding_values_vs_torch)
 {
@@ -283,8 +339,10 @@ TEST(maxpool2d_padding_values_vs_torch)
 static nn_tensor *fn_bn(nn_graph *g, nn_tensor **in, const gc_case *c)
 {
     int C = in[1]->shape[0];
-    nn_tensor rm = {.ndim = 1, .shape = {C}, .numel = (size_t)C, .data = in[3]->data};
-    nn_tensor rv = {.ndim = 1, .shape = {C}, .numel = (size_t)C, .data = in[3]->data + C};
+    nn_device dev = in[3]->device;
+    nn_tensor rm = {.ndim = 1, .shape = {C}, .numel = (size_t)C, .data = in[3]->data, .device = dev};
+    nn_tensor rv = {.ndim = 1, .shape = {C}, .numel = (size_t)C, .data = in[3]->data + C,
+                    .device = dev};
     return nn_batchnorm2d(g, in[0], in[1], in[2], &rm, &rv, c->iparam[0], 0.1f, 1e-5f);
 }
 
@@ -302,6 +360,36 @@ GRAD_TEST(batchnorm2d_train, .nin = 4, .ndim = {4, 1, 1, 2},
 GRAD_TEST(batchnorm2d_eval, .nin = 4, .ndim = {4, 1, 1, 2},
           .shape = {{2, 3, 3, 3}, {3}, {3}, {2, 3}}, .fn = fn_bn, .init = init_bn,
           .no_grad_mask = 1u << 3, .iparam = {0})
+/* 432 values per channel: more than the GPU kernel's 256 threads, and a
+ * thread's values span images (HW = 144 < 256) */
+/* gpu_tol: the GPU sums dy and dy*xhat over the channel in double, the CPU
+ * per image in float; their means can differ in the last bit, which moves
+ * dx by ~1e-8 (4.5e-6 scaled near zero when replayed on the host). */
+GRAD_TEST(batchnorm2d_train_multiblock, .nin = 4, .ndim = {4, 1, 1, 2},
+          .shape = {{3, 2, 12, 12}, {2}, {2}, {2, 2}}, .fn = fn_bn, .init = init_bn,
+          .no_grad_mask = 1u << 3, .iparam = {1}, .gpu_tol = 1e-4f)
+
+/* The GPU batchnorm kernels walk a channel with nn_chan_walk (nn/cuda/k_norm.h):
+ * against i / HW, i % HW. */
+TEST(chan_walk_matches_division)
+{
+    const size_t hws[] = {1, 3, 9, 49, 256, 300};
+    const size_t steps[] = {1, 7, 256};
+    int bad = 0;
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 3; b++)
+            for (size_t start = 0; start < 300; start += 37) {
+                size_t HW = hws[a], step = steps[b], N = 5, i = start;
+                for (nn_chan_walk w = nn_chan_walk_at(start, step, HW); w.n < N;
+                     nn_chan_walk_next(&w), i += step)
+                    if ((w.n != i / HW || w.j != i % HW) && bad++ < 5)
+                        test_fail_at(__FILE__, __LINE__, "HW %zu step %zu: at %zu walk (%zu,%zu)",
+                                     HW, step, i, w.n, w.j);
+                /* stops at the first index past the channel (at once when start is) */
+                EXPECT(start >= N * HW ? i == start : i >= N * HW && i < N * HW + step,
+                       "HW %zu step %zu start %zu: stopped at %zu", HW, step, start, i);
+            }
+}
 
 TEST(batchnorm2d_running_stats_vs_torch)
 {
@@ -350,6 +438,11 @@ GRAD_TEST(layernorm_affine, .nin = 3, .ndim = {2, 1, 1}, .shape = {{3, 6}, {6}, 
 GRAD_TEST(layernorm_gamma_only_3d, .nin = 2, .ndim = {3, 1}, .shape = {{2, 3, 5}, {5}},
           .fn = fn_ln)
 GRAD_TEST(layernorm_no_affine, .nin = 1, .ndim = {3}, .shape = {{2, 3, 5}}, .fn = fn_ln)
+/* GPU: a row wider than a warp (40 > 32 lanes) */
+GRAD_TEST(layernorm_wide, .nin = 3, .ndim = {2, 1, 1}, .shape = {{3, 40}, {40}, {40}}, .fn = fn_ln)
+/* GPU: 70 rows = two chunks of the parameter-gradient sums, 8+ rows per lane */
+GRAD_TEST(layernorm_many_rows, .nin = 3, .ndim = {2, 1, 1}, .shape = {{70, 5}, {5}, {5}},
+          .fn = fn_ln)
 
 TEST(layernorm_values)
 {
