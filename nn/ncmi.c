@@ -14,7 +14,15 @@
  *               B_c = sum_{i:y_i!=c} b_i
  * then through ln S (NSF: d ln S_j/dv_k = [j==k] s(-v_k) - s_k s(-v_k)/(sum s + 1e-8);
  * softmax: [j==k] - p_k) and through v = u / ||u|| / tau:
- *   du = (dv - (dv.uhat) uhat) / (||u|| tau). */
+ *   du = (dv - (dv.uhat) uhat) / (||u|| tau).
+ *
+ * GPU (z and the state on the device, after nn_params_to_device): the fused
+ * op runs nn/cuda/ncmi.cu (the same formulas in double) and reads back four
+ * numbers per call (the loss, the CMI and Gamma sums, the skip rule), since
+ * last_cmi, last_gamma and last_skipped are host values the trainer reads
+ * right away: one host synchronisation per call. The flag
+ * center_initialized is host_only (nn/params.h): it never leaves the CPU.
+ * The composed version and the eval helpers also accept device state. */
 #include "ncmi.h"
 
 #include <float.h>
@@ -23,8 +31,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cuda.h"
+#include "cuda/k_ncmi.h"
 #include "error.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 #define NSF_EPS 1e-8   /* sigmax's eps in the denominator (authors' code) */
 #define CMI_EPS 1e-10  /* added to each CMI_i (authors' code) */
@@ -159,6 +170,7 @@ int nn_ncmi_init(nn_ncmi *m, nn_params *P, const char *prefix, int C, int D,
     m->xi = nn_params_addf(P, prefix, "xi", NN_PARAM_WEIGHT, 2, (int[]){C, D});
     m->center = nn_params_addf(P, prefix, "center", NN_PARAM_BUFFER, 1, (int[]){D});
     m->center_init = nn_params_addf(P, prefix, "center_initialized", NN_PARAM_BUFFER, 1, (int[]){1});
+    P->host_only[P->n - 1] = 1; /* read and set by host code every training step */
     float *xi = m->xi->data;
     if (D >= C) {
         for (int k = 0; k < C; k++)
@@ -210,7 +222,14 @@ int nn_ncmi_init_center(nn_ncmi *m, const float *Z, int n)
             }
             acc[j] += x;
         }
-    for (int j = 0; j < D; j++) m->center->data[j] = (float)(acc[j] / n);
+    /* a centre on the GPU is computed here and copied up */
+    float *c = NN_ON_GPU(m->center) ? malloc((size_t)D * sizeof *c) : m->center->data;
+    NCMI_CHECK(c, "ncmi: out of memory");
+    for (int j = 0; j < D; j++) c[j] = (float)(acc[j] / n);
+    if (c != m->center->data) {
+        nn_tensor_from_host(m->center, c);
+        free(c);
+    }
     m->center_init->data[0] = 1.f;
     free(acc);
     return 0;
@@ -235,6 +254,11 @@ static void update_center(nn_ncmi *m, const nn_tensor *z)
 static void check_args(const nn_ncmi *m, const nn_tensor *z, const int *labels, const char *op)
 {
     NCMI_CHECK(m && m->xi && m->w, "%s: ncmi not initialised", op);
+    NCMI_CHECK(z && m->xi->device == z->device && m->center->device == z->device,
+               "%s: z and the ncmi state (xi, center) are on different devices; move the ncmi "
+               "parameter set with nn_params_to_device", op);
+    NCMI_CHECK(m->center_init->device == NN_DEVICE_CPU,
+               "%s: %s must stay on the CPU (host_only in nn_params)", op, m->center_init->name);
     NCMI_CHECK(z && z->ndim == 2 && z->shape[1] == m->D && z->shape[0] >= 1,
                "%s: z must be [N,%d] with N >= 1", op, m->D);
     NCMI_CHECK(labels != NULL, "%s: NULL labels", op);
@@ -256,8 +280,11 @@ static double centred_row(const nn_ncmi *m, const float *z, double *u)
 
 /* Centre update (training) and the skip rule: 1 when every sample has
  * ||z_i - c|| <= norm_eps. */
+static int prepare_gpu(nn_ncmi *m, const nn_tensor *z, int training);
+
 static int prepare(nn_ncmi *m, const nn_tensor *z, int training)
 {
+    if (NN_ON_GPU(z)) return prepare_gpu(m, z, training);
     if (training && m->cfg.centering) update_center(m, z);
     double *u = malloc((size_t)m->D * sizeof *u);
     NCMI_CHECK(u, "ncmi: out of memory");
@@ -265,6 +292,37 @@ static int prepare(nn_ncmi *m, const nn_tensor *z, int training)
     for (int i = 0; i < z->shape[0] && all; i++)
         if (centred_row(m, z->data + (size_t)i * m->D, u) > m->cfg.norm_eps) all = 0;
     free(u);
+    m->last_skipped = all;
+    return all;
+}
+
+/* The GPU centre update (update_center's twin; the flag is on the host). */
+static void update_center_gpu(nn_ncmi *m, const nn_tensor *z)
+{
+    const int first = !(m->center_init->data[0] > 0.5f);
+    nn_cuda_ncmi_center_update(z->data, z->shape[0], m->D, m->center->data, first,
+                               (double)m->cfg.momentum);
+    m->center_init->data[0] = 1.f;
+}
+
+/* prepare() for device z and state, for the composed version: the skip
+ * rule reads z and c back (waits). */
+static int prepare_gpu(nn_ncmi *m, const nn_tensor *z, int training)
+{
+    if (training && m->cfg.centering) update_center_gpu(m, z);
+    const int D = m->D;
+    float *zh = nn_host_view(z), *ch = nn_host_view(m->center);
+    int all = 1;
+    for (int i = 0; i < z->shape[0] && all; i++) {
+        double r2 = 0;
+        for (int j = 0; j < D; j++) {
+            const double u = (double)zh[(size_t)i * D + j] - (m->cfg.centering ? (double)ch[j] : 0.0);
+            r2 += u * u;
+        }
+        if (sqrt(r2) > m->cfg.norm_eps) all = 0;
+    }
+    nn_host_release(z, zh);
+    nn_host_release(m->center, ch);
     m->last_skipped = all;
     return all;
 }
@@ -334,6 +392,17 @@ static void log_simplex_back(nn_ncmi_simplex simplex, const double *p, const dou
 
 static void ncmi_backward(nn_tensor *out)
 {
+    if (NN_ON_GPU(out)) { /* aux, aux2: device gradients of the loss; out->grad on the device */
+        if (out->aux && nn_op_needs_grad(out, 0)) {
+            nn_tensor *z = out->src[0];
+            nn_cuda_ncmi_accum(nn_tensor_grad(z), out->aux, out->grad, z->numel);
+        }
+        if (out->aux2 && nn_op_needs_grad(out, 1)) {
+            nn_tensor *xi = out->src[1];
+            nn_cuda_ncmi_accum(nn_tensor_grad(xi), out->aux2, out->grad, xi->numel);
+        }
+        return;
+    }
     const float gs = out->grad[0];
     if (out->aux && nn_op_needs_grad(out, 0)) {
         nn_tensor *z = out->src[0];
@@ -349,9 +418,59 @@ static void ncmi_backward(nn_tensor *out)
     }
 }
 
+/* nn_ncmi_loss for z and the state on the GPU: the same steps, the
+ * gradients computed in the forward as the CPU code does (before the skip
+ * rule is known: discarded when the step is skipped). */
+static nn_tensor *ncmi_loss_gpu(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels, int training)
+{
+    const int N = z->shape[0], C = m->C, D = m->D;
+    const nn_ncmi_cfg *cf = &m->cfg;
+    const int learned = cf->centroids == NN_NCMI_CENTROIDS_LEARNED;
+    if (training && cf->centering) update_center_gpu(m, z);
+    /* would nn_op_output record a backward (inputs z and, learned, xi)? */
+    const int record = !nn_graph_no_grad(g) && (z->requires_grad || (learned && m->xi->requires_grad));
+    const int want_z = record && z->requires_grad;
+    const int want_xi = record && learned && m->xi->requires_grad;
+    float *gz = want_z ? nn_cuda_alloc((size_t)N * D * sizeof(float)) : NULL;
+    float *gxi = want_xi ? nn_cuda_alloc((size_t)C * D * sizeof(float)) : NULL;
+    const nn_cuda_ncmi_args a = {
+        .N = N, .C = C, .D = D,
+        .softmax = cf->simplex == NN_NCMI_SOFTMAX,
+        .of_means = cf->ratio == NN_NCMI_RATIO_OF_MEANS,
+        .tau = cf->tau, .norm_eps = cf->norm_eps, .gamma_floor = cf->gamma_floor,
+    };
+    double stats[4];
+    nn_cuda_ncmi_loss(&a, z->data, cf->centering ? m->center->data : NULL, m->xi->data, labels, m->w, gz,
+                      gxi, stats);
+    const int skip = stats[3] != 0;
+    m->last_skipped = skip;
+    nn_tensor *out;
+    if (skip) {
+        /* a constant on z's device (nn_op_output without inputs would put it on the CPU) */
+        out = nn_tensor_new_on(g, z->device, 1, (int[]){1});
+        out->op = "ncmi";
+    } else {
+        nn_tensor *src[2] = {z, m->xi};
+        out = nn_op_output(g, "ncmi", 1, (int[]){1}, ncmi_backward, learned ? 2 : 1, src);
+    }
+    nn_cuda_fill(out->data, (float)stats[0], 1);
+    m->last_cmi = (float)(stats[1] / N);
+    m->last_gamma = (float)(stats[2] / N);
+    if (out->backward) {
+        out->aux = gz;
+        out->aux2 = gxi;
+        out->aux_cuda = 1;
+    } else {
+        nn_cuda_free(gz);
+        nn_cuda_free(gxi);
+    }
+    return out;
+}
+
 nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels, int training)
 {
     check_args(m, z, labels, "ncmi_loss");
+    if (NN_ON_GPU(z)) return ncmi_loss_gpu(g, m, z, labels, training);
     const int N = z->shape[0], C = m->C, D = m->D;
     const nn_ncmi_cfg *cf = &m->cfg;
     const int skip = prepare(m, z, training);
@@ -559,6 +678,15 @@ nn_tensor *nn_ncmi_loss(nn_graph *g, nn_ncmi *m, nn_tensor *z, const int *labels
 
 /* ---- composed from engine ops ---- */
 
+/* A constant copy of t in g on t's device (no gradient flows into t). */
+static nn_tensor *graph_const(nn_graph *g, const nn_tensor *t)
+{
+    if (!NN_ON_GPU(t)) return nn_tensor_from(g, t->ndim, t->shape, t->data);
+    nn_tensor *c = nn_tensor_new_on(g, t->device, t->ndim, t->shape);
+    nn_cuda_d2d(c->data, t->data, t->numel * sizeof(float));
+    return c;
+}
+
 static nn_tensor *log_simplex_op(nn_graph *g, nn_ncmi_simplex simplex, nn_tensor *v)
 {
     if (simplex == NN_NCMI_SOFTMAX) return nn_log_softmax(g, v);
@@ -571,16 +699,15 @@ nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const in
                                  int training)
 {
     check_args(m, z, labels, "ncmi_loss_composed");
-    const int N = z->shape[0], C = m->C, D = m->D;
+    const int N = z->shape[0], C = m->C;
     const nn_ncmi_cfg *cf = &m->cfg;
     const int skip = prepare(m, z, training);
     nn_tensor *zz = z, *xi = m->xi;
-    if (skip) zz = nn_tensor_from(g, 2, z->shape, z->data); /* a constant: no gradient */
-    if (skip || cf->centroids == NN_NCMI_CENTROIDS_FIXED)
-        xi = nn_tensor_from(g, 2, m->xi->shape, m->xi->data);
+    if (skip) zz = graph_const(g, z); /* a constant: no gradient */
+    if (skip || cf->centroids == NN_NCMI_CENTROIDS_FIXED) xi = graph_const(g, m->xi);
 
     nn_tensor *u = zz;
-    if (cf->centering) u = nn_sub(g, zz, nn_tensor_from(g, 1, (int[]){D}, m->center->data));
+    if (cf->centering) u = nn_sub(g, zz, graph_const(g, m->center));
     nn_tensor *v = nn_scale(g, nn_l2_normalize(g, u, cf->norm_eps), 1.f / cf->tau);
     nn_tensor *lp = log_simplex_op(g, cf->simplex, v); /* [N,D] */
     nn_tensor *lq = log_simplex_op(g, cf->simplex, xi); /* [C,D] */
@@ -590,9 +717,15 @@ nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const in
     /* K[i,c] = KL(q_c || p_i) = h_c - sum_j lp_ij q_cj */
     nn_tensor *hq = nn_sum(g, nn_mul(g, q, lq), 1, 0);                   /* [C] */
     nn_tensor *K = nn_sub(g, hq, nn_matmul(g, lp, nn_transpose(g, q, 0, 1))); /* [N,C] */
-    nn_tensor *W = nn_tensor_new2(g, N, C);
+    nn_tensor *W = nn_tensor_new_on(g, z->device, 2, (int[]){N, C});
+    float *Wh = NN_ON_GPU(W) ? malloc((size_t)N * C * sizeof *Wh) : W->data;
+    NCMI_CHECK(Wh, "ncmi_loss_composed: out of memory");
     for (int i = 0; i < N; i++)
-        for (int c = 0; c < C; c++) W->data[(size_t)i * C + c] = c == labels[i] ? 0.f : (float)m->w[c];
+        for (int c = 0; c < C; c++) Wh[(size_t)i * C + c] = c == labels[i] ? 0.f : (float)m->w[c];
+    if (Wh != W->data) {
+        nn_tensor_from_host(W, Wh);
+        free(Wh);
+    }
     nn_tensor *gam = nn_sum(g, nn_mul(g, K, W), 1, 0); /* [N] */
     nn_tensor *loss;
     if (cf->ratio == NN_NCMI_RATIO_PER_SAMPLE)
@@ -601,10 +734,13 @@ nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const in
         loss = nn_div(g, nn_mean_all(g, cmi),
                       nn_clamp(g, nn_mean_all(g, gam), cf->gamma_floor, FLT_MAX));
     double sc = 0, sg = 0;
+    float *cmih = nn_host_view(cmi), *gamh = nn_host_view(gam);
     for (int i = 0; i < N; i++) {
-        sc += cmi->data[i];
-        sg += gam->data[i];
+        sc += cmih[i];
+        sg += gamh[i];
     }
+    nn_host_release(cmi, cmih);
+    nn_host_release(gam, gamh);
     m->last_cmi = (float)(sc / N);
     m->last_gamma = (float)(sg / N);
     return loss;
@@ -612,7 +748,55 @@ nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const in
 
 /* ---- eval helpers ---- */
 
+/* The eval helpers read xi and c on the host: for device state, a shallow
+ * copy of m whose xi and center are host copies (waits). */
+typedef struct host_state {
+    nn_ncmi m;
+    nn_tensor xi, center;
+} host_state;
+
+static const nn_ncmi *host_state_get(const nn_ncmi *m, host_state *h)
+{
+    if (!NN_ON_GPU(m->xi) && !NN_ON_GPU(m->center)) return m;
+    h->m = *m;
+    h->xi = *m->xi;
+    h->xi.data = nn_host_view(m->xi);
+    h->xi.device = NN_DEVICE_CPU;
+    h->center = *m->center;
+    h->center.data = nn_host_view(m->center);
+    h->center.device = NN_DEVICE_CPU;
+    h->m.xi = &h->xi;
+    h->m.center = &h->center;
+    return &h->m;
+}
+
+static void host_state_release(const nn_ncmi *m, const nn_ncmi *hm)
+{
+    if (hm == m) return;
+    nn_host_release(m->xi, hm->xi->data);
+    nn_host_release(m->center, hm->center->data);
+}
+
+static void project_host(const nn_ncmi *m, const float *z, int n, float *zprime, float *p);
+static void centroids_host(const nn_ncmi *m, float *q);
+
 void nn_ncmi_project(const nn_ncmi *m, const float *z, int n, float *zprime, float *p)
+{
+    host_state h;
+    const nn_ncmi *hm = host_state_get(m, &h);
+    project_host(hm, z, n, zprime, p);
+    host_state_release(m, hm);
+}
+
+void nn_ncmi_centroids(const nn_ncmi *m, float *q)
+{
+    host_state h;
+    const nn_ncmi *hm = host_state_get(m, &h);
+    centroids_host(hm, q);
+    host_state_release(m, hm);
+}
+
+static void project_host(const nn_ncmi *m, const float *z, int n, float *zprime, float *p)
 {
     const int D = m->D;
     double *u = malloc((size_t)D * sizeof *u), *lp = malloc((size_t)D * sizeof *lp);
@@ -635,7 +819,7 @@ void nn_ncmi_project(const nn_ncmi *m, const float *z, int n, float *zprime, flo
     free(pp);
 }
 
-void nn_ncmi_centroids(const nn_ncmi *m, float *q)
+static void centroids_host(const nn_ncmi *m, float *q)
 {
     const int C = m->C, D = m->D;
     double *v = malloc((size_t)D * sizeof *v), *lq = malloc((size_t)D * sizeof *lq);

@@ -1,6 +1,7 @@
 /* Optimizers, gradient clipping, checkpoints, LR schedules (torch.optim
  * semantics; element-wise updates in float32 in torch's operation order,
- * scalar factors in double as torch's Python code computes them). */
+ * scalar factors in double as torch's Python code computes them). GPU
+ * parameters go to the kernels of nn/cuda/optim.cu with the same factors. */
 #include "optim.h"
 
 #include <math.h>
@@ -8,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
+#include "cuda/k_optim.h"
 #include "error.h"
+#include "ops_internal.h"
 
 static void *xcalloc(size_t n, size_t sz)
 {
@@ -26,6 +30,59 @@ static void optim_common_init(nn_optim *o, nn_params *P, nn_optim_kind kind, flo
     /* one slot per parameter of P: build the model before the optimizer */
     o->state1 = xcalloc((size_t)P->n, sizeof(float *));
     o->state2 = xcalloc((size_t)P->n, sizeof(float *));
+    o->state_dev = xcalloc((size_t)P->n, sizeof(nn_device)); /* all NN_DEVICE_CPU (0) */
+}
+
+/* ---- state placement: state lives on its parameter's device ---- */
+
+static float *state_alloc(nn_device dev, size_t n)
+{
+    if (dev == NN_DEVICE_CPU) return xcalloc(n, sizeof(float));
+    float *p = nn_cuda_alloc(n * sizeof(float));
+    nn_cuda_memset0(p, n * sizeof(float));
+    return p;
+}
+
+static void state_free(nn_device dev, float *p)
+{
+    if (dev == NN_DEVICE_CPU)
+        free(p);
+    else
+        nn_cuda_free(p);
+}
+
+/* Free both state tensors of parameter i. */
+static void state_drop(nn_optim *o, int i)
+{
+    state_free(o->state_dev[i], o->state1[i]);
+    state_free(o->state_dev[i], o->state2[i]);
+    o->state1[i] = o->state2[i] = NULL;
+    o->state_dev[i] = NN_DEVICE_CPU;
+}
+
+/* Move parameter i's state to the parameter's device (after nn_params_to_device). */
+static void state_follow(nn_optim *o, int i)
+{
+    const nn_tensor *t = o->params->t[i];
+    const nn_device from = o->state_dev[i], to = t->device;
+    if (from == to) return;
+    const size_t n = t->numel, b = n * sizeof(float);
+    for (int w = 0; w < 2; w++) {
+        float **slot = w == 0 ? &o->state1[i] : &o->state2[i];
+        if (!*slot) continue;
+        float *d = state_alloc(to, n);
+        if (b) {
+            if (to == NN_DEVICE_CPU)
+                nn_cuda_d2h(d, *slot, b);
+            else if (from == NN_DEVICE_CPU)
+                nn_cuda_h2d(d, *slot, b);
+            else
+                nn_cuda_d2d(d, *slot, b);
+        }
+        state_free(from, *slot);
+        *slot = d;
+    }
+    o->state_dev[i] = to;
 }
 
 void nn_optim_sgd_init(nn_optim *o, nn_params *P, float lr, float momentum, float weight_decay,
@@ -56,13 +113,11 @@ void nn_optim_adamw_init(nn_optim *o, nn_params *P, float lr, float beta1, float
 void nn_optim_free(nn_optim *o)
 {
     if (!o) return;
-    if (o->params)
-        for (int i = 0; i < o->params->n; i++) {
-            if (o->state1) free(o->state1[i]);
-            if (o->state2) free(o->state2[i]);
-        }
+    if (o->params && o->state1 && o->state2 && o->state_dev)
+        for (int i = 0; i < o->params->n; i++) state_drop(o, i);
     free(o->state1);
     free(o->state2);
+    free(o->state_dev);
     memset(o, 0, sizeof *o);
 }
 
@@ -75,6 +130,17 @@ static void sgd_param(nn_optim *o, int i)
     size_t n = t->numel;
     const float wd = o->weight_decay, mom = o->momentum, lr = o->lr;
     const float damp1 = 1.f - o->dampening;
+    if (NN_ON_GPU(t)) {
+        /* the buffer needs no zeroing: the first step writes it whole */
+        const int first = mom != 0.f && o->state1[i] == NULL;
+        if (first) {
+            o->state1[i] = nn_cuda_alloc((n ? n : 1) * sizeof(float));
+            o->state_dev[i] = NN_DEVICE_CUDA;
+        }
+        nn_cuda_sgd_step(p, g, mom != 0.f ? o->state1[i] : NULL, n, lr, mom, damp1, wd, o->nesterov,
+                         first);
+        return;
+    }
     if (mom == 0.f) {
         /* d = g + wd*p; p -= lr*d */
 #pragma omp parallel for if (n > 65536)
@@ -106,8 +172,9 @@ static void adamw_param(nn_optim *o, int i)
     const float *g = t->grad;
     size_t n = t->numel;
     if (!o->state1[i]) {
-        o->state1[i] = xcalloc(n, sizeof(float));
-        o->state2[i] = xcalloc(n, sizeof(float));
+        o->state1[i] = state_alloc(t->device, n);
+        o->state2[i] = state_alloc(t->device, n);
+        o->state_dev[i] = t->device;
     }
     float *m = o->state1[i], *v = o->state2[i];
     const double lr = o->lr, b1 = o->beta1, b2 = o->beta2;
@@ -118,6 +185,10 @@ static void adamw_param(nn_optim *o, int i)
     const float bc2_sqrt = (float)sqrt(bc2);
     const float fb1 = o->beta1, fb2 = o->beta2, c1 = (float)(1.0 - b1), c2 = (float)(1.0 - b2);
     const float eps = o->eps;
+    if (NN_ON_GPU(t)) {
+        nn_cuda_adamw_step(p, g, m, v, n, decay, fb1, c1, fb2, c2, step_size, bc2_sqrt, eps);
+        return;
+    }
 #pragma omp parallel for if (n > 65536)
     for (size_t k = 0; k < n; k++) {
         float pk = p[k] * decay;
@@ -136,6 +207,7 @@ void nn_optim_step(nn_optim *o)
     o->step++;
     for (int i = 0; i < P->n; i++) {
         if (P->kind[i] != NN_PARAM_WEIGHT || !P->t[i]->grad) continue;
+        state_follow(o, i);
         if (o->kind == NN_OPTIM_SGD)
             sgd_param(o, i);
         else
@@ -145,8 +217,61 @@ void nn_optim_step(nn_optim *o)
 
 /* ---- gradient clipping ---- */
 
+/* The first trainable tensor of P with a gradient (NULL: none); NCMI_CHECK
+ * that all those gradients are on its device. */
+static const nn_tensor *first_grad(const nn_params *P)
+{
+    const nn_tensor *f = NULL;
+    for (int i = 0; i < P->n; i++) {
+        const nn_tensor *t = P->t[i];
+        if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
+        if (!f) f = t;
+        NCMI_CHECK(t->device == f->device, "clip_grad_norm: gradients on the CPU and on the GPU (%s); "
+                   "move the whole parameter set with nn_params_to_device", t->name);
+    }
+    return f;
+}
+
+/* GPU clipping; out: device {norm, coefficient}. */
+static void clip_gpu(nn_params *P, float max_norm, double *out)
+{
+    float **gr = xcalloc((size_t)P->n, sizeof *gr);
+    size_t *nel = xcalloc((size_t)P->n, sizeof *nel);
+    int k = 0;
+    for (int i = 0; i < P->n; i++) {
+        nn_tensor *t = P->t[i];
+        if (P->kind[i] != NN_PARAM_WEIGHT || !t->grad) continue;
+        gr[k] = t->grad;
+        nel[k] = t->numel;
+        k++;
+    }
+    nn_cuda_clip_grad_norm(gr, nel, k, max_norm, out);
+    free(gr);
+    free(nel);
+}
+
+void nn_clip_grad_norm_async(nn_params *P, float max_norm)
+{
+    const nn_tensor *f = first_grad(P);
+    if (!(f && NN_ON_GPU(f))) {
+        (void)nn_clip_grad_norm(P, max_norm);
+        return;
+    }
+    double *out = nn_cuda_alloc(2 * sizeof(double));
+    clip_gpu(P, max_norm, out);
+    nn_cuda_free(out); /* stream-ordered: safe once the kernels are queued */
+}
+
 float nn_clip_grad_norm(nn_params *P, float max_norm)
 {
+    const nn_tensor *f = first_grad(P);
+    if (f && NN_ON_GPU(f)) {
+        double *out = nn_cuda_alloc(2 * sizeof(double)), norm;
+        clip_gpu(P, max_norm, out);
+        nn_cuda_d2h(&norm, out, sizeof norm); /* the one host synchronisation */
+        nn_cuda_free(out);
+        return (float)norm;
+    }
     double ss = 0.0;
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *t = P->t[i];
@@ -199,14 +324,20 @@ int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts)
 {
     const nn_params *P = o->params;
     int n = 1;
+    size_t ndev = 0; /* floats of state on the GPU */
     for (int i = 0; i < P->n; i++) {
-        if (o->state1[i]) n++;
-        if (o->state2[i]) n++;
+        for (int w = 0; w < 2; w++) {
+            if (!(w == 0 ? o->state1[i] : o->state2[i])) continue;
+            n++;
+            if (o->state_dev[i] != NN_DEVICE_CPU) ndev += P->t[i]->numel;
+        }
     }
-    /* the array, then room for the int64 step value it points at */
-    nn_st_tensor *a = xcalloc(1, (size_t)n * sizeof *a + sizeof(int64_t));
+    /* the array, then room for the int64 step value it points at, then host
+     * copies of the state on the GPU */
+    nn_st_tensor *a = xcalloc(1, (size_t)n * sizeof *a + sizeof(int64_t) + ndev * sizeof(float));
     int64_t *stepv = (int64_t *)(void *)((char *)a + (size_t)n * sizeof *a);
     *stepv = o->step;
+    float *hcopy = (float *)(void *)(stepv + 1);
     int k = 0;
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *t = P->t[i];
@@ -220,6 +351,11 @@ int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts)
             a[k].ndim = t->ndim;
             for (int d = 0; d < t->ndim; d++) a[k].shape[d] = t->shape[d];
             a[k].data = s;
+            if (o->state_dev[i] != NN_DEVICE_CPU) {
+                nn_cuda_d2h(hcopy, s, t->numel * sizeof(float));
+                a[k].data = hcopy;
+                hcopy += t->numel;
+            }
             k++;
         }
     }
@@ -312,27 +448,36 @@ static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int
     return 0;
 }
 
-/* Copy the validated state (cannot fail). */
+/* Copy the validated state (cannot fail), onto each parameter's device. */
 static void optim_state_copy(nn_optim *o, const nn_safetensors *st, int64_t step)
 {
     const nn_params *P = o->params;
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *t = P->t[i];
+        /* state on another device is replaced or dropped below: free it now */
+        if (o->state_dev[i] != t->device) state_drop(o, i);
         for (int w = 0; w < 2; w++) {
             float **slot = w == 0 ? &o->state1[i] : &o->state2[i];
             const char *suf = state_suffix(o->kind, w);
             char *name = suf ? state_name(t->name, suf) : NULL;
             if (name && nn_st_find(st, name)) {
-                if (!*slot) *slot = xcalloc(t->numel, sizeof(float));
-                int rc = nn_st_read_f32(st, name, *slot, t->numel, t->ndim, t->shape);
+                if (!*slot) *slot = state_alloc(t->device, t->numel);
+                o->state_dev[i] = t->device;
+                float *h = t->device == NN_DEVICE_CPU ? *slot : xcalloc(t->numel, sizeof(float));
+                int rc = nn_st_read_f32(st, name, h, t->numel, t->ndim, t->shape);
                 NCMI_CHECK(rc == 0, "reading validated optimizer state failed: %s", ncmi_error());
+                if (h != *slot) {
+                    nn_cuda_h2d(*slot, h, t->numel * sizeof(float));
+                    free(h);
+                }
             } else {
                 /* absent from the file: as torch, no state until the next step */
-                free(*slot);
+                state_free(o->state_dev[i], *slot);
                 *slot = NULL;
             }
             free(name);
         }
+        if (!o->state1[i] && !o->state2[i]) o->state_dev[i] = NN_DEVICE_CPU;
     }
     o->step = (long)step;
 }
@@ -354,25 +499,12 @@ int nn_checkpoint_save(const char *path, const nn_params *P, const nn_optim *o,
     int no = o ? nn_optim_state_tensors(o, &os) : 0;
     int n = P->n + no;
     nn_st_tensor *ts = xcalloc((size_t)n, sizeof *ts);
-    int64_t **ibuf = xcalloc((size_t)P->n, sizeof *ibuf);
-    for (int i = 0; i < P->n; i++) {
-        const nn_tensor *t = P->t[i];
-        ts[i].name = t->name;
-        ts[i].dtype = P->save_dtype[i];
-        ts[i].ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++) ts[i].shape[d] = t->shape[d];
-        ts[i].data = t->data;
-        if (P->save_dtype[i] == NN_ST_I64 || P->save_dtype[i] == NN_ST_I32) {
-            ts[i].dtype = NN_ST_I64;
-            ibuf[i] = xcalloc(t->numel, sizeof(int64_t));
-            for (size_t k = 0; k < t->numel; k++) ibuf[i][k] = (int64_t)llrintf(t->data[k]);
-            ts[i].data = ibuf[i];
-        }
-    }
+    void **hold = xcalloc((size_t)P->n, sizeof *hold);
+    nn_params_st_tensors(P, ts, hold);
     for (int i = 0; i < no; i++) ts[P->n + i] = os[i];
     int rc = nn_st_write(path, ts, n, meta_keys, meta_vals, n_meta);
-    for (int i = 0; i < P->n; i++) free(ibuf[i]);
-    free(ibuf);
+    nn_params_st_release(P, hold);
+    free(hold);
     free(ts);
     nn_optim_state_tensors_free(os, no);
     free(os);

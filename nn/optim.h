@@ -1,6 +1,15 @@
 /* Optimizers (SGD with momentum/nesterov/weight decay, AdamW), gradient
  * clipping by global norm, LR schedules. Semantics follow torch.optim so a
- * run matches PyTorch step for step. */
+ * run matches PyTorch step for step.
+ *
+ * Devices: a parameter on the GPU is stepped by one fused kernel launch
+ * (nn/cuda/optim.cu) with its state on the GPU; the scalar factors (bias
+ * corrections from the step count) are computed on the host, so a step
+ * never waits for the device. The kernels round every operation as the CPU
+ * code does (no fused multiply-adds): both devices give the same bits.
+ * Optimizer state lives where its parameter lives at step time: state made
+ * or loaded on the CPU moves with the parameter at the next step after
+ * nn_params_to_device (and back). */
 #ifndef NCMI_OPTIM_H
 #define NCMI_OPTIM_H
 
@@ -19,6 +28,7 @@ typedef struct nn_optim {
     long step;              /* steps taken */
     float **state1;         /* per param: SGD momentum buffer / Adam exp_avg (NULL until used) */
     float **state2;         /* per param: Adam exp_avg_sq */
+    nn_device *state_dev;   /* per param: device of state1/state2 (CPU while both are NULL) */
 } nn_optim;
 
 /* torch.optim.SGD: d = g + wd*p; buf = momentum*buf + (1-dampening)*d (buf = d
@@ -35,7 +45,10 @@ void nn_optim_free(nn_optim *o);
 /* Optimizer state as named tensors for checkpoints: "optim.<param>.momentum_buffer",
  * "optim.<param>.exp_avg", "optim.<param>.exp_avg_sq", and "optim.step" (I64).
  * nn_optim_state_tensors fills *ts (malloc'd array; caller frees the array
- * and, via nn_optim_state_tensors_free, the names) and returns the count. */
+ * and, via nn_optim_state_tensors_free, the names) and returns the count.
+ * The data is host memory: state on the GPU is copied into the array's
+ * allocation (waits), so freeing the array frees the copies. Loading puts
+ * each state tensor on its parameter's device. */
 int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts);
 void nn_optim_state_tensors_free(nn_st_tensor *ts, int n);
 int nn_optim_state_load(nn_optim *o, const nn_safetensors *st);
@@ -47,8 +60,14 @@ int nn_checkpoint_save(const char *path, const nn_params *P, const nn_optim *o,
 int nn_checkpoint_load(const char *path, nn_params *P, nn_optim *o);
 
 /* torch.nn.utils.clip_grad_norm_: scales all grads by max_norm/(norm+1e-6)
- * when the global L2 norm exceeds max_norm; returns the norm before clipping. */
+ * when the global L2 norm exceeds max_norm; returns the norm before clipping.
+ * The trainable gradients must all be on one device. On the GPU the norm
+ * and the scaling are computed on the device, and returning the norm reads
+ * one value back: clipping with nn_clip_grad_norm costs one host
+ * synchronisation per step; nn_clip_grad_norm_async does the same clipping
+ * without reading anything back (no synchronisation). */
 float nn_clip_grad_norm(nn_params *P, float max_norm);
+void nn_clip_grad_norm_async(nn_params *P, float max_norm);
 
 /* LR schedules. t is in the unit the schedule was built in (epochs or steps,
  * fractional allowed). Warm-up (linear from 0 to base over warmup units)

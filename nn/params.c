@@ -20,6 +20,7 @@ void nn_params_free(nn_params *P)
     free(P->t);
     free(P->kind);
     free(P->save_dtype);
+    free(P->host_only);
     memset(P, 0, sizeof *P);
 }
 
@@ -42,10 +43,12 @@ nn_tensor *nn_params_add(nn_params *P, const char *name, nn_param_kind kind, int
         nn_tensor **t = realloc(P->t, (size_t)cap * sizeof *t);
         nn_param_kind *k = realloc(P->kind, (size_t)cap * sizeof *k);
         nn_st_dtype *d = realloc(P->save_dtype, (size_t)cap * sizeof *d);
-        NCMI_CHECK(t && k && d, "out of memory growing the parameter set");
+        unsigned char *h = realloc(P->host_only, (size_t)cap * sizeof *h);
+        NCMI_CHECK(t && k && d && h, "out of memory growing the parameter set");
         P->t = t;
         P->kind = k;
         P->save_dtype = d;
+        P->host_only = h;
         P->cap = cap;
     }
     nn_tensor *x = nn_tensor_new(NULL, ndim, shape);
@@ -54,6 +57,7 @@ nn_tensor *nn_params_add(nn_params *P, const char *name, nn_param_kind kind, int
     P->t[P->n] = x;
     P->kind[P->n] = kind;
     P->save_dtype[P->n] = NN_ST_F32;
+    P->host_only[P->n] = 0;
     P->n++;
     return x;
 }
@@ -73,6 +77,12 @@ void nn_params_zero_grad(nn_params *P)
     for (int i = 0; i < P->n; i++) nn_tensor_zero_grad(P->t[i]);
 }
 
+void nn_params_to_device(nn_params *P, nn_device dev)
+{
+    for (int i = 0; i < P->n; i++)
+        if (!P->host_only[i]) nn_tensor_move(P->t[i], dev);
+}
+
 size_t nn_params_numel(const nn_params *P, int trainable_only)
 {
     size_t n = 0;
@@ -83,39 +93,52 @@ size_t nn_params_numel(const nn_params *P, int trainable_only)
 
 /* ---- safetensors I/O ---- */
 
-int nn_params_save(const nn_params *P, const char *path, const char *const *meta_keys,
-                   const char *const *meta_vals, int n_meta)
+void nn_params_st_tensors(const nn_params *P, nn_st_tensor *ts, void **hold)
 {
-    nn_st_tensor *ts = calloc((size_t)P->n + 1, sizeof *ts);
-    int64_t **ibuf = calloc((size_t)P->n + 1, sizeof *ibuf);
-    int rc = -1;
-    if (!ts || !ibuf) {
-        ncmi_error_set("%s: out of memory", path);
-        goto out;
-    }
     for (int i = 0; i < P->n; i++) {
         const nn_tensor *t = P->t[i];
         ts[i].name = t->name;
         ts[i].dtype = P->save_dtype[i];
         ts[i].ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++) ts[i].shape[d] = t->shape[d];
-        ts[i].data = t->data;
+        /* hold[i]: a malloc'd host copy (device tensor) or NULL (t->data is host memory) */
+        const float *h = nn_host_view(t);
+        hold[i] = h != t->data ? (void *)h : NULL;
+        ts[i].data = h;
         if (P->save_dtype[i] == NN_ST_I64 || P->save_dtype[i] == NN_ST_I32) {
             ts[i].dtype = NN_ST_I64;
-            ibuf[i] = malloc((t->numel ? t->numel : 1) * sizeof(int64_t));
-            if (!ibuf[i]) {
-                ncmi_error_set("%s: out of memory", path);
-                goto out;
-            }
-            for (size_t k = 0; k < t->numel; k++) ibuf[i][k] = (int64_t)llrintf(t->data[k]);
-            ts[i].data = ibuf[i];
+            int64_t *ib = malloc((t->numel ? t->numel : 1) * sizeof(int64_t));
+            NCMI_CHECK(ib != NULL, "out of memory (%zu counters of %s)", t->numel, t->name);
+            for (size_t k = 0; k < t->numel; k++) ib[k] = (int64_t)llrintf(h[k]);
+            free(hold[i]);
+            hold[i] = ib;
+            ts[i].data = ib;
         }
     }
-    rc = nn_st_write(path, ts, P->n, meta_keys, meta_vals, n_meta);
-out:
-    if (ibuf)
-        for (int i = 0; i < P->n; i++) free(ibuf[i]);
-    free(ibuf);
+}
+
+void nn_params_st_release(const nn_params *P, void **hold)
+{
+    for (int i = 0; i < P->n; i++) {
+        free(hold[i]);
+        hold[i] = NULL;
+    }
+}
+
+int nn_params_save(const nn_params *P, const char *path, const char *const *meta_keys,
+                   const char *const *meta_vals, int n_meta)
+{
+    nn_st_tensor *ts = calloc((size_t)P->n + 1, sizeof *ts);
+    void **hold = calloc((size_t)P->n + 1, sizeof *hold);
+    if (!ts || !hold) {
+        free(ts);
+        free(hold);
+        return ncmi_error_set("%s: out of memory", path);
+    }
+    nn_params_st_tensors(P, ts, hold);
+    int rc = nn_st_write(path, ts, P->n, meta_keys, meta_vals, n_meta);
+    nn_params_st_release(P, hold);
+    free(hold);
     free(ts);
     return rc;
 }
@@ -161,11 +184,18 @@ int nn_params_load_st(nn_params *P, const nn_safetensors *st, int strict)
                        : ncmi_error_set("%s: unexpected tensor '%s' in the file (and %d more)",
                                         st->path, first, unexpected - 1);
     }
-    /* 2. copy (cannot fail any more: names, shapes and byte ranges are checked) */
+    /* 2. copy (cannot fail any more: names, shapes and byte ranges are checked);
+     * a device tensor is read into a host buffer, then copied up */
     for (int i = 0; i < P->n; i++) {
         nn_tensor *t = P->t[i];
-        int rc = nn_st_read_f32(st, t->name, t->data, t->numel, t->ndim, t->shape);
+        float *h = t->device == NN_DEVICE_CPU ? t->data : malloc((t->numel ? t->numel : 1) * sizeof(float));
+        NCMI_CHECK(h != NULL, "out of memory (%zu floats of %s)", t->numel, t->name);
+        int rc = nn_st_read_f32(st, t->name, h, t->numel, t->ndim, t->shape);
         NCMI_CHECK(rc == 0, "reading a validated tensor failed: %s", ncmi_error());
+        if (h != t->data) {
+            nn_tensor_from_host(t, h);
+            free(h);
+        }
     }
     return 0;
 }
@@ -181,14 +211,35 @@ int nn_params_load(nn_params *P, const char *path, int strict)
 
 /* ---- init schemes (torch.nn.init) ---- */
 
+/* Host memory to draw t's values into: t->data on the CPU, a buffer for a
+ * device tensor that init_commit copies up and frees. */
+static float *init_buf(nn_tensor *t)
+{
+    if (t->device == NN_DEVICE_CPU) return t->data;
+    float *h = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    NCMI_CHECK(h != NULL, "out of memory (%zu floats)", t->numel);
+    return h;
+}
+
+static void init_commit(nn_tensor *t, float *h)
+{
+    if (h == t->data) return;
+    nn_tensor_from_host(t, h);
+    free(h);
+}
+
 void nn_init_uniform(nn_tensor *t, float lo, float hi, nn_rng *rng)
 {
-    nn_rng_fill_uniform(rng, t->data, t->numel, lo, hi);
+    float *h = init_buf(t);
+    nn_rng_fill_uniform(rng, h, t->numel, lo, hi);
+    init_commit(t, h);
 }
 
 void nn_init_normal(nn_tensor *t, float mean, float std, nn_rng *rng)
 {
-    nn_rng_fill_normal(rng, t->data, t->numel, mean, std);
+    float *h = init_buf(t);
+    nn_rng_fill_normal(rng, h, t->numel, mean, std);
+    init_commit(t, h);
 }
 
 void nn_init_constant(nn_tensor *t, float v) { nn_tensor_fill(t, v); }
@@ -311,6 +362,7 @@ void nn_batchnorm2d_m_init(nn_batchnorm2d_m *m, nn_params *P, const char *prefix
     m->running_var = nn_params_addf(P, prefix, "running_var", NN_PARAM_BUFFER, 1, (int[]){c});
     m->num_batches_tracked = nn_params_addf(P, prefix, "num_batches_tracked", NN_PARAM_BUFFER, 0, NULL);
     P->save_dtype[P->n - 1] = NN_ST_I64;
+    P->host_only[P->n - 1] = 1; /* counted on the host by the forward below */
     nn_tensor_fill(m->weight, 1.f);
     nn_tensor_fill(m->running_var, 1.f);
 }

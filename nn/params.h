@@ -24,6 +24,11 @@ typedef struct nn_params {
     nn_tensor **t;        /* persistent tensors, each with t->name set */
     nn_param_kind *kind;
     nn_st_dtype *save_dtype; /* dtype written to safetensors (F32; I64 for num_batches_tracked) */
+    /* 1: host bookkeeping that only host code reads and writes (batch norm's
+     * num_batches_tracked, NCMI's center_initialized flag): it stays on the
+     * CPU when the set moves to a GPU, so updating or testing it needs no
+     * kernel and no host synchronisation. */
+    unsigned char *host_only;
     int n, cap;
 } nn_params;
 
@@ -38,19 +43,35 @@ nn_tensor *nn_params_addf(nn_params *P, const char *prefix, const char *name, nn
 nn_tensor *nn_params_get(const nn_params *P, const char *name); /* NULL if absent */
 void nn_params_zero_grad(nn_params *P);
 size_t nn_params_numel(const nn_params *P, int trainable_only);
+/* Move every tensor of P (weights, their gradients, buffers such as
+ * running statistics and the NCMI centre) to dev in place (nn_tensor_move),
+ * except the host_only ones. Models are built and initialised on the CPU,
+ * then moved; optimizer state follows its parameter at the next step. */
+void nn_params_to_device(nn_params *P, nn_device dev);
 
 /* safetensors I/O of a whole parameter set. Save is atomic (temporary name +
  * rename). meta: n_meta key/value pairs for __metadata__ (may be NULL/0).
  * Load checks every tensor: a missing name, an unexpected name (strict), a
  * shape mismatch or an unreadable file is an error naming the file, the
- * tensor and the problem (-1, ncmi_error()); nothing is modified then. */
+ * tensor and the problem (-1, ncmi_error()); nothing is modified then.
+ * Tensors may live on any device: saving copies device tensors to the host
+ * (waits), loading copies into them. */
 int nn_params_save(const nn_params *P, const char *path, const char *const *meta_keys,
                    const char *const *meta_vals, int n_meta);
 int nn_params_load(nn_params *P, const char *path, int strict);
 /* Same, from an already opened file (e.g. a checkpoint holding more). */
 int nn_params_load_st(nn_params *P, const nn_safetensors *st, int strict);
+/* For writers that add entries of their own (checkpoints): ts[0..P->n) =
+ * P's tensors with host data (device tensors copied to the host, counters
+ * converted to I64). hold[0..P->n) keeps the host copies until
+ * nn_params_st_release(P, hold). */
+void nn_params_st_tensors(const nn_params *P, nn_st_tensor *ts, void **hold);
+void nn_params_st_release(const nn_params *P, void **hold);
 
-/* ---- PyTorch init schemes (in place, on t->data) ---- */
+/* ---- PyTorch init schemes (in place) ----
+ * They draw on the host: a tensor on the GPU is filled through a host
+ * buffer with the same draws, so it gets the values it would get on the CPU
+ * (models are normally initialised on the CPU and then moved). */
 void nn_init_uniform(nn_tensor *t, float lo, float hi, nn_rng *rng);
 void nn_init_normal(nn_tensor *t, float mean, float std, nn_rng *rng);
 void nn_init_constant(nn_tensor *t, float v);

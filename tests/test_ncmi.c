@@ -165,13 +165,17 @@ static nn_tensor *f_ncmi(nn_graph *g, nn_tensor **in, const gc_case *c)
     for (int k = 0; k < C; k++) w[k] = m.cfg.gamma == NN_NCMI_GAMMA_PRIOR ? (k + 1.0) / (C * (C + 1) / 2.0) : 1.0 / C;
     m.w = w;
     m.xi = in[1];
-    float cdata[64], flag = 1.f;
+    float cdata[512], flag = 1.f;
+    NCMI_CHECK(D <= 512 && N <= 512, "f_ncmi: case too large");
     for (int j = 0; j < D; j++) cdata[j] = 0.2f * sinf((float)j + 0.5f);
-    nn_tensor center = {.ndim = 1, .shape = {D}, .numel = (size_t)D, .data = cdata};
+    /* the centre on the inputs' device (graph-owned: freed with g); the
+     * flag is host_only, a host tensor on either device */
+    nn_tensor *center = nn_tensor_new_on(g, in[0]->device, 1, (int[]){D});
+    nn_tensor_from_host(center, cdata);
     nn_tensor cinit = {.ndim = 1, .shape = {1}, .numel = 1, .data = &flag};
-    m.center = &center;
+    m.center = center;
     m.center_init = &cinit;
-    int y[16];
+    int y[512];
     for (int i = 0; i < N; i++) y[i] = (i * 7 + 1) % C;
     return c->iparam[5] ? nn_ncmi_loss_composed(g, &m, in[0], y, 0) : nn_ncmi_loss(g, &m, in[0], y, 0);
 }
@@ -212,6 +216,12 @@ NCMI_GRAD(d_lt_c, 5, 4, 2, .iparam = {0, 0, 0})
 NCMI_GRAD(d_lt_c_prior_of_means, 6, 5, 3, .iparam = {0, 1, 1})
 NCMI_GRAD(no_centering, 4, 3, 5, .iparam = {0, 0, 0, 0, 1})
 NCMI_GRAD(tau02, 5, 3, 6, .iparam = {0, 0, 0}, .fparam = {0.2f}, .eps = 2e-3f)
+/* sizes past one GPU block (256 threads): rows wider than a block (D > 256)
+ * and more samples than the reduction block has threads (N > 256) */
+NCMI_GRAD(wide_d, 2, 3, 260, .iparam = {0, 0, 0})
+NCMI_GRAD(wide_d_softmax_prior_of_means, 2, 3, 260, .iparam = {1, 1, 1})
+NCMI_GRAD(many_n, 300, 3, 4, .iparam = {0, 0, 0})
+NCMI_GRAD(many_n_of_means, 300, 2, 3, .iparam = {0, 1, 1})
 /* the composed version differentiates correctly too */
 NCMI_GRAD(composed_nsf, 5, 3, 4, .iparam = {0, 0, 0, 0, 0, 1})
 NCMI_GRAD(composed_softmax_prior_of_means, 5, 3, 4, .iparam = {1, 1, 1, 0, 0, 1})
@@ -565,6 +575,8 @@ TEST(ncmi_init_state_and_checkpoint)
     EXPECT(nn_params_get(&P, "head.ncmi.xi") == m.xi && P.kind[0] == NN_PARAM_WEIGHT, "xi");
     EXPECT(nn_params_get(&P, "head.ncmi.center") == m.center, "center");
     EXPECT(nn_params_get(&P, "head.ncmi.center_initialized") == m.center_init, "flag");
+    EXPECT(!P.host_only[0] && !P.host_only[1] && P.host_only[2],
+           "only the flag stays on the host when the set moves to a GPU");
     EXPECT(nn_params_numel(&P, 1) == 15, "only xi is trainable (%zu)", nn_params_numel(&P, 1));
     for (int c = 0; c < 3; c++)
         for (int j = 0; j < 5; j++)

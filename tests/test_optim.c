@@ -498,3 +498,42 @@ TEST(clip_grad_norm_large_and_edges)
     EXPECT(nn_clip_grad_norm(&Q, 1.f) == 0.f, "norm without grads");
     nn_params_free(&Q);
 }
+
+/* The device API on the CPU: clipping without reading the norm back scales
+ * as nn_clip_grad_norm does; moving a set to the CPU changes nothing; the
+ * host-side counters and flags are marked host_only. */
+TEST(clip_async_and_params_to_device_on_cpu)
+{
+    nn_params P, Q;
+    nn_params_init(&P);
+    nn_params_init(&Q);
+    nn_tensor *a = nn_params_add(&P, "a", NN_PARAM_WEIGHT, 1, (int[]){1000});
+    nn_tensor *b = nn_params_add(&Q, "a", NN_PARAM_WEIGHT, 1, (int[]){1000});
+    nn_rng rng;
+    nn_rng_seed(&rng, 8);
+    nn_rng_fill_normal(&rng, nn_tensor_grad(a), a->numel, 0.f, 1.f);
+    memcpy(nn_tensor_grad(b), a->grad, a->numel * sizeof(float));
+    nn_clip_grad_norm(&P, 0.5f);
+    nn_clip_grad_norm_async(&Q, 0.5f);
+    EXPECT(memcmp(a->grad, b->grad, a->numel * sizeof(float)) == 0, "async clipping differs");
+    nn_params_free(&P);
+    nn_params_free(&Q);
+
+    nn_params_init(&P);
+    nn_batchnorm2d_m bn;
+    nn_batchnorm2d_m_init(&bn, &P, "bn", 3);
+    nn_tensor *data0 = bn.weight;
+    float *d0 = bn.weight->data;
+    nn_params_to_device(&P, NN_DEVICE_CPU);
+    EXPECT(bn.weight == data0 && bn.weight->data == d0, "a move to the CPU reallocated");
+    for (int i = 0; i < P.n; i++)
+        EXPECT(P.host_only[i] == (P.t[i] == bn.num_batches_tracked), "%s: host_only %d", P.t[i]->name,
+               P.host_only[i]);
+    nn_optim o;
+    nn_optim_sgd_init(&o, &P, 0.1f, 0.9f, 0.f, 0);
+    nn_tensor_grad(bn.weight)[0] = 1.f;
+    nn_optim_step(&o);
+    EXPECT(o.state1[0] && o.state_dev[0] == NN_DEVICE_CPU, "momentum buffer on the CPU");
+    nn_optim_free(&o);
+    nn_params_free(&P);
+}
