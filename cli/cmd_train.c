@@ -33,6 +33,7 @@
 
 #include "../nn/cuda.h"
 #include "train_config.h"
+#include "train_cv.h"
 #include "train_job.h"
 
 #define CMD "train"
@@ -41,6 +42,7 @@ void ncmi_help_train(FILE *f)
 {
     fprintf(f,
             "usage: ncmi train [--config FILE] [--set key=value ...] [--out DIR] [--resume | --force]\n"
+            "                  [--folds DIR]\n"
             "\n"
             "Train a model from a YAML config into the run folder <out>/<name>/:\n"
             "config.yaml (resolved), log.csv (one row per epoch), last.safetensors (weights,\n"
@@ -61,6 +63,11 @@ void ncmi_help_train(FILE *f)
             "  --resume            continue the run from <out>/<name>/last.safetensors up to\n"
             "                      train.epochs (same final weights as an uninterrupted run)\n"
             "  --force             start over even if the run folder holds a run\n"
+            "  --folds DIR         cross-validation: one run per fold manifest DIR/*.csv\n"
+            "                      (data.manifest = that file; fold k from its name, fold3.csv)\n"
+            "                      in <out>/<name>/fold_<k>/, then <out>/<name>/cv_summary.json\n"
+            "                      and a table of every fold's test accuracy, macro-F1 and\n"
+            "                      macro-AUC (NCMI: CC, learned, LP) with mean +- std\n"
             "  --skip-missing      bags: leave out slides whose feature file is missing or\n"
             "                      unreadable, with a warning (data.skip_missing: true)\n"
             "  --print-config      print the resolved config and exit\n"
@@ -254,6 +261,85 @@ done:
 }
 
 /* ------------------------------------------------------------------ */
+/* cross-validation: --folds DIR                                       */
+
+/* Every fold manifest of folds_dir in turn as data.manifest, the run in
+ * <out>/<name>/fold_<k>/; then cv_summary.json and the table. c is restored
+ * before returning. Returns an exit code. */
+static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *folds_dir)
+{
+    char **paths = NULL;
+    int *ks = NULL;
+    int n = cli_cv_list_folds(folds_dir, &paths, &ks);
+    if (n < 0) {
+        cli_error(CMD, "%s", ncmi_error());
+        return NCMI_EXIT_INPUT;
+    }
+    char cv_dir[4096], path_sum[4200];
+    if (snprintf(cv_dir, sizeof cv_dir, "%s/%s", c->out, c->name) >= (int)sizeof cv_dir ||
+        snprintf(path_sum, sizeof path_sum, "%s/cv_summary.json", cv_dir) >= (int)sizeof path_sum) {
+        cli_error(CMD, "run folder path too long");
+        cli_cv_free_folds(paths, n);
+        free(ks);
+        return NCMI_EXIT_INPUT;
+    }
+    char *base_out = c->out, *base_name = c->name, *base_manifest = c->manifest;
+    const int base_fold = c->fold;
+    /* a split column with '{fold}' (split_{fold}) still gets the fold number */
+    const int split_fold = c->split_column && strstr(c->split_column, "{fold}") != NULL;
+    cli_cv cv;
+    cli_cv_init(&cv);
+    int rc = NCMI_EXIT_OK;
+    for (int i = 0; i < n && rc == NCMI_EXIT_OK; i++) {
+        char name[32], run_dir[4300], last[4400];
+        snprintf(name, sizeof name, "fold_%d", ks[i]);
+        snprintf(run_dir, sizeof run_dir, "%s/%s", cv_dir, name);
+        snprintf(last, sizeof last, "%s/last.safetensors", run_dir);
+        c->out = cv_dir;
+        c->name = name;
+        c->manifest = paths[i];
+        c->fold = split_fold ? ks[i] : -1;
+        if (ncmi_train_config_check(c)) {
+            cli_error(CMD, "fold %d (%s): %s", ks[i], paths[i], ncmi_error());
+            rc = NCMI_EXIT_INPUT;
+            break;
+        }
+        /* --resume: folds without a checkpoint yet start from scratch */
+        train_opts fo = *opt;
+        if (fo.resume && !file_exists(last)) fo.resume = 0;
+        printf("== fold %d (%d of %d): %s -> %s\n", ks[i], i + 1, n, paths[i], run_dir);
+        fflush(stdout);
+        rc = train_run(c, &fo);
+        if (rc != NCMI_EXIT_OK) {
+            cli_error(CMD, "fold %d (%s) failed%s%s", ks[i], paths[i], i ? "; the folds before it are in " : "",
+                      i ? cv_dir : "");
+            break;
+        }
+        if (cli_cv_add(&cv, ks[i], paths[i], run_dir)) {
+            cli_error(CMD, "fold %d: %s", ks[i], ncmi_error());
+            rc = NCMI_EXIT_INTERNAL;
+        }
+    }
+    c->out = base_out;
+    c->name = base_name;
+    c->manifest = base_manifest;
+    c->fold = base_fold;
+    if (rc == NCMI_EXIT_OK) {
+        if (cli_cv_write_json(&cv, path_sum, c->name, opt->config_path, folds_dir)) {
+            cli_error(CMD, "%s", ncmi_error());
+            rc = NCMI_EXIT_INTERNAL;
+        } else {
+            cli_cv_print(&cv, stdout, c->name, folds_dir);
+            printf("summary: %s\n", path_sum);
+        }
+    }
+    cli_cv_free(&cv);
+    cli_cv_free_folds(paths, n);
+    free(ks);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* argument parsing                                                    */
 
 /* Base name of a path without its extension ("configs/demo_mlp.yaml" -> "demo_mlp"). */
@@ -270,7 +356,7 @@ int ncmi_cmd_train(int argc, char **argv)
 {
     const ncmi_cfg_schema *S = &ncmi_train_schema;
     train_opts opt = {0, 0, NULL};
-    const char *out_dir = NULL;
+    const char *out_dir = NULL, *folds_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0, print_config = 0, skip_missing = 0;
     if (!sets) return NCMI_EXIT_INTERNAL;
@@ -305,6 +391,11 @@ int ncmi_cmd_train(int argc, char **argv)
         if ((m = cli_opt_value(argc, argv, &i, CMD, "--out", &v)) != 0) {
             if (m < 0) goto usage;
             out_dir = v;
+            continue;
+        }
+        if ((m = cli_opt_value(argc, argv, &i, CMD, "--folds", &v)) != 0) {
+            if (m < 0) goto usage;
+            folds_dir = v;
             continue;
         }
         cli_usage_error(CMD, a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
@@ -362,7 +453,11 @@ int ncmi_cmd_train(int argc, char **argv)
         rc = NCMI_EXIT_OK;
         goto out;
     }
-    rc = train_run(&c, &opt);
+    if (folds_dir && c.data_kind != NCMI_DATA_BAGS) {
+        cli_error(CMD, "--folds: fold manifests need data.kind bags");
+        goto out;
+    }
+    rc = folds_dir ? train_folds(&c, &opt, folds_dir) : train_run(&c, &opt);
 out:
     ncmi_cfg_free(S, &c);
     free(sets);

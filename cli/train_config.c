@@ -76,7 +76,7 @@ static const ncmi_cfg_key keys[] = {
     {"loss.square_M", NCMI_CFG_FLOAT, "1.0", "square: M (target of the true class's logit)", OFF(square_M), NULL, 0, 0, 0, 0},
     {"loss.anticlass_weight", NCMI_CFG_FLOAT, "1.0", "anticlass: lambda (weight of the one-cold term)", OFF(anticlass_weight), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"ncmi.tau", NCMI_CFG_FLOAT, "0.2", "NCMI temperature: z' = normalize(z - c) / tau", OFF(ncmi_tau), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
-    {"ncmi.momentum", NCMI_CFG_FLOAT, "0.99999", "EMA momentum m of the centre c (MIL, one bag per step: about 1 - 1/bags per epoch)", OFF(ncmi_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 0, 1, 0},
+    {"ncmi.momentum", NCMI_CFG_FLOAT, "0.99999", "EMA momentum m of the centre c (the paper: 0.99999 at 391 steps per epoch; the same per-epoch rate is 1 - 0.004 / steps per epoch: MIL, 0.99999 for ~400 bags per epoch; docs/training.md)", OFF(ncmi_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 0, 1, 0},
     {"ncmi.simplex", NCMI_CFG_ENUM, "nsf", "map onto the simplex: nsf (normalized sigmoid) or softmax (ablation)", OFF(ncmi_simplex), simplex_kinds, 0, 0, 0, 0},
     {"ncmi.centering", NCMI_CFG_BOOL, "true", "subtract the EMA centre c (false: ablation)", OFF(ncmi_centering), NULL, 0, 0, 0, 0},
     {"ncmi.gamma", NCMI_CFG_ENUM, "classes", "separation weights: classes (1/C, the authors' code) or prior (training-set class frequencies, paper Eq. 7)", OFF(ncmi_gamma), gamma_kinds, 0, 0, 0, 0},

@@ -1,13 +1,15 @@
 /* MIL training through the command line: `ncmi train --config` and
  * `ncmi eval --run` on bags. Synthetic slide bags with every head x {CE,
- * NCMI-LP, NCMI-CC}; Musk1 (../shared/fixtures/mil/musk1) cross-validation
- * with ABMIL; --skip-missing; a NaN loss naming the step, the slide and the
+ * NCMI-LP, NCMI-CC}; cross-validation (--folds) on synthetic folds and on
+ * Musk1 (../shared/fixtures/mil/musk1) with ABMIL; --skip-missing; a NaN loss naming the step, the slide and the
  * last good checkpoint. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <jansson.h>
 
 #include "../features/features_h5.h"
 #include "../nn/error.h"
@@ -50,11 +52,16 @@ static int run_ok(const char *cmd, char **out_keep)
     return st == 0;
 }
 
-/* A bags config for the synthetic cohort in dir. */
+/* A bags config for the synthetic cohort in dir. NCMI (docs/training.md,
+ * "Synthetic slide bags"): the centre moves at the paper's per-epoch rate
+ * (m = 1 - 0.004 / steps per epoch, as m = 0.99999 at 391 steps per epoch
+ * on CIFAR-100), tau 1, lr 5e-3 over 60 epochs; ASMIL with 8 bags per step
+ * and the paper's loss form (mean CMI / mean Gamma, prior-weighted Gamma). */
 static void synth_config(const char *path, const char *dir, const char *head, int ncmi, int epochs)
 {
     FILE *f = fopen(path, "w");
     if (!f) return;
+    const int batch = ncmi && !strcmp(head, "asmil") ? 8 : 1;
     fprintf(f,
             "seed: 1\n"
             "data:\n  kind: bags\n  features: %s/features\n  manifest: %s/manifest.csv\n"
@@ -63,12 +70,14 @@ static void synth_config(const char *path, const char *dir, const char *head, in
             "mil:\n  d_inner: 32\n  attn_hidden: 16\n  dropout: 0.0\n"
             "  asmil:\n    tokens: 4\n    heads: 4\n"
             "head:\n  kind: %s\n"
-            "ncmi:\n  tau: 0.5\n  momentum: 0.98\n"
+            "ncmi:\n  tau: 1.0\n  momentum: %s\n  ratio: %s\n  gamma: %s\n"
             "lp:\n  epochs: 20\n  batch_size: 16\n"
-            "optim:\n  name: adamw\n  lr: 2.0e-3\n  weight_decay: 1.0e-5\n"
+            "optim:\n  name: adamw\n  lr: %s\n  weight_decay: 1.0e-5\n"
             "schedule:\n  kind: cosine\n"
-            "train:\n  epochs: %d\n  select: f1_auc\n  threads: 1\n",
-            dir, dir, head, ncmi ? "ncmi" : "linear", epochs);
+            "train:\n  epochs: %d\n  batch_size: %d\n  select: f1_auc\n  threads: 1\n",
+            dir, dir, head, ncmi ? "ncmi" : "linear", batch > 1 ? "0.9996" : "0.99996",
+            batch > 1 ? "of_means" : "per_sample", batch > 1 ? "prior" : "classes", ncmi ? "5.0e-3" : "2.0e-3",
+            ncmi ? 2 * epochs : epochs, batch);
     fclose(f);
 }
 
@@ -80,6 +89,11 @@ TEST(mil_train_synthetic_all_heads)
     mil_synth s = {3, 24, 24, 64, 90, 30, 30, 6.f, 21};
     REQUIRE(mil_synth_write(dir, &s) == 0, "cannot write the cohort");
     static const char *const heads[] = {"abmil", "transmil", "aem", "asmil"};
+    /* test macro-F1 floors of NCMI-CC and NCMI-LP: the issue's 0.9 where this cohort (seed 21)
+       reaches it; below, the measured level (docs/training.md, "Synthetic slide bags": ABMIL-CC
+       0.8997, TransMIL 0.699 / 0.699, AEM 0.8997 / 0.566; a single attention map makes the bag
+       embedding one-dimensional here, and TransMIL overfits the 90 training bags) */
+    static const double floor_cc[4] = {0.85, 0.65, 0.85, 0.9}, floor_lp[4] = {0.9, 0.65, 0.5, 0.9};
     for (int h = 0; h < 4; h++)
         for (int ncmi = 0; ncmi < 2; ncmi++) {
             char cfg[4300];
@@ -91,16 +105,15 @@ TEST(mil_train_synthetic_all_heads)
             const char *run = test_tmp_path("mil_synth/runs/synth_%s_%s", heads[h], ncmi ? "ncmi" : "ce");
             if (!ncmi) {
                 double f1 = json_number(jpath(run, "metrics_test.json"), "f1_macro");
-                printf("    %-8s CE       test macro-F1 %.3f\n", heads[h], f1);
-                EXPECT(f1 >= 0.9, "%s CE: macro-F1 %.3f", heads[h], f1);
+                printf("    %-8s CE       test macro-F1 %.4f\n", heads[h], f1);
+                EXPECT(f1 >= 0.9, "%s CE: macro-F1 %.4f", heads[h], f1);
             } else {
                 double cc = json_number(jpath(run, "metrics_test_cc.json"), "f1_macro");
                 double lp = json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
-                printf("    %-8s NCMI-CC  test macro-F1 %.3f   NCMI-LP %.3f%s\n", heads[h], cc, lp,
-                       cc >= 0.9 && lp >= 0.9 ? "" : "   (below the issue's 0.9 target: known gap, see docs/training.md)");
-                /* the issue's target is 0.9; NCMI on one bag per step reaches 0.6-0.93 here (docs/training.md):
-                   assert that it learns (chance: 0.33) until that is solved */
-                EXPECT(cc >= 0.55 && lp >= 0.55, "%s NCMI: macro-F1 CC %.3f LP %.3f", heads[h], cc, lp);
+                printf("    %-8s NCMI-CC  test macro-F1 %.4f   NCMI-LP %.4f%s\n", heads[h], cc, lp,
+                       cc >= 0.9 && lp >= 0.9 ? "" : "   (below the issue's 0.9: docs/training.md)");
+                EXPECT(cc >= floor_cc[h] && lp >= floor_lp[h], "%s NCMI: macro-F1 CC %.4f (floor %.2f) LP %.4f (floor %.2f)",
+                       heads[h], cc, floor_cc[h], lp, floor_lp[h]);
             }
         }
     /* ncmi eval --run rebuilds bags and head from config.yaml: the same metrics */
@@ -159,7 +172,110 @@ TEST(mil_train_skip_missing_and_nan)
     free(out);
 }
 
-/* Musk1 with ABMIL: CE and NCMI, FOLDS folds of tools/musk1_cv.sh. */
+/* fold<k>.csv for k < K from the manifest dir/manifest.csv: bag i (class
+ * i % 3) is test in fold g = (i / 3) % K, val in fold (g + 1) % K, train
+ * otherwise. 0 or -1. */
+static int write_folds(const char *dir, int K)
+{
+    char path[4400], line[256];
+    snprintf(path, sizeof path, "%s/folds", dir);
+    mkdir(path, 0777);
+    int rc = 0;
+    for (int k = 0; k < K && !rc; k++) {
+        snprintf(path, sizeof path, "%s/manifest.csv", dir);
+        FILE *in = fopen(path, "r");
+        snprintf(path, sizeof path, "%s/folds/fold%d.csv", dir, k);
+        FILE *out = fopen(path, "w");
+        if (!in || !out || !fgets(line, sizeof line, in)) rc = -1;
+        if (out) fprintf(out, "slide_id,label,split\n");
+        for (int i = 0; !rc && fgets(line, sizeof line, in); i++) {
+            char *c1 = strchr(line, ','), *c2 = c1 ? strchr(c1 + 1, ',') : NULL;
+            if (!c2) break;
+            *c2 = 0;
+            int g = (i / 3) % K;
+            fprintf(out, "%s,%s\n", line, g == k ? "test" : (g + 1) % K == k ? "val" : "train");
+        }
+        if (in) fclose(in);
+        if (out && fclose(out)) rc = -1;
+    }
+    return rc;
+}
+
+/* ncmi train --folds DIR: one run per fold manifest in <out>/<name>/fold_<k>/,
+ * cv_summary.json with per-fold metrics and mean +- std, the printed table. */
+TEST(mil_train_cv_folds)
+{
+    if (!features_h5_available()) SKIP("built without libhdf5");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("mil_cv"));
+    mil_synth s = {3, 16, 8, 24, 24, 0, 0, 6.f, 3};
+    REQUIRE(mil_synth_write(dir, &s) == 0 && write_folds(dir, 3) == 0, "cannot write the cohort");
+    for (int ncmi = 0; ncmi < 2; ncmi++) {
+        char cfg[4300], cmd[16384], *out = NULL;
+        snprintf(cfg, sizeof cfg, "%s/cv_%s.yaml", dir, ncmi ? "ncmi" : "ce");
+        synth_config(cfg, dir, "abmil", ncmi, 3);
+        snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --folds %s/folds --set lp.epochs=2 2>/dev/null",
+                 test_ncmi_bin(), cfg, dir, dir);
+        if (!run_ok(cmd, &out)) continue;
+        EXPECT(strstr(out, "3-fold cross-validation") && strstr(out, "mean") && strstr(out, " std") &&
+                   strstr(out, ncmi ? "NCMI-LP: accuracy " : "linear: accuracy ") && strstr(out, " +- "),
+               "table: %s", out);
+        free(out);
+        const char *run = test_tmp_path("mil_cv/runs/cv_%s", ncmi ? "ncmi" : "ce");
+        const char *method = ncmi ? "cc" : "linear";
+        for (int k = 0; k < 3; k++) {
+            char f[4400];
+            snprintf(f, sizeof f, "%s/fold_%d/%s", run, k, ncmi ? "metrics_test_lp.json" : "metrics_test.json");
+            EXPECT(test_file_nonempty(f), "%s missing", f);
+        }
+        json_error_t err;
+        json_t *j = json_load_file(jpath(run, "cv_summary.json"), 0, &err);
+        REQUIRE(j, "cv_summary.json: %s", err.text);
+        json_t *folds = json_object_get(j, "folds");
+        EXPECT(json_integer_value(json_object_get(j, "n_folds")) == 3 && json_array_size(folds) == 3,
+               "n_folds %lld", (long long)json_integer_value(json_object_get(j, "n_folds")));
+        /* the summary is the mean of the per-fold values, which are those of the fold runs */
+        double sum = 0, sq = 0;
+        for (size_t k = 0; k < json_array_size(folds); k++) {
+            json_t *fk = json_array_get(folds, k);
+            double a = json_number_value(json_object_get(json_object_get(fk, method), "accuracy"));
+            char f[4400];
+            snprintf(f, sizeof f, "%s/fold_%d/metrics_test%s.json", run, (int)k, ncmi ? "_cc" : "");
+            EXPECT(json_integer_value(json_object_get(fk, "fold")) == (json_int_t)k &&
+                       fabs(a - json_number(f, "accuracy")) < 1e-12,
+                   "fold %zu: accuracy %g, %s says %g", k, a, f, json_number(f, "accuracy"));
+            sum += a;
+            sq += a * a;
+        }
+        json_t *acc = json_object_get(json_object_get(json_object_get(j, "summary"), method), "accuracy");
+        double mean = json_number_value(json_object_get(acc, "mean"));
+        double sd = json_number_value(json_object_get(acc, "std"));
+        double want_sd = sqrt(fmax(0, (sq - sum * sum / 3) / 2));
+        EXPECT(fabs(mean - sum / 3) < 1e-9 && fabs(sd - want_sd) < 1e-9, "mean %g std %g, want %g %g", mean,
+               sd, sum / 3, want_sd);
+        if (ncmi)
+            EXPECT(json_object_get(json_object_get(j, "summary"), "lp") &&
+                       json_object_get(json_object_get(j, "summary"), "learned"),
+                   "NCMI summary without lp / learned");
+        json_decref(j);
+        /* a second run without --force or --resume refuses to overwrite fold 0 */
+        snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --folds %s/folds 2>&1", test_ncmi_bin(),
+                 cfg, dir, dir);
+        int st = test_run(cmd, &out);
+        EXPECT(st == 2 && out && strstr(out, "already holds a run") && strstr(out, "fold 0 ("), "exit %d: %s",
+               st, out ? out : "");
+        free(out);
+    }
+    /* a folder without fold manifests */
+    char cmd[16384], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s train --config %s/cv_ce.yaml --out %s/runs --folds %s/features 2>&1",
+             test_ncmi_bin(), dir, dir, dir);
+    int st = test_run(cmd, &out);
+    EXPECT(st == 2 && out && strstr(out, "no fold manifests"), "exit %d: %s", st, out ? out : "");
+    free(out);
+}
+
+/* Musk1 with ABMIL: CE and NCMI, the 10 folds with ncmi train --folds. */
 TEST(mil_train_musk1_abmil_cv)
 {
     const char *fx = test_fixtures_dir();
@@ -172,22 +288,29 @@ TEST(mil_train_musk1_abmil_cv)
     const char *cfgs[2] = {"configs/musk1_abmil_ce.yaml", "configs/musk1_abmil_ncmi.yaml"};
     for (int k = 0; k < 2; k++) {
         char cmd[16384], *out = NULL;
-        snprintf(cmd, sizeof cmd, "NCMI=%s OUT=%s MUSK1=%s sh tools/musk1_cv.sh %s 10 2>&1", test_ncmi_bin(),
-                 test_tmp_path("musk1_%d", k), musk, cfgs[k]);
+        const char *runs = test_tmp_path("musk1_%d", k);
+        snprintf(cmd, sizeof cmd, "%s train --config %s --out %s --folds %s/folds --set data.features=%s/features 2>/dev/null",
+                 test_ncmi_bin(), cfgs[k], runs, musk, musk);
         if (!run_ok(cmd, &out)) continue;
-        printf("%s", out);
-        /* the mean row: CE accuracy, or NCMI-CC, learned, LP */
-        const char *m = strstr(out, "\nmean");
-        REQUIRE(m, "no mean row: %s", out);
-        double a[3] = {NAN, NAN, NAN};
-        int n = sscanf(m + 5, "%lf %lf %lf", &a[0], &a[1], &a[2]);
-        double best = k == 0 ? a[0] : fmax(a[0], a[2]);
-        /* Ilse et al. 2018: 0.892 +- 0.040. ncmi's ABMIL (one Linear + ReLU, gated attention) reaches
-           0.86-0.88 with this recipe over seeds and variants (docs/training.md): a known gap, so the test
-           asserts the measured level and prints the comparison */
+        const char *m = strstr(out, "-fold cross-validation"); /* the table, from its title line */
+        while (m && m > out && m[-1] != '\n') m--;
+        printf("%s", m ? m : out);
+        free(out);
+        char sum[4400];
+        snprintf(sum, sizeof sum, "%s/%s/cv_summary.json", runs, k ? "musk1_abmil_ncmi" : "musk1_abmil_ce");
+        json_error_t err;
+        json_t *j = json_load_file(sum, 0, &err);
+        REQUIRE(j, "%s: %s", sum, err.text);
+        json_t *S = json_object_get(j, "summary");
+        /* CE accuracy, or the better of NCMI-CC and NCMI-LP */
+#define MEAN_ACC(method) json_number_value(json_object_get(json_object_get(json_object_get(S, method), "accuracy"), "mean"))
+        double best = k == 0 ? MEAN_ACC("linear") : fmax(MEAN_ACC("cc"), MEAN_ACC("lp"));
+#undef MEAN_ACC
+        EXPECT(json_integer_value(json_object_get(j, "n_folds")) == 10, "%s: not 10 folds", sum);
+        json_decref(j);
+        /* Ilse et al. 2018: 0.892 +- 0.040 (5 x 10-fold CV) */
         printf("    %s: 10-fold accuracy %.4f (Ilse et al. 2018: 0.892)%s\n", cfgs[k], best,
                best >= 0.892 ? "" : "  BELOW the paper's number");
-        EXPECT(n >= 1 && best >= 0.84, "%s: 10-fold accuracy %.4f", cfgs[k], best);
-        free(out);
+        EXPECT(best >= 0.84, "%s: 10-fold accuracy %.4f", cfgs[k], best);
     }
 }
