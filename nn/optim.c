@@ -313,10 +313,12 @@ static const char *state_suffix(nn_optim_kind kind, int which)
     return which == 0 ? "exp_avg" : "exp_avg_sq";
 }
 
-static char *state_name(const char *param, const char *suffix)
+static const char *state_prefix(const nn_optim *o) { return o->prefix ? o->prefix : "optim."; }
+
+static char *state_name(const nn_optim *o, const char *param, const char *suffix)
 {
     char *s = NULL;
-    NCMI_CHECK(asprintf(&s, "optim.%s.%s", param, suffix) >= 0, "out of memory");
+    NCMI_CHECK(asprintf(&s, "%s%s.%s", state_prefix(o), param, suffix) >= 0, "out of memory");
     return s;
 }
 
@@ -346,7 +348,7 @@ int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts)
             if (!s) continue;
             const char *suf = state_suffix(o->kind, w);
             NCMI_CHECK(suf != NULL, "SGD with a second state buffer");
-            a[k].name = state_name(t->name, suf);
+            a[k].name = state_name(o, t->name, suf);
             a[k].dtype = NN_ST_F32;
             a[k].ndim = t->ndim;
             for (int d = 0; d < t->ndim; d++) a[k].shape[d] = t->shape[d];
@@ -359,8 +361,8 @@ int nn_optim_state_tensors(const nn_optim *o, nn_st_tensor **ts)
             k++;
         }
     }
-    char *sn = strdup("optim.step");
-    NCMI_CHECK(sn != NULL, "out of memory");
+    char *sn = NULL;
+    NCMI_CHECK(asprintf(&sn, "%sstep", state_prefix(o)) >= 0, "out of memory");
     a[k].name = sn;
     a[k].dtype = NN_ST_I64;
     a[k].ndim = 0;
@@ -387,19 +389,22 @@ static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int
 {
     const nn_params *P = o->params;
     const char *kname = o->kind == NN_OPTIM_SGD ? "SGD" : "AdamW";
-    if (!nn_st_find(st, "optim.step"))
-        return ncmi_error_set("%s: no optimizer state (tensor 'optim.step' missing)", st->path);
-    const nn_st_entry *se = nn_st_find(st, "optim.step");
+    const char *pre = state_prefix(o);
+    char stepname[NN_NAME_MAX + 16];
+    snprintf(stepname, sizeof stepname, "%sstep", pre);
+    if (!nn_st_find(st, stepname))
+        return ncmi_error_set("%s: no optimizer state (tensor '%s' missing)", st->path, stepname);
+    const nn_st_entry *se = nn_st_find(st, stepname);
     if (se->numel != 1 || (se->dtype != NN_ST_I64 && se->dtype != NN_ST_I32))
-        return ncmi_error_set("%s: tensor 'optim.step': one I64 value expected", st->path);
+        return ncmi_error_set("%s: tensor '%s': one I64 value expected", st->path, stepname);
     int64_t sv;
-    if (nn_st_read_i64(st, "optim.step", &sv, 1) != 0) return -1;
-    if (sv < 0) return ncmi_error_set("%s: tensor 'optim.step': negative step %lld", st->path, (long long)sv);
-    /* every optim.* entry must belong to a trainable parameter with a known suffix */
+    if (nn_st_read_i64(st, stepname, &sv, 1) != 0) return -1;
+    if (sv < 0) return ncmi_error_set("%s: tensor '%s': negative step %lld", st->path, stepname, (long long)sv);
+    /* every <prefix>* entry must belong to a trainable parameter with a known suffix */
     for (int e = 0; e < st->n; e++) {
         const nn_st_entry *en = &st->entries[e];
-        if (!has_prefix(en->name, "optim.") || strcmp(en->name, "optim.step") == 0) continue;
-        const char *rest = en->name + strlen("optim.");
+        if (!has_prefix(en->name, pre) || strcmp(en->name, stepname) == 0) continue;
+        const char *rest = en->name + strlen(pre);
         const char *dot = strrchr(rest, '.');
         if (!dot) return ncmi_error_set("%s: unexpected optimizer tensor '%s'", st->path, en->name);
         const char *suf = dot + 1;
@@ -436,7 +441,7 @@ static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int
     /* AdamW: the two moments come together */
     if (o->kind == NN_OPTIM_ADAMW)
         for (int i = 0; i < P->n; i++) {
-            char *a = state_name(P->t[i]->name, "exp_avg"), *b = state_name(P->t[i]->name, "exp_avg_sq");
+            char *a = state_name(o, P->t[i]->name, "exp_avg"), *b = state_name(o, P->t[i]->name, "exp_avg_sq");
             int ha = nn_st_find(st, a) != NULL, hb = nn_st_find(st, b) != NULL;
             int bad = ha != hb;
             if (bad) ncmi_error_set("%s: tensor '%s' missing (its pair is present)", st->path, ha ? b : a);
@@ -459,7 +464,7 @@ static void optim_state_copy(nn_optim *o, const nn_safetensors *st, int64_t step
         for (int w = 0; w < 2; w++) {
             float **slot = w == 0 ? &o->state1[i] : &o->state2[i];
             const char *suf = state_suffix(o->kind, w);
-            char *name = suf ? state_name(t->name, suf) : NULL;
+            char *name = suf ? state_name(o, t->name, suf) : NULL;
             if (name && nn_st_find(st, name)) {
                 if (!*slot) *slot = state_alloc(t->device, t->numel);
                 o->state_dev[i] = t->device;

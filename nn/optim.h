@@ -29,6 +29,9 @@ typedef struct nn_optim {
     float **state1;         /* per param: SGD momentum buffer / Adam exp_avg (NULL until used) */
     float **state2;         /* per param: Adam exp_avg_sq */
     nn_device *state_dev;   /* per param: device of state1/state2 (CPU while both are NULL) */
+    const char *prefix;     /* state tensor names: "<prefix><param>.<state>", "<prefix>step";
+                             * NULL means "optim." (set another for a second optimizer in
+                             * the same checkpoint, e.g. "optim_xi.") */
 } nn_optim;
 
 /* torch.optim.SGD: d = g + wd*p; buf = momentum*buf + (1-dampening)*d (buf = d
@@ -43,7 +46,8 @@ void nn_optim_step(nn_optim *o);
 void nn_optim_free(nn_optim *o);
 
 /* Optimizer state as named tensors for checkpoints: "optim.<param>.momentum_buffer",
- * "optim.<param>.exp_avg", "optim.<param>.exp_avg_sq", and "optim.step" (I64).
+ * "optim.<param>.exp_avg", "optim.<param>.exp_avg_sq", and "optim.step" (I64)
+ * ("optim." is o->prefix when set; loading reads and checks only that prefix).
  * nn_optim_state_tensors fills *ts (malloc'd array; caller frees the array
  * and, via nn_optim_state_tensors_free, the names) and returns the count.
  * The data is host memory: state on the GPU is copied into the array's

@@ -167,7 +167,7 @@ static float first_value(const nn_tensor *t)
  * tests/gpu/test_gpu_golden.c). */
 static void golden_to_device(nn_params *P, nn_tensor *x, nn_device dev)
 {
-    for (int i = 0; i < P->n; i++) nn_tensor_move(P->t[i], dev);
+    nn_params_to_device(P, dev);
     nn_tensor_move(x, dev);
 }
 

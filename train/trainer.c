@@ -103,11 +103,13 @@ static void view_add(nn_params *V, const nn_params *P)
             V->t = realloc(V->t, (size_t)V->cap * sizeof *V->t);
             V->kind = realloc(V->kind, (size_t)V->cap * sizeof *V->kind);
             V->save_dtype = realloc(V->save_dtype, (size_t)V->cap * sizeof *V->save_dtype);
-            NCMI_CHECK(V->t && V->kind && V->save_dtype, "out of memory");
+            V->host_only = realloc(V->host_only, (size_t)V->cap * sizeof *V->host_only);
+            NCMI_CHECK(V->t && V->kind && V->save_dtype && V->host_only, "out of memory");
         }
         V->t[V->n] = P->t[i];
         V->kind[V->n] = P->kind[i];
         V->save_dtype[V->n] = P->save_dtype[i];
+        V->host_only[V->n] = P->host_only ? P->host_only[i] : 0;
         V->n++;
     }
 }
@@ -117,6 +119,7 @@ static void view_free(nn_params *V)
     free(V->t);
     free(V->kind);
     free(V->save_dtype);
+    free(V->host_only);
     memset(V, 0, sizeof *V);
 }
 
@@ -208,13 +211,14 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
     if (t->have_ncmi) {
         nn_optim_sgd_init(&t->opt_xi, &t->P_head, cfg->centroid_lr, cfg->centroid_momentum,
                           cfg->centroid_weight_decay, 0);
+        t->opt_xi.prefix = "optim_xi."; /* the encoder's state is optim.* */
         t->have_opt_xi = 1;
     }
     if (cfg->device_cuda) {
         if (!model->gpu_ok)
             return ncmi_error_set("--device cuda: the model '%s' runs on the CPU only in this version "
                                   "(use --device cpu)", model->desc);
-        for (int i = 0; i < t->P_all.n; i++) nn_tensor_move(t->P_all.t[i], NN_DEVICE_CUDA);
+        nn_params_to_device(&t->P_all, NN_DEVICE_CUDA);
     }
     t->g = nn_graph_new();
     if (!t->g) return ncmi_error_set("out of memory");
@@ -287,34 +291,11 @@ static int save_checkpoint(tr_trainer *t, const char *path, int full, double val
     nn_st_tensor *os = NULL, *xs = NULL;
     int no = full ? nn_optim_state_tensors(&t->opt, &os) : 0;
     int nx = full && t->have_opt_xi ? nn_optim_state_tensors(&t->opt_xi, &xs) : 0;
-    /* the centroid optimizer's state as optim_xi.* (the encoder's is optim.*) */
-    for (int i = 0; i < nx; i++) {
-        char *nm = NULL;
-        NCMI_CHECK(asprintf(&nm, "optim_xi.%s", xs[i].name + strlen("optim.")) >= 0, "out of memory");
-        free((char *)xs[i].name);
-        xs[i].name = nm;
-    }
     int n = P->n + no + nx;
     nn_st_tensor *ts = calloc((size_t)n, sizeof *ts);
-    int64_t **ibuf = calloc((size_t)P->n + 1, sizeof *ibuf);
-    float **hbuf = calloc((size_t)P->n + 1, sizeof *hbuf); /* host views of the tensors */
-    NCMI_CHECK(ts && ibuf && hbuf, "out of memory");
-    for (int i = 0; i < P->n; i++) {
-        const nn_tensor *x = P->t[i];
-        hbuf[i] = nn_host_view(x);
-        ts[i].name = x->name;
-        ts[i].dtype = P->save_dtype[i];
-        ts[i].ndim = x->ndim;
-        for (int d = 0; d < x->ndim; d++) ts[i].shape[d] = x->shape[d];
-        ts[i].data = hbuf[i];
-        if (P->save_dtype[i] == NN_ST_I64 || P->save_dtype[i] == NN_ST_I32) {
-            ts[i].dtype = NN_ST_I64;
-            ibuf[i] = calloc(x->numel, sizeof(int64_t));
-            NCMI_CHECK(ibuf[i], "out of memory");
-            for (size_t k = 0; k < x->numel; k++) ibuf[i][k] = (int64_t)llrintf(hbuf[i][k]);
-            ts[i].data = ibuf[i];
-        }
-    }
+    void **hold = calloc((size_t)P->n + 1, sizeof *hold);
+    NCMI_CHECK(ts && hold, "out of memory");
+    nn_params_st_tensors(P, ts, hold); /* host copies, counters as I64 */
     for (int i = 0; i < no; i++) ts[P->n + i] = os[i];
     for (int i = 0; i < nx; i++) ts[P->n + no + i] = xs[i];
 
@@ -369,45 +350,14 @@ static int save_checkpoint(tr_trainer *t, const char *path, int full, double val
     int rc = nn_st_write(path, ts, n, keys, vals, m);
     free(classes);
     free(center);
-    for (int i = 0; i < P->n; i++) {
-        free(ibuf[i]);
-        nn_host_release(P->t[i], hbuf[i]);
-    }
-    free(ibuf);
-    free(hbuf);
+    nn_params_st_release(P, hold);
+    free(hold);
     free(ts);
     nn_optim_state_tensors_free(os, no);
     free(os);
     nn_optim_state_tensors_free(xs, nx);
     free(xs);
     return rc;
-}
-
-/* The centroid optimizer's state from optim_xi.* (SGD: momentum buffers + step). */
-static int load_xi_state(tr_trainer *t, const nn_safetensors *st)
-{
-    nn_optim *o = &t->opt_xi;
-    int64_t step = 0;
-    if (!nn_st_find(st, "optim_xi.step"))
-        return ncmi_error_set("%s: no centroid optimizer state (tensor 'optim_xi.step' missing)",
-                              st->path);
-    if (nn_st_read_i64(st, "optim_xi.step", &step, 1)) return -1;
-    const nn_params *P = o->params;
-    for (int i = 0; i < P->n; i++) {
-        char name[NN_NAME_MAX + 64];
-        snprintf(name, sizeof name, "optim_xi.%s.momentum_buffer", P->t[i]->name);
-        if (!nn_st_find(st, name)) {
-            free(o->state1[i]);
-            o->state1[i] = NULL;
-            continue;
-        }
-        if (!o->state1[i]) o->state1[i] = calloc(P->t[i]->numel, sizeof(float));
-        NCMI_CHECK(o->state1[i], "out of memory");
-        if (nn_st_read_f32(st, name, o->state1[i], P->t[i]->numel, P->t[i]->ndim, P->t[i]->shape))
-            return -1;
-    }
-    o->step = (long)step;
-    return 0;
 }
 
 char *tr_checkpoint_meta(const char *path, const char *key)
@@ -469,7 +419,7 @@ int tr_resume(tr_trainer *t, const char *path)
             rc = ncmi_error_set("%s: unexpected tensor '%s' (a checkpoint of another model?)", path, nm);
     }
     if (!rc) rc = nn_params_load_st(&t->P_all, &st, 0);
-    if (!rc && t->have_opt_xi) rc = load_xi_state(t, &st);
+    if (!rc && t->have_opt_xi) rc = nn_optim_state_load(&t->opt_xi, &st);
     nn_st_close(&st);
     if (rc) return rc;
     t->st = s;

@@ -51,7 +51,7 @@ static void run(nn_device dev, float *losses, long *mallocs_after_1, long *syncs
 {
     tinynet m;
     tinynet_init(&m);
-    for (int i = 0; i < m.P.n; i++) nn_tensor_move(m.P.t[i], dev);
+    nn_params_to_device(&m.P, dev);
     nn_optim o;
     nn_optim_sgd_init(&o, &m.P, 0.05f, 0.9f, 5e-4f, 0);
     nn_rng rng;
