@@ -185,6 +185,12 @@ bench-ops: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_ops
 	@bash bench/ops.sh $(BUILD)
 
+# ncmi features vs openslide-python + torchvision on the same patches and weights
+# (NCMI_BENCH_FEAT_DEVICE=cuda on a GPU machine)
+bench-features: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
+	@bash bench/features.sh $(BUILD)
+
 # ncmi tile vs the Python CLAM reference on generated slides (cached in bench-data/)
 bench-tile: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
@@ -213,6 +219,6 @@ bench-mil: setup
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

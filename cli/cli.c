@@ -1,10 +1,15 @@
 /* Shared CLI helpers: the command table, messages, option matching. */
 #include "cli.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
+#include "../eval/manifest.h"
 #include "../nn/cuda.h"
 #include "../nn/error.h"
 
@@ -36,8 +41,10 @@ int cli_take_device(const char *cmd, int *argc, char **argv)
     for (int i = 1; i < out; i++)
         if (cli_is_help(argv[i])) return 0; /* help needs no device */
     if (!spec) {
+        /* feature extraction and scoring use the GPU when there is one */
         const char *env = getenv("NCMI_DEVICE");
-        spec = env && *env ? env : "cpu";
+        int gpu_first = !strcmp(cmd, "features") || !strcmp(cmd, "score");
+        spec = env && *env ? env : gpu_first ? "auto" : "cpu";
     }
     if (nn_device_select(spec, &cli_device_cuda) != 0) {
         cli_error(cmd, "%s", ncmi_error());
@@ -133,4 +140,137 @@ int cli_opt_value(int argc, char **argv, int *i, const char *cmd, const char *na
     }
     *val = argv[++*i];
     return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* helpers shared by the cohort commands                               */
+
+int cli_mkdir_p(const char *path)
+{
+    char buf[8192];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ncmi_error_set("%s: path too long", path);
+    size_t n = strlen(buf);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return ncmi_error_set("%s: cannot create folder: %s", buf, strerror(errno));
+            buf[i] = c;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return ncmi_error_set("%s: not a folder", path);
+    return 0;
+}
+
+void cli_csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
+    }
+    fputc('"', f);
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cli_parse_shard(const char *s, int *k, int *n)
+{
+    char tail;
+    return sscanf(s, "%d/%d%c", k, n, &tail) == 2 && *n >= 1 && *k >= 1 && *k <= *n;
+}
+
+void cli_slides_free(cli_slide *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(s[i].id);
+        free(s[i].path);
+    }
+    free(s);
+}
+
+/* slide id from a file name: the base name without its last extension */
+static char *id_from_path(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    char *id = strdup(b);
+    char *dot = id ? strrchr(id, '.') : NULL;
+    if (dot && dot != id) *dot = 0;
+    return id;
+}
+
+int cli_slide_list(const char *cmd, const char *manifest, const char *const *files, int n_files, double slide_mpp,
+                   int shard_k, int shard_n, cli_slide **slides, int *n)
+{
+    *slides = NULL;
+    *n = 0;
+    int n_all = 0;
+    cli_slide *all = NULL;
+    if (manifest) {
+        eval_manifest m;
+        if (eval_manifest_read(&m, manifest) != 0) {
+            cli_error(cmd, "%s", ncmi_error());
+            return NCMI_EXIT_INPUT;
+        }
+        n_all = m.n;
+        all = calloc((size_t)(n_all ? n_all : 1), sizeof *all);
+        if (!all) return NCMI_EXIT_INTERNAL;
+        for (int i = 0; i < m.n; i++) {
+            all[i].id = strdup(m.rows[i].slide_id);
+            all[i].path = m.rows[i].path ? eval_manifest_slide_path(&m, i) : NULL;
+            all[i].mpp = !isnan(m.rows[i].mpp) ? m.rows[i].mpp : slide_mpp;
+        }
+        ncmi_error_clear();
+        eval_manifest_free(&m);
+    } else {
+        n_all = n_files;
+        all = calloc((size_t)(n_all ? n_all : 1), sizeof *all);
+        if (!all) return NCMI_EXIT_INTERNAL;
+        for (int i = 0; i < n_files; i++) {
+            all[i].id = id_from_path(files[i]);
+            all[i].path = strdup(files[i]);
+            all[i].mpp = slide_mpp;
+        }
+        for (int i = 0; i < n_all; i++)
+            for (int j = 0; j < i; j++)
+                if (!strcmp(all[i].id, all[j].id)) {
+                    cli_error(cmd, "two slides have the id '%s' (%s, %s): use a manifest with distinct slide_id",
+                              all[i].id, all[j].path, all[i].path);
+                    cli_slides_free(all, n_all);
+                    return NCMI_EXIT_INPUT;
+                }
+    }
+    for (int i = 0; i < n_all; i++)
+        if (!all[i].id[0] || strchr(all[i].id, '/') || !strcmp(all[i].id, ".") || !strcmp(all[i].id, "..")) {
+            cli_error(cmd, "slide_id '%s' cannot be a file name", all[i].id);
+            cli_slides_free(all, n_all);
+            return NCMI_EXIT_INPUT;
+        }
+    int k = 0;
+    for (int i = 0; i < n_all; i++) {
+        if (i % shard_n == shard_k - 1) {
+            cli_slide t = all[i];
+            all[i] = all[k];
+            all[k++] = t;
+        } else {
+            free(all[i].id);
+            free(all[i].path);
+            all[i].id = all[i].path = NULL;
+        }
+    }
+    *slides = all;
+    *n = k;
+    return 0;
 }

@@ -58,12 +58,38 @@ int cli_not_built(int argc, char **argv, void (*help)(FILE *), int issue);
 int cli_opt_value(int argc, char **argv, int *i, const char *cmd, const char *name,
                   const char **val);
 /* The device every command computes on: set by main.c from the global
- * option --device cpu|cuda|cuda:K|auto (default cpu), which any command
+ * option --device cpu|cuda|cuda:K|auto (default cpu; auto for features and
+ * score; $NCMI_DEVICE overrides the default), which any command
  * accepts anywhere after its name. 1 = the GPU nn_cuda_init selected. */
 extern int cli_device_cuda;
 /* Removes "--device X" / "--device=X" from argv (argc updated), selects the
  * device; 0, or a usage error printed and NCMI_EXIT_USAGE. */
 int cli_take_device(const char *cmd, int *argc, char **argv);
+
+/* ---- helpers shared by the cohort commands (tile, features, train) ---- */
+/* mkdir -p; 0 or -1 with ncmi_error() naming the folder. */
+int cli_mkdir_p(const char *path);
+/* One CSV field, quoted when needed (RFC 4180; newlines become spaces). */
+void cli_csv_field(FILE *f, const char *s);
+/* Monotonic seconds. */
+double cli_now(void);
+
+/* The slides of a cohort command: from a manifest (slide_id, path relative
+ * to the manifest, mpp column; slide_mpp for rows without one) or from
+ * files (slide_id = file name without its extension, mpp = slide_mpp),
+ * checked (ids distinct and usable as file names), then this shard's part:
+ * the slides whose index i (0-based, list order) has i mod shard_n ==
+ * shard_k - 1, in list order. 0, or an exit code with the error printed. */
+typedef struct cli_slide {
+    char *id;
+    char *path;  /* NULL: the manifest row has none */
+    double mpp;  /* override, 0 = none */
+} cli_slide;
+int cli_slide_list(const char *cmd, const char *manifest, const char *const *files, int n_files, double slide_mpp,
+                   int shard_k, int shard_n, cli_slide **slides, int *n);
+void cli_slides_free(cli_slide *s, int n);
+/* "K/N" with 1 <= K <= N; 1 ok, 0 not. */
+int cli_parse_shard(const char *s, int *k, int *n);
 
 /* "-h" or "--help" */
 int cli_is_help(const char *arg);

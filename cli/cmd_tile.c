@@ -117,57 +117,16 @@ typedef struct run_ctx {
     pthread_mutex_t mu;
 } run_ctx;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int mkdir_p(const char *path)
-{
-    char buf[8192];
-    snprintf(buf, sizeof buf, "%s", path);
-    size_t n = strlen(buf);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == 0) {
-            char c = buf[i];
-            buf[i] = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return ncmi_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return ncmi_error_set("%s: not a folder", path);
-    return 0;
-}
-
-/* CSV field, quoted when needed (RFC 4180) */
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, f);
-    }
-    fputc('"', f);
-}
-
 static void status_row(FILE *f, const item *it)
 {
-    csv_field(f, it->id);
+    cli_csv_field(f, it->id);
     fprintf(f, ",%s,", status_name[it->st]);
     if (it->st == ST_FAILED)
         fputs(",,,,", f);
     else
         fprintf(f, "%zu,%.6g,%d,%lld,", it->n_patches, it->mpp_used, it->level, (long long)it->patch0);
     fprintf(f, "%.3f,", it->seconds);
-    csv_field(f, it->msg);
+    cli_csv_field(f, it->msg);
     fputc('\n', f);
 }
 
@@ -195,7 +154,7 @@ static void report(run_ctx *c, const item *it)
         status_row(c->status, it);
         fflush(c->status);
     }
-    double el = now_s() - c->t0;
+    double el = cli_now() - c->t0;
     if (c->tty) {
         if (it->st == ST_FAILED)
             fprintf(stderr, "\r\033[Kncmi: tile: %s: failed: %s\n", it->id, it->msg);
@@ -218,7 +177,7 @@ static void report(run_ctx *c, const item *it)
 
 static void do_slide(run_ctx *c, item *it)
 {
-    double t = now_s();
+    double t = cli_now();
     it->level = -1;
     if (!it->path) {
         it->st = ST_FAILED;
@@ -266,7 +225,7 @@ static void do_slide(run_ctx *c, item *it)
                 it->id, r.t_open, r.t_lowres, r.seg_mpp, r.t_seg, r.t_grid, r.t_preview, r.t_write);
     (void)removed;
 out:
-    it->seconds = now_s() - t;
+    it->seconds = cli_now() - t;
 }
 
 static void *worker(void *arg)
@@ -289,17 +248,6 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&c->mu);
     }
     return NULL;
-}
-
-/* slide id from a file name: the base name without its last extension */
-static char *id_from_path(const char *path)
-{
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    char *id = strdup(b);
-    char *dot = strrchr(id, '.');
-    if (dot && dot != id) *dot = 0;
-    return id;
 }
 
 static int parse_double(const char *s, double *v)
@@ -335,7 +283,7 @@ int ncmi_cmd_tile(int argc, char **argv)
                *check = NULL, *shard = NULL;
     double target_mpp = 0, mag = 0, slide_mpp = 0, min_tissue = -1, seg_mpp = 0;
     int patch_size = 256, overlap = 0, jobs = 1, force = 0;
-    const char **slides = calloc((size_t)argc, sizeof *slides);
+    const char **slides = (const char **)calloc((size_t)argc, sizeof *slides);
     int n_slides = 0;
     if (!slides) return NCMI_EXIT_INTERNAL;
     int rc = NCMI_EXIT_USAGE;
@@ -425,9 +373,7 @@ int ncmi_cmd_tile(int argc, char **argv)
     if (overlap >= patch_size) BAD("--overlap %d must be smaller than --patch-size %d", overlap, patch_size);
     int shard_k = 1, shard_n = 1;
     if (shard) {
-        char tail;
-        if (sscanf(shard, "%d/%d%c", &shard_k, &shard_n, &tail) != 2 || shard_n < 1 || shard_k < 1 ||
-            shard_k > shard_n)
+        if (!cli_parse_shard(shard, &shard_k, &shard_n))
             BAD("--shard '%s': K/N with 1 <= K <= N (e.g. 2/8)", shard);
     }
     rc = 0;
@@ -462,57 +408,23 @@ end_args:
     if (seg_mpp > 0) c.params.seg_mpp = seg_mpp;
 
     /* the slide list, then this shard's part of it */
-    int n_all = 0;
-    item *all = NULL;
-    if (manifest) {
-        eval_manifest m;
-        if (eval_manifest_read(&m, manifest) != 0) {
-            cli_error(CMD, "%s", ncmi_error());
-            free(slides);
-            return NCMI_EXIT_INPUT;
-        }
-        n_all = m.n;
-        all = calloc((size_t)(n_all ? n_all : 1), sizeof *all);
-        for (int i = 0; i < m.n; i++) {
-            all[i].id = strdup(m.rows[i].slide_id);
-            all[i].path = m.rows[i].path ? eval_manifest_slide_path(&m, i) : NULL;
-            all[i].mpp = !isnan(m.rows[i].mpp) ? m.rows[i].mpp : slide_mpp;
-        }
-        ncmi_error_clear();
-        eval_manifest_free(&m);
-    } else {
-        n_all = n_slides;
-        all = calloc((size_t)n_all, sizeof *all);
-        for (int i = 0; i < n_slides; i++) {
-            all[i].id = id_from_path(slides[i]);
-            all[i].path = strdup(slides[i]);
-            all[i].mpp = slide_mpp;
-        }
-        for (int i = 0; i < n_all; i++)
-            for (int j = 0; j < i; j++)
-                if (!strcmp(all[i].id, all[j].id)) {
-                    cli_error(CMD, "two slides have the id '%s' (%s, %s): use a manifest with distinct slide_id",
-                              all[i].id, all[j].path, all[i].path);
-                    items_free(all, n_all);
-                    free(slides);
-                    return NCMI_EXIT_INPUT;
-                }
-    }
-    free(slides);
-    for (int i = 0; i < n_all; i++)
-        if (!all[i].id[0] || strchr(all[i].id, '/') || !strcmp(all[i].id, ".") || !strcmp(all[i].id, "..")) {
-            cli_error(CMD, "slide_id '%s' cannot be a file name", all[i].id);
-            items_free(all, n_all);
-            return NCMI_EXIT_INPUT;
-        }
+    cli_slide *sl = NULL;
     int n = 0;
-    for (int i = 0; i < n_all; i++) {
-        if (i % shard_n == shard_k - 1) {
-            item t = all[i];
-            all[i] = all[n];
-            all[n++] = t;
-        }
+    rc = cli_slide_list(CMD, manifest, slides, n_slides, slide_mpp, shard_k, shard_n, &sl, &n);
+    free(slides);
+    if (rc) return rc;
+    int n_all = n;
+    item *all = calloc((size_t)(n ? n : 1), sizeof *all);
+    if (!all) {
+        cli_slides_free(sl, n);
+        return NCMI_EXIT_INTERNAL;
     }
+    for (int i = 0; i < n; i++) { /* the items take over the strings */
+        all[i].id = sl[i].id;
+        all[i].path = sl[i].path;
+        all[i].mpp = sl[i].mpp;
+    }
+    free(sl);
     c.items = all;
     c.n = n;
 
@@ -520,7 +432,7 @@ end_args:
     const char *subs[] = {"", "/patches", "/contours", "/previews"};
     for (int k = 0; k < 4; k++) {
         snprintf(sub, sizeof sub, "%s%s", out, subs[k]);
-        if (mkdir_p(sub) != 0) {
+        if (cli_mkdir_p(sub) != 0) {
             cli_error(CMD, "%s", ncmi_error());
             items_free(all, n_all);
             return NCMI_EXIT_INPUT;
@@ -548,7 +460,7 @@ end_args:
 
     c.tty = isatty(2);
     c.profile = getenv("NCMI_TILE_PROFILE") && atoi(getenv("NCMI_TILE_PROFILE")) > 0;
-    c.t0 = now_s();
+    c.t0 = cli_now();
     pthread_mutex_init(&c.mu, NULL);
     if (!c.tty)
         fprintf(stderr, "ncmi: tile: %d slide(s)%s%s, %.4g um/px, %d px patches -> %s\n", n,
@@ -583,7 +495,7 @@ end_args:
         unlink(status_tmp);
     }
 
-    double el = now_s() - c.t0;
+    double el = cli_now() - c.t0;
     fprintf(stderr, "ncmi: tile: %d slide(s): %d ok, %d skipped, %d failed; %zu patches; %.1f s; status: %s\n",
             n, c.n_ok, c.n_skipped, c.n_failed, c.patches, el, status_path);
     if (c.n_failed) {

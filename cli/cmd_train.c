@@ -83,26 +83,6 @@ void ncmi_help_train(FILE *f)
 /* ------------------------------------------------------------------ */
 /* small file helpers                                                  */
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    size_t n = strlen(buf);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == 0) {
-            char c = buf[i];
-            buf[i] = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return ncmi_error_set("%s: cannot create folder: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return ncmi_error_set("%s: not a folder", path);
-    return 0;
-}
-
 static int file_exists(const char *path)
 {
     struct stat st;
@@ -211,7 +191,7 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
         rc = NCMI_EXIT_OK;
         goto done;
     }
-    if (mkdir_p(dir) || ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg)) {
+    if (cli_mkdir_p(dir) || ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg)) {
         cli_error(CMD, "%s", ncmi_error());
         goto done;
     }

@@ -197,15 +197,39 @@ static int write_dataset(hid_t file, const char *name, hid_t filetype, hid_t mem
     return ds < 0 || st < 0 ? -1 : 0;
 }
 
-int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
-                      const char *encoder)
+static int attr_string(hid_t file, const char *name, const char *v)
+{
+    hid_t st = H5Tcopy(H5T_C_S1);
+    H5Tset_size(st, H5T_VARIABLE);
+    H5Tset_cset(st, H5T_CSET_UTF8);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(file, name, st, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = a < 0 || H5Awrite(a, st, &v) < 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(st);
+    return bad ? -1 : 0;
+}
+
+static int attr_num(hid_t file, const char *name, hid_t filetype, hid_t memtype, const void *v)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(file, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = a < 0 || H5Awrite(a, memtype, v) < 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return bad ? -1 : 0;
+}
+
+int features_h5_write_attrs(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                            const features_h5_attrs *at)
 {
     quiet();
     char *tmp = NULL;
     if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (file < 0) {
-        ncmi_error_set("%s: cannot create %s", path, tmp);
+        ncmi_error_set("%s: cannot create %s (folder missing, read-only or full?)", path, tmp);
         free(tmp);
         return -1;
     }
@@ -215,21 +239,25 @@ int features_h5_write(const char *path, const float *features, int64_t n, int d,
         bad = write_dataset(file, "coords", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)n, 2, coords);
         what = "coords";
     }
-    if (!bad && encoder) {
-        what = "attribute encoder";
-        hid_t st = H5Tcopy(H5T_C_S1);
-        H5Tset_size(st, H5T_VARIABLE);
-        H5Tset_cset(st, H5T_CSET_UTF8);
-        hid_t sp = H5Screate(H5S_SCALAR);
-        hid_t a = H5Acreate2(file, "encoder", st, sp, H5P_DEFAULT, H5P_DEFAULT);
-        bad = a < 0 || H5Awrite(a, st, &encoder) < 0;
-        if (a >= 0) H5Aclose(a);
-        H5Sclose(sp);
-        H5Tclose(st);
+    if (!bad && at) {
+        what = "attributes";
+        const char *sk[] = {"encoder", "weights_sha256", "precision", "name"};
+        const char *sv[] = {at->encoder, at->weights_sha256, at->precision, at->slide_id};
+        for (int i = 0; i < 4 && !bad; i++)
+            if (sv[i]) bad = attr_string(file, sk[i], sv[i]);
+        const char *ik[] = {"patch_size", "input_size", "patch_level"};
+        const int64_t iv[] = {at->patch_size, at->input_size, at->patch_level};
+        for (int i = 0; i < 3 && !bad; i++)
+            if (iv[i] > 0 || (i == 2 && at->patch_size > 0))
+                bad = attr_num(file, ik[i], H5T_STD_I64LE, H5T_NATIVE_INT64, &iv[i]);
+        if (!bad && at->patch_size_level0 > 0)
+            bad = attr_num(file, "patch_size_level0", H5T_STD_I64LE, H5T_NATIVE_INT64, &at->patch_size_level0);
+        if (!bad && at->target_mpp > 0)
+            bad = attr_num(file, "target_mpp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &at->target_mpp);
     }
     if (H5Fclose(file) < 0) bad = 1;
     if (bad) {
-        ncmi_error_set("%s: cannot write %s (to %s)", path, what, tmp);
+        ncmi_error_set("%s: cannot write %s (to %s; disk full or read-only?)", path, what, tmp);
         unlink(tmp);
         free(tmp);
         return -1;
@@ -242,6 +270,52 @@ int features_h5_write(const char *path, const float *features, int64_t n, int d,
     }
     free(tmp);
     return 0;
+}
+
+int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                      const char *encoder)
+{
+    features_h5_attrs a;
+    memset(&a, 0, sizeof a);
+    a.encoder = encoder;
+    return features_h5_write_attrs(path, features, n, d, coords, &a);
+}
+
+int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n)
+{
+    hid_t file = open_file(path);
+    if (file < 0) return -1;
+    int rc = -1;
+    if (H5Aexists(file, name) > 0) {
+        hid_t a = H5Aopen(file, name, H5P_DEFAULT);
+        hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+        if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+            if (H5Tis_variable_str(t) > 0) {
+                char *v = NULL;
+                hid_t mt = H5Tcopy(H5T_C_S1);
+                H5Tset_size(mt, H5T_VARIABLE);
+                if (H5Aread(a, mt, &v) >= 0 && v) {
+                    snprintf(buf, n, "%s", v);
+                    H5free_memory(v);
+                    rc = 0;
+                }
+                H5Tclose(mt);
+            } else {
+                size_t sz = H5Tget_size(t);
+                char *v = calloc(sz + 1, 1);
+                if (v && H5Aread(a, t, v) >= 0) {
+                    snprintf(buf, n, "%s", v);
+                    rc = 0;
+                }
+                free(v);
+            }
+        }
+        if (t >= 0) H5Tclose(t);
+        if (a >= 0) H5Aclose(a);
+    }
+    H5Fclose(file);
+    if (rc) ncmi_error_set("%s: no string attribute '%s'", path, name);
+    return rc;
 }
 
 #else /* no libhdf5 */
@@ -270,6 +344,21 @@ int features_h5_write(const char *path, const float *features, int64_t n, int d,
     (void)d;
     (void)coords;
     (void)encoder;
+    return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
+}
+
+int features_h5_write_attrs(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                            const features_h5_attrs *a)
+{
+    (void)a;
+    return features_h5_write(path, features, n, d, coords, NULL);
+}
+
+int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n)
+{
+    (void)name;
+    (void)buf;
+    (void)n;
     return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
 }
 

@@ -18,6 +18,7 @@
 #ifndef NCMI_FEATURES_H5_H
 #define NCMI_FEATURES_H5_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct features_h5 {
@@ -38,6 +39,28 @@ int features_h5_shape(const char *path, int64_t *n, int *d);
  * temporary name and renames it into place. 0 or -1. */
 int features_h5_write(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
                       const char *encoder);
+
+/* The attributes ncmi's extractor writes on the file (design.md): NULL
+ * strings and values <= 0 are left out. */
+typedef struct features_h5_attrs {
+    const char *encoder;        /* "resnet50_trunc" */
+    const char *weights_sha256; /* of the encoder weights as loaded */
+    const char *precision;      /* "fp32" | "bf16" | "fp16" */
+    const char *slide_id;
+    int patch_size;             /* patch side at the target resolution (coords file) */
+    int input_size;             /* encoder input side after resizing (224) */
+    double target_mpp;          /* um/px of the patches */
+    int patch_level;            /* pyramid level the patches were read from */
+    int64_t patch_size_level0;
+} features_h5_attrs;
+
+/* features_h5_write with all of features_h5_attrs as root attributes. */
+int features_h5_write_attrs(const char *path, const float *features, int64_t n, int d, const int64_t *coords,
+                            const features_h5_attrs *a);
+
+/* A string attribute of the file's root group into buf (n bytes). 0, or -1
+ * (no such attribute, not a string, unreadable file). */
+int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n);
 
 /* 1 when ncmi was built with libhdf5. */
 int features_h5_available(void);
