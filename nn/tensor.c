@@ -103,6 +103,25 @@ nn_precision nn_graph_precision(const nn_graph *g) { return g->precision; }
 void nn_graph_set_keep_grads(nn_graph *g, int keep) { g->keep_grads = keep != 0; }
 size_t nn_graph_size(const nn_graph *g) { return g->n; }
 
+void nn_graph_truncate(nn_graph *g, size_t mark, nn_tensor *keep)
+{
+    NCMI_CHECK(g->no_grad, "nn_graph_truncate: the graph records gradients (no_grad only)");
+    NCMI_CHECK(mark <= g->n, "nn_graph_truncate: mark %zu beyond the graph's %zu nodes", mark, g->n);
+    int found = keep == NULL;
+    for (size_t i = mark; i < g->n && !found; i++) found = g->nodes[i] == keep;
+    NCMI_CHECK(found, "nn_graph_truncate: the tensor to keep is not a node after the mark");
+    NCMI_CHECK(!keep || keep->owns_data,
+               "nn_graph_truncate: the tensor to keep is a view of another tensor");
+    for (size_t i = g->n; i-- > mark;)
+        if (g->nodes[i] != keep) tensor_release(g->nodes[i]);
+    g->n = mark;
+    if (keep) {
+        for (int i = 0; i < NN_MAX_SRC; i++) keep->src[i] = NULL;
+        keep->nsrc = 0;
+        g->nodes[g->n++] = keep;
+    }
+}
+
 static void graph_push(nn_graph *g, nn_tensor *t)
 {
     if (g->n == g->cap) {

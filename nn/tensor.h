@@ -92,6 +92,13 @@ void nn_graph_free(nn_graph *g);
 int nn_graph_set_no_grad(nn_graph *g, int no_grad);
 int nn_graph_no_grad(const nn_graph *g);
 size_t nn_graph_size(const nn_graph *g);
+/* no_grad graphs only (inference): free every tensor created after the
+ * first `mark` ones (mark: an earlier nn_graph_size) except `keep` (NULL, or
+ * a tensor of g created after mark that owns its data), which stays in the
+ * graph as node `mark` with its inputs forgotten. A long inference forward
+ * (a ResNet encoder) calls it at block boundaries so that its peak memory is
+ * what is live, not every intermediate of the pass. */
+void nn_graph_truncate(nn_graph *g, size_t mark, nn_tensor *keep);
 /* Precision of GPU convolutions recorded under no_grad (default FP32;
  * ignored on the CPU and when the graph records gradients). */
 void nn_graph_set_precision(nn_graph *g, nn_precision p);
