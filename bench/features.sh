@@ -23,7 +23,7 @@ T=${NCMI_BENCH_FEAT_THREADS:-$(nproc)}
 R=${NCMI_BENCH_FEAT_READERS:-2}
 ENC=${NCMI_BENCH_FEAT_ENCODER:-resnet50_trunc}
 S=${NCMI_BENCH_FEAT_SIZE:-224}
-if [ "$DEV" = cpu ]; then B=${NCMI_BENCH_FEAT_BATCH:-32}; else B=${NCMI_BENCH_FEAT_BATCH:-256}; fi
+if [ "$DEV" = cpu ]; then B=${NCMI_BENCH_FEAT_BATCH:-8}; else B=${NCMI_BENCH_FEAT_BATCH:-256}; fi
 OUT=${NCMI_BENCH_FEAT_OUT:-$(mktemp -d /tmp/ncmi-bench-features.XXXXXX)}
 PY=/usr/bin/python3
 

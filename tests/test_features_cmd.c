@@ -231,9 +231,14 @@ TEST(features_cmd_rows_follow_coords)
             fx_resize_rgb(plan, rgb, small, tmp);
             fx_normalize_chw(small, 64, 64, FX_IMAGENET_MEAN, FX_IMAGENET_STD, x);
             fx_encoder_run(&e, x, 1, z);
+            /* batch composition changes the GEMM blocking: ~1e-5; another patch: O(1) */
             double err = rel_err(f.features + i * 512, z, 512);
-            EXPECT(err <= 1e-5, "fxgen%d row %lld: features differ from the patch at coords row %lld (rel %.3g)", s,
+            EXPECT(err <= 1e-4, "fxgen%d row %lld: features differ from the patch at coords row %lld (rel %.3g)", s,
                    (long long)i, (long long)i, err);
+            int64_t other = i == 0 ? 1 : i - 1;
+            double err_other = rel_err(f.features + other * 512, z, 512);
+            EXPECT(err_other > 1e-2, "fxgen%d: rows %lld and %lld are indistinguishable (rel %.3g): the check is blind",
+                   s, (long long)other, (long long)i, err_other);
         }
         free(tmp);
         fx_resize_plan_free(plan);
@@ -256,7 +261,7 @@ TEST(features_cmd_rows_follow_coords)
         REQUIRE(features_h5_read(&fa, a, 0) == 0 && features_h5_read(&fb, b, 0) == 0, "%s", ncmi_error());
         REQUIRE(fa.n == fb.n, "row counts differ");
         double err = rel_err(fa.features, fb.features, (size_t)fa.n * 512);
-        EXPECT(err <= 1e-5, "fxgen%d: 3 readers/batch 7 vs 1 reader/batch 64 differ (rel %.3g)", s, err);
+        EXPECT(err <= 1e-4, "fxgen%d: 3 readers/batch 7 vs 1 reader/batch 64 differ (rel %.3g)", s, err);
         features_h5_free(&fa);
         features_h5_free(&fb);
     }
@@ -339,7 +344,7 @@ TEST(features_cmd_bad_inputs)
     NEED_GEN();
     char *o = NULL;
     /* a coords file without its slide, a slide without coords, and a good one */
-    char man[4300], text[16384], moved[4300], tiles2[4300];
+    char man[4300], text[16384], moved[4300], tiles2[4096];
     snprintf(moved, sizeof moved, "%s/fx_changed.tiff", test_tmpdir());
     snprintf(tiles2, sizeof tiles2, "%s/fx_bad_tiles", test_tmpdir());
     /* tile a slide, then replace it by a different one under the same name */
@@ -356,7 +361,7 @@ TEST(features_cmd_bad_inputs)
     p.width = 2100;
     REQUIRE(tl_synth_slide_write(moved, &p, NULL) == 0, "%s", ncmi_error());
     /* the good slide's coords next to it */
-    char src[4300], dst[4300];
+    char src[4400], dst[4400];
     snprintf(src, sizeof src, "%s/patches/fxgen0.h5", gen_tiles());
     snprintf(dst, sizeof dst, "%s/patches/fxgen0.h5", tiles2);
     char cmd[9000];
