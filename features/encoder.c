@@ -2,6 +2,7 @@
 #include "encoder.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../nn/cuda.h"
@@ -52,19 +53,49 @@ int fx_encoder_open(fx_encoder *e, const char *name, const char *weights, nn_dev
     e->input_size = input_size;
     e->dim = e->m.out_dim;
     if (dev == NN_DEVICE_CUDA) nn_params_to_device(&e->m.P, NN_DEVICE_CUDA);
-    e->g = nn_graph_new();
-    if (!e->g) {
-        rn_free(&e->m);
-        return ncmi_error_set("out of memory");
+    for (int k = 0; k < 2; k++) {
+        e->zn[k] = -1;
+        e->g[k] = nn_graph_new();
+        if (!e->g[k]) {
+            fx_encoder_close(e);
+            return ncmi_error_set("out of memory");
+        }
+        nn_graph_set_no_grad(e->g[k], 1);
+        nn_graph_set_precision(e->g[k], prec);
+        if (dev == NN_DEVICE_CUDA) e->ev[k] = nn_cuda_event_new();
     }
-    nn_graph_set_no_grad(e->g, 1);
-    nn_graph_set_precision(e->g, prec);
     return 0;
+}
+
+float *fx_encoder_host_alloc(const fx_encoder *e, size_t n_floats, int *pinned)
+{
+    *pinned = 0;
+    if (e->dev == NN_DEVICE_CUDA) {
+        float *p = nn_cuda_host_alloc(n_floats * sizeof(float));
+        if (p) {
+            *pinned = 1;
+            return p;
+        }
+    }
+    return malloc((n_floats ? n_floats : 1) * sizeof(float));
+}
+
+void fx_encoder_host_free(float *p, int pinned)
+{
+    if (pinned)
+        nn_cuda_host_free(p);
+    else
+        free(p);
 }
 
 void fx_encoder_close(fx_encoder *e)
 {
-    if (e->g) nn_graph_free(e->g);
+    for (int k = 0; k < 2; k++) {
+        if (e->zn[k] >= 0 && e->dev == NN_DEVICE_CUDA && e->ev[k]) nn_cuda_event_wait(e->ev[k]);
+        if (e->g[k]) nn_graph_free(e->g[k]);
+        if (e->zhost[k]) fx_encoder_host_free(e->zhost[k], e->zpinned[k]);
+        if (e->ev[k]) nn_cuda_event_free(e->ev[k]);
+    }
 #if NCMI_HAVE_CUDA
     if (e->dev == NN_DEVICE_CUDA) nn_cuda_conv_half_cache_clear(); /* keyed by weight pointer */
 #endif
@@ -72,16 +103,49 @@ void fx_encoder_close(fx_encoder *e)
     memset(e, 0, sizeof *e);
 }
 
+void fx_encoder_submit(fx_encoder *e, int k, const float *x, int n)
+{
+    NCMI_CHECK(k == 0 || k == 1, "fx_encoder_submit: batch slot %d", k);
+    NCMI_CHECK(e->zn[k] < 0, "fx_encoder_submit: batch %d was not collected", k);
+    const int S = e->input_size;
+    const size_t nz = (size_t)n * (size_t)e->dim;
+    if (nz > e->zcap[k]) {
+        if (e->zhost[k]) fx_encoder_host_free(e->zhost[k], e->zpinned[k]);
+        e->zhost[k] = fx_encoder_host_alloc(e, nz, &e->zpinned[k]);
+        NCMI_CHECK(e->zhost[k] != NULL, "out of memory for %zu features", nz);
+        e->zcap[k] = nz;
+    }
+    nn_graph *g = e->g[k];
+    nn_graph_reset(g); /* batch k's previous activations: their work finished at its collect */
+    int shape[4] = {n, 3, S, S};
+    const size_t bytes = (size_t)n * 3 * (size_t)S * S * sizeof(float);
+    if (e->dev == NN_DEVICE_CUDA) {
+        nn_tensor *t = nn_tensor_new_on(g, NN_DEVICE_CUDA, 4, shape);
+        nn_cuda_h2d_async(t->data, x, bytes);
+        nn_tensor *z = rn_forward(&e->m, g, t, 0);
+        nn_cuda_d2h_async(e->zhost[k], z->data, nz * sizeof(float));
+        nn_cuda_event_record(e->ev[k]);
+    } else {
+        nn_tensor *t = nn_tensor_from(g, 4, shape, x);
+        nn_tensor *z = rn_forward(&e->m, g, t, 0);
+        memcpy(e->zhost[k], z->data, nz * sizeof(float));
+        nn_graph_reset(g); /* activations back to the allocator now */
+    }
+    e->zn[k] = n;
+}
+
+void fx_encoder_collect(fx_encoder *e, int k, float *out)
+{
+    NCMI_CHECK((k == 0 || k == 1) && e->zn[k] >= 0, "fx_encoder_collect: no batch %d in flight", k);
+    if (e->dev == NN_DEVICE_CUDA) nn_cuda_event_wait(e->ev[k]);
+    memcpy(out, e->zhost[k], (size_t)e->zn[k] * (size_t)e->dim * sizeof(float));
+    e->zn[k] = -1;
+}
+
 void fx_encoder_run(fx_encoder *e, const float *x, int n, float *out)
 {
-    const int S = e->input_size;
-    nn_graph_reset(e->g);
-    int shape[4] = {n, 3, S, S};
-    nn_tensor *t = nn_tensor_new_on(e->g, e->dev, 4, shape);
-    nn_tensor_from_host(t, x);
-    nn_tensor *z = rn_forward(&e->m, e->g, t, 0);
-    nn_tensor_to_host(z, out);
-    nn_graph_reset(e->g); /* activations go back to the allocator now */
+    fx_encoder_submit(e, 0, x, n);
+    fx_encoder_collect(e, 0, out);
 }
 
 /* BatchNorm parameters and statistics away from their identity init, so that

@@ -15,7 +15,13 @@ typedef struct fx_encoder {
     nn_precision prec;  /* GPU convolution arithmetic (FP32 on the CPU) */
     int input_size;     /* side of the square input (224) */
     int dim;            /* feature dimension */
-    nn_graph *g;        /* reused for every batch */
+    nn_graph *g[2];     /* one per batch in flight, reused */
+    /* pipelined batches (fx_encoder_submit / fx_encoder_collect) */
+    float *zhost[2];    /* features of batch k on the host (pinned on the GPU when possible) */
+    int zpinned[2];
+    size_t zcap[2];     /* floats */
+    int zn[2];          /* rows of the batch in flight, -1 when none */
+    void *ev[2];        /* GPU: end of batch k's copy back */
 } fx_encoder;
 
 /* Build the encoder `name`, load `weights` (rn_load: names and shapes are
@@ -29,6 +35,23 @@ void fx_encoder_close(fx_encoder *e);
 /* x: n normalised images, NCHW floats [n,3,S,S] on the host; out: [n,dim]
  * host floats. Synchronous (the result is on the host on return). */
 void fx_encoder_run(fx_encoder *e, const float *x, int n, float *out);
+
+/* Pipelined form, two batches in flight (k = 0 or 1). fx_encoder_submit
+ * queues batch k and, on the GPU, returns at once: the copy of x to the
+ * device, the forward and the copy of the features back are queued on the
+ * stream, so the host prepares the next batch (and queues it) while this one
+ * runs; x must stay untouched until fx_encoder_collect(k) returns. On the CPU
+ * submit computes. fx_encoder_collect waits for batch k and copies its
+ * features [n,dim] to out. Each submit(k) is followed by one collect(k)
+ * before the next submit(k). */
+void fx_encoder_submit(fx_encoder *e, int k, const float *x, int n);
+void fx_encoder_collect(fx_encoder *e, int k, float *out);
+
+/* Host buffers for batches of images: page-locked on the GPU when it can be
+ * had (asynchronous DMA copies), else malloc. *pinned tells which (pass it
+ * back to free). NULL when out of memory. */
+float *fx_encoder_host_alloc(const fx_encoder *e, size_t n_floats, int *pinned);
+void fx_encoder_host_free(float *p, int pinned);
 
 /* Same encoder on randomly initialised weights (torchvision's init from
  * seed), for tests and for `ncmi features --weights random:SEED`, which

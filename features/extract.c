@@ -14,7 +14,9 @@
 #include "features_h5.h"
 #include "preprocess.h"
 
-#define FX_NBUF 3 /* batch buffers in the ring: the encoder's + the readers' next two */
+/* batch buffers in the ring: the encoder's (CPU) or the two in flight (GPU),
+ * plus two for the readers */
+#define FX_NBUF_MAX 4
 
 static double now_s(void)
 {
@@ -26,9 +28,11 @@ static double now_s(void)
 typedef struct ring {
     pthread_mutex_t mu;
     pthread_cond_t cv_full, cv_free;
-    float *buf[FX_NBUF];
-    int64_t batch_of[FX_NBUF]; /* batch a slot is open for */
-    int filled[FX_NBUF];       /* images written into the slot */
+    int nbuf;
+    float *buf[FX_NBUF_MAX];
+    int pinned[FX_NBUF_MAX];
+    int64_t batch_of[FX_NBUF_MAX]; /* batch a slot is open for */
+    int filled[FX_NBUF_MAX];       /* images written into the slot */
     int64_t next;              /* next patch (sorted position) to take */
     int64_t n;
     int B;
@@ -84,7 +88,7 @@ static void *reader(void *arg)
         pthread_mutex_unlock(&R->mu);
         if (k < 0) break;
         const int64_t b = k / R->B;
-        const int slot = (int)(b % FX_NBUF);
+        const int slot = (int)(b % R->nbuf);
         pthread_mutex_lock(&R->mu);
         while (R->batch_of[slot] != b) pthread_cond_wait(&R->cv_free, &R->mu);
         pthread_mutex_unlock(&R->mu);
@@ -243,9 +247,11 @@ int fx_extract_slide(fx_encoder *e, const fx_slide_job *j, const fx_extract_para
         R.level = level;
         R.coords = coords;
         R.order = order;
+        const int gpu = e->dev == NN_DEVICE_CUDA;
+        R.nbuf = gpu ? 4 : 3;
         int ok = 1;
-        for (int s = 0; s < FX_NBUF; s++) {
-            R.buf[s] = malloc((size_t)B * 3 * (size_t)S * S * sizeof(float));
+        for (int s = 0; s < R.nbuf; s++) {
+            R.buf[s] = fx_encoder_host_alloc(e, (size_t)B * 3 * (size_t)S * S, &R.pinned[s]);
             R.batch_of[s] = s;
             ok = ok && R.buf[s];
         }
@@ -268,30 +274,40 @@ int fx_extract_slide(fx_encoder *e, const fx_slide_job *j, const fx_extract_para
         }
         const int64_t nb = ((int64_t)n + B - 1) / B;
         float *zb = malloc((size_t)B * D * sizeof *zb);
-        for (int64_t b = 0; b < nb; b++) {
-            const int slot = (int)(b % FX_NBUF), bs = batch_size(&R, b);
-            double t0 = now_s();
+        NCMI_CHECK(zb != NULL, "out of memory");
+        /* On the GPU batch b is queued before batch b-1 is collected, so the
+         * GPU always has work while the host scatters results and waits for
+         * the readers; on the CPU each batch is collected at once. */
+        int64_t pending = -1;
+        for (int64_t b = 0; b <= nb; b++) {
+            if (b < nb) {
+                const int slot = (int)(b % R.nbuf), bs = batch_size(&R, b);
+                double t0 = now_s();
+                pthread_mutex_lock(&R.mu);
+                while (R.filled[slot] < bs) pthread_cond_wait(&R.cv_full, &R.mu);
+                pthread_mutex_unlock(&R.mu);
+                double t1 = now_s();
+                fx_encoder_submit(e, (int)(b & 1), R.buf[slot], bs);
+                r->t_wait += t1 - t0;
+                r->t_encode += now_s() - t1;
+            }
+            const int64_t done = gpu ? b - 1 : (b < nb ? b : -1);
+            if (done < 0 || done == pending) continue;
+            const int dslot = (int)(done % R.nbuf), dbs = batch_size(&R, done);
+            double t2 = now_s();
+            fx_encoder_collect(e, (int)(done & 1), zb);
+            r->t_encode += now_s() - t2;
+            for (int i = 0; i < dbs; i++)
+                memcpy(feats + (size_t)order[done * B + i] * D, zb + (size_t)i * D, (size_t)D * sizeof *zb);
             pthread_mutex_lock(&R.mu);
-            while (R.filled[slot] < bs) pthread_cond_wait(&R.cv_full, &R.mu);
-            pthread_mutex_unlock(&R.mu);
-            double t1 = now_s();
-            if (zb) fx_encoder_run(e, R.buf[slot], bs, zb);
-            r->t_wait += t1 - t0;
-            r->t_encode += now_s() - t1;
-            for (int i = 0; i < bs && zb; i++)
-                memcpy(feats + (size_t)order[b * B + i] * D, zb + (size_t)i * D, (size_t)D * sizeof *zb);
-            pthread_mutex_lock(&R.mu);
-            R.filled[slot] = 0;
-            R.batch_of[slot] = b + FX_NBUF;
+            R.filled[dslot] = 0;
+            R.batch_of[dslot] = done + R.nbuf;
             pthread_cond_broadcast(&R.cv_free);
             pthread_mutex_unlock(&R.mu);
-            if (cb) cb(cb_ctx, b * B + bs, (int64_t)n);
+            pending = done;
+            if (cb) cb(cb_ctx, done * B + dbs, (int64_t)n);
         }
         for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-        if (!zb) {
-            ncmi_error_set("%s: out of memory", j->slide_id);
-            goto ring_out;
-        }
         free(zb);
         r->t_read = R.t_read;
         r->t_prep = R.t_prep;
@@ -305,7 +321,8 @@ int fx_extract_slide(fx_encoder *e, const fx_slide_job *j, const fx_extract_para
                      R.n_errors, R.first_error);
         rc = 0;
     ring_out:
-        for (int s = 0; s < FX_NBUF; s++) free(R.buf[s]);
+        for (int s = 0; s < R.nbuf; s++)
+            if (R.buf[s]) fx_encoder_host_free(R.buf[s], R.pinned[s]);
         pthread_mutex_destroy(&R.mu);
         pthread_cond_destroy(&R.cv_full);
         pthread_cond_destroy(&R.cv_free);

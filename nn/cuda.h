@@ -86,6 +86,24 @@ void nn_cuda_d2h(void *dst, const void *src, size_t bytes);       /* waits: coun
 void nn_cuda_d2d(void *dst, const void *src, size_t bytes);       /* async */
 /* Wait for the stream (counts a host sync). */
 void nn_cuda_synchronize(void);
+
+/* ---- pinned host memory, asynchronous copies, events (pipelines) ---- */
+/* Page-locked host buffer (cudaMallocHost): copies from/to it are DMA, run
+ * asynchronously and overlap host work. NULL when it cannot be had (the
+ * caller falls back to malloc). */
+void *nn_cuda_host_alloc(size_t bytes);
+void nn_cuda_host_free(void *p); /* NULL ok */
+/* Stream-ordered copies that return at once: src (h2d) and dst (d2h) must
+ * stay untouched until an event recorded after the copy has been waited
+ * for. From pageable memory they degrade to staged copies (still correct). */
+void nn_cuda_h2d_async(void *dst, const void *src, size_t bytes);
+void nn_cuda_d2h_async(void *dst, const void *src, size_t bytes);
+/* A marker in the stream: record it after some work, wait for it on the
+ * host (counts a host sync) without waiting for what was queued later. */
+void *nn_cuda_event_new(void);
+void nn_cuda_event_record(void *ev);
+void nn_cuda_event_wait(void *ev);
+void nn_cuda_event_free(void *ev); /* NULL ok */
 long nn_cuda_host_syncs(void);
 
 /* ---- small kernels the tensor core needs (nn/cuda/core.cu) ---- */

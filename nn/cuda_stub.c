@@ -39,6 +39,14 @@ void nn_cuda_h2d(void *d, const void *s, size_t b) { (void)d; (void)s; (void)b; 
 void nn_cuda_d2h(void *d, const void *s, size_t b) { (void)d; (void)s; (void)b; NO_GPU("nn_cuda_d2h"); }
 void nn_cuda_d2d(void *d, const void *s, size_t b) { (void)d; (void)s; (void)b; NO_GPU("nn_cuda_d2d"); }
 void nn_cuda_synchronize(void) {}
+void *nn_cuda_host_alloc(size_t bytes) { (void)bytes; return NULL; }
+void nn_cuda_host_free(void *p) { if (p) NO_GPU("nn_cuda_host_free"); }
+void nn_cuda_h2d_async(void *d, const void *s, size_t b) { (void)d; (void)s; (void)b; NO_GPU("nn_cuda_h2d_async"); }
+void nn_cuda_d2h_async(void *d, const void *s, size_t b) { (void)d; (void)s; (void)b; NO_GPU("nn_cuda_d2h_async"); }
+void *nn_cuda_event_new(void) { NO_GPU("nn_cuda_event_new"); }
+void nn_cuda_event_record(void *ev) { (void)ev; NO_GPU("nn_cuda_event_record"); }
+void nn_cuda_event_wait(void *ev) { (void)ev; NO_GPU("nn_cuda_event_wait"); }
+void nn_cuda_event_free(void *ev) { if (ev) NO_GPU("nn_cuda_event_free"); }
 long nn_cuda_host_syncs(void) { return 0; }
 void nn_cuda_fill(float *x, float v, size_t n) { (void)x; (void)v; (void)n; NO_GPU("nn_cuda_fill"); }
 void nn_cuda_axpy(float *y, const float *x, float a, size_t n)

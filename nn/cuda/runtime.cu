@@ -248,6 +248,54 @@ extern "C" void nn_cuda_d2h(void *dst, const void *src, size_t bytes)
     R.host_syncs++;
 }
 
+extern "C" void *nn_cuda_host_alloc(size_t bytes)
+{
+    void *p = nullptr;
+    if (cudaMallocHost(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError(); // not fatal: the caller uses pageable memory
+        return nullptr;
+    }
+    return p;
+}
+
+extern "C" void nn_cuda_host_free(void *p)
+{
+    if (p) NN_GPU_CHECK(cudaFreeHost(p));
+}
+
+extern "C" void nn_cuda_h2d_async(void *dst, const void *src, size_t bytes)
+{
+    if (bytes) NN_GPU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, R.stream));
+}
+
+extern "C" void nn_cuda_d2h_async(void *dst, const void *src, size_t bytes)
+{
+    if (bytes) NN_GPU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, R.stream));
+}
+
+extern "C" void *nn_cuda_event_new(void)
+{
+    cudaEvent_t ev = nullptr;
+    NN_GPU_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    return (void *)ev;
+}
+
+extern "C" void nn_cuda_event_record(void *ev)
+{
+    NN_GPU_CHECK(cudaEventRecord((cudaEvent_t)ev, R.stream));
+}
+
+extern "C" void nn_cuda_event_wait(void *ev)
+{
+    NN_GPU_CHECK(cudaEventSynchronize((cudaEvent_t)ev));
+    R.host_syncs++;
+}
+
+extern "C" void nn_cuda_event_free(void *ev)
+{
+    if (ev) NN_GPU_CHECK(cudaEventDestroy((cudaEvent_t)ev));
+}
+
 extern "C" void nn_cuda_d2d(void *dst, const void *src, size_t bytes)
 {
     if (bytes) NN_GPU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, R.stream));

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../nn/error.h"
 
@@ -121,4 +122,25 @@ double gpu_check_case(const gc_case *c, double tol)
         nn_tensor_free(din[i]);
     }
     return worst;
+}
+
+void gpu_run_worker(const char *name)
+{
+    char cmd[256], *out = NULL;
+    snprintf(cmd, sizeof cmd, "NCMI_TEST_WORKER=%s /proc/%d/exe", name, (int)getpid());
+    int rc = test_run(cmd, &out);
+    if (out) fputs(out, stdout);
+    EXPECT(rc == 0, "%s exited with status %d", name, rc);
+    free(out);
+}
+
+double gpu_rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
 }

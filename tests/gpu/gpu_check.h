@@ -31,6 +31,22 @@ double gpu_rel_err(const float *got, const float *ref, size_t n);
 /* Same, for a tensor on any device against a host reference tensor. */
 double gpu_tensor_err(const nn_tensor *got, const nn_tensor *ref);
 
+/* Runs TEST(name) of this binary in a fresh process (NCMI_TEST_WORKER=name)
+ * and fails when it does not exit 0: a crash or an abort inside a GPU
+ * library is reported by name and the other tests go on. */
+void gpu_run_worker(const char *name);
+/* TEST(name) runs TEST(worker_name), whose body follows, in a fresh process */
+#define GPU_WORKER_TEST(name)                                                   \
+    TEST(name)                                                                  \
+    {                                                                           \
+        GPU_REQUIRE();                                                          \
+        gpu_run_worker("worker_" #name);                                        \
+    }                                                                           \
+    TEST(worker_##name)
+
+/* ||a - b|| / ||b|| of two host arrays (double sums). */
+double gpu_rel_l2(const float *a, const float *b, size_t n);
+
 /* Runs case c on both devices; returns the worst error over the output and
  * the gradients (and reports a failure above tol, naming what differed). */
 double gpu_check_case(const gc_case *c, double tol);

@@ -27,39 +27,15 @@
 #include "../../nn/error.h"
 #include "gpu_check.h"
 
-static void run_worker(const char *name)
-{
-    char cmd[256], *out = NULL;
-    snprintf(cmd, sizeof cmd, "NCMI_TEST_WORKER=%s /proc/%d/exe", name, (int)getpid());
-    int rc = test_run(cmd, &out);
-    if (out) fputs(out, stdout);
-    EXPECT(rc == 0, "%s exited with status %d", name, rc);
-    free(out);
-}
-
-/* TEST(name) runs TEST(worker_name), whose body follows, in a fresh process */
-#define GPU_WORKER_TEST(name)                                                   \
-    TEST(name)                                                                  \
-    {                                                                           \
-        GPU_REQUIRE();                                                          \
-        run_worker("worker_" #name);                                            \
-    }                                                                           \
-    TEST(worker_##name)
-
 /* ||a - b|| / ||b|| over two tensors on any devices */
 static double rel_l2(const nn_tensor *a, const nn_tensor *b)
 {
     if (a->numel != b->numel) return INFINITY;
     float *x = nn_host_view(a), *y = nn_host_view(b);
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a->numel; i++) {
-        double d = (double)x[i] - (double)y[i];
-        num += d * d;
-        den += (double)y[i] * (double)y[i];
-    }
+    double e = gpu_rel_l2(x, y, a->numel);
     nn_host_release(a, x);
     nn_host_release(b, y);
-    return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+    return e;
 }
 
 static double rel_l2_grad(const nn_tensor *a, const nn_tensor *b)

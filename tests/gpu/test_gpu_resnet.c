@@ -23,40 +23,11 @@
 #include "../../nn/error.h"
 #include "gpu_check.h"
 
-static void run_worker(const char *name)
-{
-    char cmd[256], *out = NULL;
-    snprintf(cmd, sizeof cmd, "NCMI_TEST_WORKER=%s /proc/%d/exe", name, (int)getpid());
-    int rc = test_run(cmd, &out);
-    if (out) fputs(out, stdout);
-    EXPECT(rc == 0, "%s exited with status %d", name, rc);
-    free(out);
-}
-
-#define GPU_WORKER_TEST(name)                                                   \
-    TEST(name)                                                                  \
-    {                                                                           \
-        GPU_REQUIRE();                                                          \
-        run_worker("worker_" #name);                                            \
-    }                                                                           \
-    TEST(worker_##name)
-
-/* ||a - b|| / ||b||, a and b host arrays */
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        num += d * d;
-        den += (double)b[i] * (double)b[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 static double rel_l2_t(const nn_tensor *gpu, const float *cpu)
 {
     float *h = nn_host_view(gpu);
-    double e = rel_l2(h, cpu, gpu->numel);
+    double e = gpu_rel_l2(h, cpu, gpu->numel);
     nn_host_release(gpu, h);
     return e;
 }
@@ -147,7 +118,7 @@ GPU_WORKER_TEST(gpu_resnet18_cifar_train_step)
     const char *wname = "logits";
     float *gh = malloc(xg->numel * sizeof(float));
     nn_tensor_grad_to_host(xg, gh);
-    double e = rel_l2(gh, xc->grad, xc->numel);
+    double e = gpu_rel_l2(gh, xc->grad, xc->numel);
     free(gh);
     if (e > worst) worst = e, wname = "grad x";
     for (int i = 0; i < mc.P.n; i++) {
@@ -155,7 +126,7 @@ GPU_WORKER_TEST(gpu_resnet18_cifar_train_step)
         if (mc.P.kind[i] == NN_PARAM_WEIGHT) {
             float *h = malloc(tg->numel * sizeof(float));
             nn_tensor_grad_to_host(tg, h);
-            e = tc->grad ? rel_l2(h, tc->grad, tc->numel) : INFINITY;
+            e = tc->grad ? gpu_rel_l2(h, tc->grad, tc->numel) : INFINITY;
             free(h);
         } else {
             e = rel_l2_t(tg, tc->data); /* running statistics after the step, counters */
