@@ -185,6 +185,24 @@ double cli_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+int cli_parse_int(const char *s, int *v)
+{
+    char *e;
+    errno = 0;
+    long x = strtol(s, &e, 10);
+    if (e == s || *e || errno || x < -1000000000L || x > 1000000000L) return 0;
+    *v = (int)x;
+    return 1;
+}
+
+int cli_parse_double(const char *s, double *v)
+{
+    char *e;
+    errno = 0;
+    *v = strtod(s, &e);
+    return e != s && *e == 0 && errno == 0 && isfinite(*v);
+}
+
 int cli_parse_shard(const char *s, int *k, int *n)
 {
     char tail;

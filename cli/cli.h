@@ -88,6 +88,9 @@ typedef struct cli_slide {
 int cli_slide_list(const char *cmd, const char *manifest, const char *const *files, int n_files, double slide_mpp,
                    int shard_k, int shard_n, cli_slide **slides, int *n);
 void cli_slides_free(cli_slide *s, int n);
+/* Whole-string numbers: 1 ok (finite; int within +-1e9), 0 not. */
+int cli_parse_int(const char *s, int *v);
+int cli_parse_double(const char *s, double *v);
 /* "K/N" with 1 <= K <= N; 1 ok, 0 not. */
 int cli_parse_shard(const char *s, int *k, int *n);
 

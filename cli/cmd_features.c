@@ -142,16 +142,6 @@ static void status_row(FILE *f, const item *it, int dim)
     fputc('\n', f);
 }
 
-static int parse_int(const char *s, int *v)
-{
-    char *e;
-    errno = 0;
-    long x = strtol(s, &e, 10);
-    if (e == s || *e || errno || x < -1000000000L || x > 1000000000L) return 0;
-    *v = (int)x;
-    return 1;
-}
-
 int ncmi_cmd_features(int argc, char **argv)
 {
     const char *manifest = NULL, *out = NULL, *coords_dir = NULL, *encoder = "resnet50_trunc", *weights = NULL,
@@ -196,19 +186,17 @@ int ncmi_cmd_features(int argc, char **argv)
             precision = v;
         } else if (OPT("--batch")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &batch) || batch < 1 || batch > 65536) BAD("--batch '%s': 1 to 65536 patches", v);
+            if (!cli_parse_int(v, &batch) || batch < 1 || batch > 65536) BAD("--batch '%s': 1 to 65536 patches", v);
         } else if (OPT("--readers")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &readers) || readers < 1 || readers > 64) BAD("--readers '%s': 1 to 64 threads", v);
+            if (!cli_parse_int(v, &readers) || readers < 1 || readers > 64) BAD("--readers '%s': 1 to 64 threads", v);
         } else if (OPT("--input-size")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &input_size) || input_size < 32 || input_size > 4096)
+            if (!cli_parse_int(v, &input_size) || input_size < 32 || input_size > 4096)
                 BAD("--input-size '%s': 32 to 4096 pixels", v);
         } else if (OPT("--slide-mpp")) {
             if (m < 0) goto end_args;
-            char *e;
-            slide_mpp = strtod(v, &e);
-            if (e == v || *e || !(slide_mpp > 0 && slide_mpp <= 100))
+            if (!cli_parse_double(v, &slide_mpp) || slide_mpp <= 0 || slide_mpp > 100)
                 BAD("--slide-mpp '%s': the slides' level-0 um/px, e.g. 0.25", v);
         } else if (OPT("--shard")) {
             if (m < 0) goto end_args;

@@ -250,24 +250,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static int parse_double(const char *s, double *v)
-{
-    char *e;
-    errno = 0;
-    *v = strtod(s, &e);
-    return e != s && *e == 0 && errno == 0 && isfinite(*v);
-}
-
-static int parse_int(const char *s, int *v)
-{
-    char *e;
-    errno = 0;
-    long x = strtol(s, &e, 10);
-    if (e == s || *e || errno || x < -1000000000L || x > 1000000000L) return 0;
-    *v = (int)x;
-    return 1;
-}
-
 static void items_free(item *items, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -310,18 +292,18 @@ int ncmi_cmd_tile(int argc, char **argv)
             out = v;
         } else if (OPT("--target-mpp")) {
             if (m < 0) goto end_args;
-            if (!parse_double(v, &target_mpp) || target_mpp <= 0 || target_mpp > 100)
+            if (!cli_parse_double(v, &target_mpp) || target_mpp <= 0 || target_mpp > 100)
                 BAD("--target-mpp '%s': a resolution in um/px, e.g. 0.5", v);
         } else if (OPT("--mag")) {
             if (m < 0) goto end_args;
-            if (!parse_double(v, &mag) || mag <= 0 || mag > 1000) BAD("--mag '%s': a magnification, e.g. 20", v);
+            if (!cli_parse_double(v, &mag) || mag <= 0 || mag > 1000) BAD("--mag '%s': a magnification, e.g. 20", v);
         } else if (OPT("--patch-size")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &patch_size) || patch_size < 8 || patch_size > 65536)
+            if (!cli_parse_int(v, &patch_size) || patch_size < 8 || patch_size > 65536)
                 BAD("--patch-size '%s': pixels, 8 to 65536", v);
         } else if (OPT("--overlap")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &overlap) || overlap < 0) BAD("--overlap '%s': pixels, >= 0", v);
+            if (!cli_parse_int(v, &overlap) || overlap < 0) BAD("--overlap '%s': pixels, >= 0", v);
         } else if (OPT("--preset")) {
             if (m < 0) goto end_args;
             preset = v;
@@ -331,7 +313,7 @@ int ncmi_cmd_tile(int argc, char **argv)
             seg = v;
         } else if (OPT("--seg-mpp")) {
             if (m < 0) goto end_args;
-            if (!parse_double(v, &seg_mpp) || seg_mpp <= 0 || seg_mpp > 1000)
+            if (!cli_parse_double(v, &seg_mpp) || seg_mpp <= 0 || seg_mpp > 1000)
                 BAD("--seg-mpp '%s': a resolution in um/px, e.g. 8", v);
         } else if (OPT("--grid")) {
             if (m < 0) goto end_args;
@@ -344,18 +326,18 @@ int ncmi_cmd_tile(int argc, char **argv)
             check = v;
         } else if (OPT("--min-tissue")) {
             if (m < 0) goto end_args;
-            if (!parse_double(v, &min_tissue) || min_tissue < 0 || min_tissue > 1)
+            if (!cli_parse_double(v, &min_tissue) || min_tissue < 0 || min_tissue > 1)
                 BAD("--min-tissue '%s': a fraction in [0, 1]", v);
         } else if (OPT("--slide-mpp")) {
             if (m < 0) goto end_args;
-            if (!parse_double(v, &slide_mpp) || slide_mpp <= 0 || slide_mpp > 100)
+            if (!cli_parse_double(v, &slide_mpp) || slide_mpp <= 0 || slide_mpp > 100)
                 BAD("--slide-mpp '%s': the slides' level-0 um/px, e.g. 0.25", v);
         } else if (OPT("--shard")) {
             if (m < 0) goto end_args;
             shard = v;
         } else if (OPT("--jobs")) {
             if (m < 0) goto end_args;
-            if (!parse_int(v, &jobs) || jobs < 1 || jobs > 1024) BAD("--jobs '%s': 1 to 1024", v);
+            if (!cli_parse_int(v, &jobs) || jobs < 1 || jobs > 1024) BAD("--jobs '%s': 1 to 1024", v);
         } else if (!strcmp(a, "--force")) {
             force = 1;
         } else if (a[0] == '-' && a[1]) {

@@ -166,7 +166,7 @@ int test_aborts(void (*fn)(void *ctx), void *ctx, const char *needle, char *msg,
 
 int test_ncmi(char **output, const char *fmt, ...)
 {
-    char args[3000], cmd[3600];
+    char args[8192], cmd[9000];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);

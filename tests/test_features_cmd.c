@@ -27,24 +27,6 @@
 #define FX_OK 0
 #endif
 
-static int run_ncmi(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_ncmi(char **out, const char *fmt, ...)
-{
-    char args[8192], cmd[9000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", test_ncmi_bin(), args);
-    char *o = NULL;
-    int rc = test_run(cmd, &o);
-    if (out)
-        *out = o;
-    else
-        free(o);
-    return rc;
-}
-
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -91,10 +73,10 @@ TEST(features_cmd_fixture_matches_torchvision)
     if (access(slide, R_OK) != 0) SKIP("fixture %s absent (set NCMI_FIXTURES)", slide);
     const char *dir = test_tmp_path("fx_fixture");
     char *o = NULL;
-    int rc = run_ncmi(&o, "tile %s --out %s 2>&1", slide, dir);
+    int rc = test_ncmi(&o, "tile %s --out %s 2>&1", slide, dir);
     REQUIRE(rc == 0, "ncmi tile failed (%d): %s", rc, o);
     free(o);
-    rc = run_ncmi(&o, "features --device cpu --coords %s --out %s --weights random:3 --batch 16 %s 2>&1", dir, dir,
+    rc = test_ncmi(&o, "features --device cpu --coords %s --out %s --weights random:3 --batch 16 %s 2>&1", dir, dir,
                   slide);
     REQUIRE(rc == 0, "ncmi features failed (%d): %s", rc, o);
     free(o);
@@ -176,7 +158,7 @@ static int gen_cohort(void)
     for (int i = 0; i < N_GEN; i++) k += (size_t)snprintf(text + k, sizeof text - k, "fxgen%d,a,%s\n", i, gen_path[i]);
     write_text(man, text);
     char *o = NULL;
-    int rc = run_ncmi(&o, "tile --manifest %s --out %s/fxgen_tiles --patch-size 128 2>&1", man, test_tmpdir());
+    int rc = test_ncmi(&o, "tile --manifest %s --out %s/fxgen_tiles --patch-size 128 2>&1", man, test_tmpdir());
     if (rc) fprintf(stderr, "gen_cohort: ncmi tile: %s\n", o);
     free(o);
     if (rc) return -1;
@@ -202,7 +184,7 @@ TEST(features_cmd_rows_follow_coords)
     NEED_GEN();
     const char *out = test_tmp_path("fx_rows");
     char *o = NULL;
-    int rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --batch 7 --readers 3 2>&1",
+    int rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --batch 7 --readers 3 2>&1",
                       gen_tiles(), out, gen_manifest());
     REQUIRE(rc == 0, "ncmi features failed (%d): %s", rc, o);
     EXPECT(strstr(o, "3 ok") != NULL, "summary: %s", o);
@@ -249,7 +231,7 @@ TEST(features_cmd_rows_follow_coords)
 
     /* one reader, one big batch: the same numbers */
     const char *out2 = test_tmp_path("fx_rows_b");
-    rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --batch 64 --readers 1 2>&1",
+    rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --batch 64 --readers 1 2>&1",
                   gen_tiles(), out2, gen_manifest());
     REQUIRE(rc == 0, "ncmi features (1 reader) failed (%d): %s", rc, o);
     free(o);
@@ -279,7 +261,7 @@ TEST(features_cmd_resume_force_shards)
     NEED_GEN();
     const char *out = test_tmp_path("fx_resume");
     char *o = NULL;
-    int rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
+    int rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
                       gen_manifest());
     REQUIRE(rc == 0, "first run failed (%d): %s", rc, o);
     free(o);
@@ -287,7 +269,7 @@ TEST(features_cmd_resume_force_shards)
     snprintf(fpath, sizeof fpath, "%s/features/fxgen1.h5", out);
     struct stat st1, st2;
     REQUIRE(stat(fpath, &st1) == 0, "%s missing", fpath);
-    rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
+    rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
                   gen_manifest());
     EXPECT(rc == 0 && strstr(o, "3 skipped"), "rerun should skip the 3 slides (%d): %s", rc, o);
     free(o);
@@ -300,12 +282,12 @@ TEST(features_cmd_resume_force_shards)
     free(s);
 
     /* other weights: the files are not reused */
-    rc = run_ncmi(&o, "features --encoder resnet18 --input-size 64 --weights random:6 --device cpu --coords %s "
+    rc = test_ncmi(&o, "features --encoder resnet18 --input-size 64 --weights random:6 --device cpu --coords %s "
                       "--out %s --manifest %s 2>&1",
                   gen_tiles(), out, gen_manifest());
     EXPECT(rc == 0 && strstr(o, "3 ok"), "new weights must redo every slide (%d): %s", rc, o);
     free(o);
-    rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --force 2>&1", gen_tiles(), out,
+    rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --force 2>&1", gen_tiles(), out,
                   gen_manifest());
     EXPECT(rc == 0 && strstr(o, "3 ok"), "--force must redo every slide (%d): %s", rc, o);
     free(o);
@@ -315,7 +297,7 @@ TEST(features_cmd_resume_force_shards)
     write_text(junk, "partial");
     snprintf(fpath, sizeof fpath, "%s/features/fxgen2.h5", out);
     unlink(fpath);
-    rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
+    rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out,
                   gen_manifest());
     EXPECT(rc == 0 && strstr(o, "1 ok, 2 skipped"), "resume after a lost file (%d): %s", rc, o);
     free(o);
@@ -323,7 +305,7 @@ TEST(features_cmd_resume_force_shards)
     /* shards: disjoint, complete, one status file each */
     const char *sh = test_tmp_path("fx_shards");
     for (int k = 1; k <= 2; k++) {
-        rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --shard %d/2 2>&1", gen_tiles(),
+        rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s --shard %d/2 2>&1", gen_tiles(),
                       sh, gen_manifest(), k);
         EXPECT(rc == 0, "shard %d/2 failed (%d): %s", k, rc, o);
         free(o);
@@ -355,7 +337,7 @@ TEST(features_cmd_bad_inputs)
     p.mpp = 0.5;
     p.seed = 77;
     REQUIRE(tl_synth_slide_write(moved, &p, NULL) == 0, "%s", ncmi_error());
-    int rc = run_ncmi(&o, "tile %s --out %s --patch-size 128 2>&1", moved, tiles2);
+    int rc = test_ncmi(&o, "tile %s --out %s --patch-size 128 2>&1", moved, tiles2);
     REQUIRE(rc == 0, "tile: %s", o);
     free(o);
     p.width = 2100;
@@ -377,7 +359,7 @@ TEST(features_cmd_bad_inputs)
              gen_path[0], test_tmpdir(), moved, gen_path[1]);
     write_text(man, text);
     const char *out = test_tmp_path("fx_bad_out");
-    rc = run_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", tiles2, out, man);
+    rc = test_ncmi(&o, "features " SMALL_ENC " --coords %s --out %s --manifest %s 2>&1", tiles2, out, man);
     EXPECT(rc == 3, "some slides failed: exit 3 expected, got %d: %s", rc, o);
     EXPECT(strstr(o, "no_such_slide.tiff") != NULL, "missing slide not named: %s", o);
     EXPECT(strstr(o, "changed since tiling") && strstr(o, "fx_changed.tiff"), "changed slide not reported: %s", o);
@@ -398,7 +380,7 @@ TEST(features_cmd_bad_inputs)
             ncmi_error());
     fx_encoder_close(&e18);
     const char *out3 = test_tmp_path("fx_arch");
-    rc = run_ncmi(&o, "features --device cpu --encoder resnet50_trunc --weights %s --coords %s --out %s --manifest %s 2>&1",
+    rc = test_ncmi(&o, "features --device cpu --encoder resnet50_trunc --weights %s --coords %s --out %s --manifest %s 2>&1",
                   w18, gen_tiles(), out3, gen_manifest());
     EXPECT(rc == 2, "weights of another architecture: exit 2 expected, got %d: %s", rc, o);
     EXPECT(strstr(o, w18) && strstr(o, "resnet50"), "the message must name the file and the architecture: %s", o);
@@ -410,19 +392,19 @@ TEST(features_cmd_bad_inputs)
     char junk[4300];
     snprintf(junk, sizeof junk, "%s/fx_junk.safetensors", test_tmpdir());
     write_text(junk, "this is not a safetensors file");
-    rc = run_ncmi(&o, "features --device cpu --weights %s --coords %s --out %s --manifest %s 2>&1", junk, gen_tiles(),
+    rc = test_ncmi(&o, "features --device cpu --weights %s --coords %s --out %s --manifest %s 2>&1", junk, gen_tiles(),
                   out3, gen_manifest());
     EXPECT(rc == 2 && strstr(o, junk), "a junk weights file: exit 2 naming it, got %d: %s", rc, o);
     free(o);
     /* usage errors */
-    rc = run_ncmi(&o, "features --device cpu --precision bf16 --weights %s --coords %s --out %s --manifest %s 2>&1",
+    rc = test_ncmi(&o, "features --device cpu --precision bf16 --weights %s --coords %s --out %s --manifest %s 2>&1",
                   w18, gen_tiles(), out3, gen_manifest());
     EXPECT(rc == 1 && strstr(o, "bf16"), "bf16 on the CPU is a usage error, got %d: %s", rc, o);
     free(o);
-    rc = run_ncmi(&o, "features --device cpu --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out3, gen_manifest());
+    rc = test_ncmi(&o, "features --device cpu --coords %s --out %s --manifest %s 2>&1", gen_tiles(), out3, gen_manifest());
     EXPECT(rc == 1 && strstr(o, "--weights"), "missing --weights is a usage error, got %d: %s", rc, o);
     free(o);
-    rc = run_ncmi(&o, "features --device cpu --encoder vgg16 --weights %s --coords %s --out %s --manifest %s 2>&1", w18,
+    rc = test_ncmi(&o, "features --device cpu --encoder vgg16 --weights %s --coords %s --out %s --manifest %s 2>&1", w18,
                   gen_tiles(), out3, gen_manifest());
     EXPECT(rc == 2 && strstr(o, "resnet50_trunc"), "an unknown encoder lists the known ones, got %d: %s", rc, o);
     free(o);
