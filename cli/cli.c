@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../eval/manifest.h"
 #include "../nn/cuda.h"
@@ -183,6 +184,44 @@ double cli_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int cli_status_open(cli_status *s, const char *cmd, const char *dir, const char *stem, int shard_k, int shard_n,
+                    const char *header)
+{
+    if (shard_n == 1)
+        snprintf(s->path, sizeof s->path, "%s/%s.csv", dir, stem);
+    else
+        snprintf(s->path, sizeof s->path, "%s/%s.%dof%d.csv", dir, stem, shard_k, shard_n);
+    s->header = header;
+    s->live = fopen(s->path, "w");
+    if (!s->live) {
+        cli_error(cmd, "%s: cannot write: %s", s->path, strerror(errno));
+        return NCMI_EXIT_INPUT;
+    }
+    fputs(header, s->live);
+    fflush(s->live);
+    return 0;
+}
+
+void cli_status_finish(cli_status *s, const char *cmd, int n, void (*row)(FILE *f, int i, void *ctx), void *ctx)
+{
+    if (s->live) fclose(s->live);
+    s->live = NULL;
+    char tmp[4500];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", s->path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    int ok = f != NULL;
+    if (f) {
+        fputs(s->header, f);
+        for (int i = 0; i < n; i++) row(f, i, ctx);
+        ok = fflush(f) == 0 && !ferror(f);
+        ok = (fclose(f) == 0) && ok;
+    }
+    if (!ok || rename(tmp, s->path) != 0) {
+        cli_error(cmd, "%s: cannot write: %s", s->path, strerror(errno));
+        unlink(tmp);
+    }
 }
 
 int cli_parse_int(const char *s, int *v)

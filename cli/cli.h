@@ -88,6 +88,21 @@ typedef struct cli_slide {
 int cli_slide_list(const char *cmd, const char *manifest, const char *const *files, int n_files, double slide_mpp,
                    int shard_k, int shard_n, cli_slide **slides, int *n);
 void cli_slides_free(cli_slide *s, int n);
+/* The status file of a cohort command: <dir>/<stem>.csv, or
+ * <stem>.<K>of<N>.csv for shard K of N (so shards never share one). Rows are
+ * appended to s->live as items finish (caller writes and flushes); at the
+ * end the file is rewritten in list order, atomically. */
+typedef struct cli_status {
+    char path[4400];
+    FILE *live;
+    const char *header;
+} cli_status;
+/* 0, or NCMI_EXIT_INPUT with the error printed. */
+int cli_status_open(cli_status *s, const char *cmd, const char *dir, const char *stem, int shard_k, int shard_n,
+                    const char *header);
+/* Closes the live file and rewrites it: header + row(f, i, ctx) for i < n. */
+void cli_status_finish(cli_status *s, const char *cmd, int n, void (*row)(FILE *f, int i, void *ctx), void *ctx);
+
 /* Whole-string numbers: 1 ok (finite; int within +-1e9), 0 not. */
 int cli_parse_int(const char *s, int *v);
 int cli_parse_double(const char *s, double *v);

@@ -142,6 +142,17 @@ static void status_row(FILE *f, const item *it, int dim)
     fputc('\n', f);
 }
 
+typedef struct status_ctx {
+    const item *items;
+    int dim;
+} status_ctx;
+
+static void status_row_i(FILE *f, int i, void *ctx)
+{
+    const status_ctx *c = ctx;
+    status_row(f, &c->items[i], c->dim);
+}
+
 int ncmi_cmd_features(int argc, char **argv)
 {
     const char *manifest = NULL, *out = NULL, *coords_dir = NULL, *encoder = "resnet50_trunc", *weights = NULL,
@@ -298,21 +309,13 @@ end_args:
     }
     t_load = cli_now() - t_load;
 
-    char status_path[4300], status_tmp[4400];
-    if (shard_n == 1)
-        snprintf(status_path, sizeof status_path, "%s/features_status.csv", out);
-    else
-        snprintf(status_path, sizeof status_path, "%s/features_status.%dof%d.csv", out, shard_k, shard_n);
-    snprintf(status_tmp, sizeof status_tmp, "%s.tmp.%ld", status_path, (long)getpid());
-    FILE *live = fopen(status_path, "w");
-    if (!live) {
-        cli_error(CMD, "%s: cannot write: %s", status_path, strerror(errno));
+    cli_status status;
+    if ((rc = cli_status_open(&status, CMD, out, "features_status", shard_k, shard_n, status_header)) != 0) {
         fx_encoder_close(&enc);
         FREE_ALL();
-        return NCMI_EXIT_INPUT;
+        return rc;
     }
-    fputs(status_header, live);
-    fflush(live);
+    FILE *live = status.live;
 
     prog pg;
     memset(&pg, 0, sizeof pg);
@@ -393,22 +396,11 @@ end_args:
                     it->seconds > 0 && it->st == ST_OK ? (double)it->n_patches / it->seconds : 0.0,
                     it->msg[0] ? ": " : "", it->msg);
     }
-    fclose(live);
-    FILE *f = fopen(status_tmp, "w");
-    int ok = f != NULL;
-    if (f) {
-        fputs(status_header, f);
-        for (int i = 0; i < n; i++) status_row(f, &all[i], enc.dim);
-        ok = fflush(f) == 0 && !ferror(f);
-        ok = (fclose(f) == 0) && ok;
-    }
-    if (!ok || rename(status_tmp, status_path) != 0) {
-        cli_error(CMD, "%s: cannot write: %s", status_path, strerror(errno));
-        unlink(status_tmp);
-    }
+    status_ctx sc = {all, enc.dim};
+    cli_status_finish(&status, CMD, n, status_row_i, &sc); /* in slide order */
     double el = cli_now() - pg.t0;
     fprintf(stderr, "ncmi: features: %d slide(s): %d ok, %d skipped, %d failed; %lld patches; %.1f s; status: %s\n", n,
-            n_ok, n_skipped, n_failed, (long long)patches, el, status_path);
+            n_ok, n_skipped, n_failed, (long long)patches, el, status.path);
     if (n_failed) {
         fprintf(stderr, "ncmi: features: failed:");
         int shown = 0;

@@ -130,6 +130,8 @@ static void status_row(FILE *f, const item *it)
     fputc('\n', f);
 }
 
+static void status_row_i(FILE *f, int i, void *items) { status_row(f, &((const item *)items)[i]); }
+
 static const char *status_header = "slide_id,status,n_patches,mpp,level,patch_size_level0,seconds,error\n";
 
 static void fmt_eta(char *buf, size_t n, double s)
@@ -425,20 +427,12 @@ end_args:
         items_free(all, n_all);
         return NCMI_EXIT_INTERNAL;
     }
-    char status_path[4300], status_tmp[4400];
-    if (shard_n == 1)
-        snprintf(status_path, sizeof status_path, "%s/tile_status.csv", out);
-    else
-        snprintf(status_path, sizeof status_path, "%s/tile_status.%dof%d.csv", out, shard_k, shard_n);
-    snprintf(status_tmp, sizeof status_tmp, "%s.tmp.%ld", status_path, (long)getpid());
-    c.status = fopen(status_path, "w");
-    if (!c.status) {
-        cli_error(CMD, "%s: cannot write: %s", status_path, strerror(errno));
+    cli_status status;
+    if ((rc = cli_status_open(&status, CMD, out, "tile_status", shard_k, shard_n, status_header)) != 0) {
         items_free(all, n_all);
-        return NCMI_EXIT_INPUT;
+        return rc;
     }
-    fputs(status_header, c.status);
-    fflush(c.status);
+    c.status = status.live;
 
     c.tty = isatty(2);
     c.profile = getenv("NCMI_TILE_PROFILE") && atoi(getenv("NCMI_TILE_PROFILE")) > 0;
@@ -461,25 +455,11 @@ end_args:
         free(th);
     }
     pthread_mutex_destroy(&c.mu);
-    fclose(c.status);
-
-    /* the final status file in slide order, atomically */
-    FILE *f = fopen(status_tmp, "w");
-    int ok = f != NULL;
-    if (f) {
-        fputs(status_header, f);
-        for (int i = 0; i < n; i++) status_row(f, &all[i]);
-        ok = fflush(f) == 0 && !ferror(f);
-        ok = (fclose(f) == 0) && ok;
-    }
-    if (!ok || rename(status_tmp, status_path) != 0) {
-        cli_error(CMD, "%s: cannot write: %s", status_path, strerror(errno));
-        unlink(status_tmp);
-    }
+    cli_status_finish(&status, CMD, n, status_row_i, all); /* in slide order */
 
     double el = cli_now() - c.t0;
     fprintf(stderr, "ncmi: tile: %d slide(s): %d ok, %d skipped, %d failed; %zu patches; %.1f s; status: %s\n",
-            n, c.n_ok, c.n_skipped, c.n_failed, c.patches, el, status_path);
+            n, c.n_ok, c.n_skipped, c.n_failed, c.patches, el, status.path);
     if (c.n_failed) {
         fprintf(stderr, "ncmi: tile: failed:");
         int shown = 0;
