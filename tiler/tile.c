@@ -15,6 +15,7 @@
 
 #include "../nn/error.h"
 #include "coords_h5.h"
+#include "heatmap.h"
 #include "slide.h"
 
 #if NCMI_HAVE_VIPS
@@ -413,25 +414,9 @@ static int write_preview(const char *path, const uint8_t *img, int w, int h, dou
     }
     double sx = (double)pw / (w * dsx), sy = (double)ph / (h * dsy);
     tl_preview_draw(buf, pw, ph, sx, sy, t, coords, n, patch0);
-    VipsImage *im = vips_image_new_from_memory(buf, (size_t)pw * (size_t)ph * 3, pw, ph, 3,
-                                               VIPS_FORMAT_UCHAR);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.png", path, (long)getpid());
-    int rc = -1;
-    if (im && vips_pngsave(im, tmp, "compression", 2, "strip", TRUE, NULL) == 0) rc = 0;
-    if (im) g_object_unref(im);
+    int rc = tl_png_write(path, buf, pw, ph);
     g_free(buf);
-    if (rc != 0) {
-        ncmi_error_set("%s: cannot write the preview: %s", tmp, vips_error_buffer());
-        vips_error_clear();
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        ncmi_error_set("%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
+    if (rc != 0) return ncmi_error_prefix("preview");
     return 0;
 #else
     (void)img, (void)w, (void)h, (void)dsx, (void)dsy, (void)max_side, (void)t, (void)coords, (void)n,
