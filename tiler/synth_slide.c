@@ -74,6 +74,10 @@ typedef struct model {
     int n_pieces;
     int cell;                /* nucleus grid cell (px) */
     double rn2;              /* nucleus radius^2 */
+    int has_tumour;
+    double tum_cx, tum_cy, tum_r2;
+    int tcell;               /* tumour nucleus grid cell */
+    double trn2;             /* tumour nucleus radius^2 */
 } model;
 
 static uint64_t splitmix(uint64_t *s)
@@ -124,6 +128,10 @@ static int check_params(const tl_synth_params *p, const char *path)
     if (p->quality < 1 || p->quality > 100) return ncmi_error_set("%s: quality %d out of range [1, 100]", w, p->quality);
     if (p->tile < 16 || p->tile % 16) return ncmi_error_set("%s: tile %d must be a multiple of 16", w, p->tile);
     if (p->mask_max_side < 1) return ncmi_error_set("%s: mask_max_side %d must be >= 1", w, p->mask_max_side);
+    if (!(p->tumour_um >= 0) || !isfinite(p->tumour_um))
+        return ncmi_error_set("%s: tumour_um %g must be >= 0", w, p->tumour_um);
+    if (p->tumour_um > 0 && (p->tumour_piece < 0 || p->tumour_piece >= p->n_pieces))
+        return ncmi_error_set("%s: tumour_piece %d out of range [0, %d)", w, p->tumour_piece, p->n_pieces);
     return 0;
 }
 
@@ -144,6 +152,7 @@ static void build_model(model *m, const tl_synth_params *p)
         cols = (n + rows - 1) / rows;
     }
     double cw = W / cols, ch = H / rows;
+    double main_cx = 0, main_cy = 0, main_b = 0;
     for (int i = 0; i < n; i++) {
         int ci = i % cols, ri = i / cols;
         double cx = cw * (ci + 0.5 + unif(&rs, -0.08, 0.08));
@@ -151,6 +160,11 @@ static void build_model(model *m, const tl_synth_params *p)
         double a = p->tissue_scale * 0.45 * fmin(cw, ch) * unif(&rs, 0.75, 1.0);
         double b = a * unif(&rs, 0.55, 0.85);
         double th = unif(&rs, 0, M_PI);
+        if (i == p->tumour_piece) {
+            main_cx = cx;
+            main_cy = cy;
+            main_b = b;
+        }
         m->e_piece[m->n_ell] = i;
         m->e[m->n_ell++] = make_ell(cx, cy, a, b, th);
         for (int k = 0; k < SYN_LOBES; k++) {
@@ -174,6 +188,20 @@ static void build_model(model *m, const tl_synth_params *p)
     m->cell = cell < 4 ? 4 : cell;
     double rn = 0.3 * m->cell;
     m->rn2 = rn * rn;
+    if (p->tumour_um > 0) {
+        /* its own random stream, so slides without a tumour are unchanged */
+        uint64_t ts = p->seed * 0x9E3779B97F4A7C15ull + 777;
+        double phi = unif(&ts, 0, 2 * M_PI), d = unif(&ts, 0, 0.3) * main_b;
+        m->has_tumour = 1;
+        m->tum_cx = main_cx + d * cos(phi);
+        m->tum_cy = main_cy + d * sin(phi);
+        double r = p->tumour_um / p->mpp;
+        m->tum_r2 = r * r;
+        int tc = (int)lround(7.5 / p->mpp); /* denser nuclei, radius ~3.2 µm */
+        m->tcell = tc < 4 ? 4 : tc;
+        double trn = 0.42 * m->tcell;
+        m->trn2 = trn * trn;
+    }
 }
 
 /* Integer pixel span [x0, x1) of ellipse e on row y (pixel centres), or 0. */
@@ -262,8 +290,42 @@ static int row_spans(const model *m, int64_t y, span *out)
     return n;
 }
 
+static inline void tumour_rgb(const model *m, int64_t x, int64_t y, uint8_t *o)
+{
+    uint64_t hp = hash3((uint64_t)x, (uint64_t)y, m->seed ^ 0x7777ull);
+    int noise = (int)(hp & 31) - 16;
+    int64_t cx = x / m->tcell, cy = y / m->tcell;
+    uint64_t hc = hash3((uint64_t)cx ^ 0x3C3C3C3Cull, (uint64_t)cy, m->seed ^ 0x1b873593ull);
+    int r = 196, g = 118, b = 192; /* purpler stroma */
+    if ((hc & 127) < 104) {        /* most cells hold a (large, dark) nucleus */
+        double rn = sqrt(m->trn2), span_c = m->tcell - 2 * rn;
+        double nx = (double)(cx * m->tcell) + rn + span_c * (double)((hc >> 8) & 1023) / 1023.0;
+        double ny = (double)(cy * m->tcell) + rn + span_c * (double)((hc >> 18) & 1023) / 1023.0;
+        double dx = (double)x + 0.5 - nx, dy = (double)y + 0.5 - ny;
+        if (dx * dx + dy * dy <= m->trn2) {
+            int shade = (int)((hc >> 28) & 31) - 16;
+            r = 84 + shade;
+            g = 40 + shade;
+            b = 128 + shade / 2;
+        }
+    }
+    r += noise;
+    g += noise;
+    b += noise;
+    o[0] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+    o[1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
+    o[2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
+}
+
 static inline void tissue_rgb(const model *m, int piece, int64_t x, int64_t y, uint8_t *o)
 {
+    if (m->has_tumour) {
+        double dx = (double)x + 0.5 - m->tum_cx, dy = (double)y + 0.5 - m->tum_cy;
+        if (dx * dx + dy * dy <= m->tum_r2) {
+            tumour_rgb(m, x, y, o);
+            return;
+        }
+    }
     uint64_t hp = hash3((uint64_t)x, (uint64_t)y, m->seed);
     int noise = (int)(hp & 31) - 16; /* same on all channels: keeps the hue */
     int64_t cx = x / m->cell, cy = y / m->cell;
@@ -386,9 +448,20 @@ static int compute_truth(const model *m, const tl_synth_params *p, tl_synth_trut
             }
         t->n_pieces = m->n_pieces;
         t->n_holes_total = m->n_hell;
+        t->has_tumour = m->has_tumour;
+        t->tumour_cx = m->tum_cx;
+        t->tumour_cy = m->tum_cy;
+        t->tumour_r = m->has_tumour ? sqrt(m->tum_r2) : 0;
     }
     free(acc);
     return 0;
+}
+
+int tl_synth_in_tumour(const tl_synth_truth *t, double x, double y)
+{
+    if (!t->has_tumour) return 0;
+    double dx = x - t->tumour_cx, dy = y - t->tumour_cy;
+    return dx * dx + dy * dy <= t->tumour_r * t->tumour_r;
 }
 
 int tl_synth_truth_compute(const tl_synth_params *p, tl_synth_truth *truth)

@@ -31,6 +31,10 @@ typedef struct tl_synth_params {
     int64_t corrupt_x, corrupt_y; /* level-0 point inside the tile to corrupt; < 0: the tile
                                      with the most tissue (nearest the centre on ties) */
     int mask_max_side;      /* longer side of the truth mask (default 1024) */
+    double tumour_um;       /* > 0: a "tumour" disk of this radius (µm) with its own texture
+                               (purpler, denser and larger nuclei) inside piece tumour_piece;
+                               0: none (default) */
+    int tumour_piece;       /* the piece holding the tumour (default 0) */
 } tl_synth_params;
 
 /* Defaults: 4000x3000 at 0.5 µm/px, seed 1, 3 pieces with 2 holes each,
@@ -52,7 +56,14 @@ typedef struct tl_synth_truth {
     int64_t corrupt_rect[4];     /* level-0 x, y, w, h of the corrupted tile (clipped to the slide) */
     double corrupt_tile_tissue;  /* tissue fraction of that tile */
     int n_pieces, n_holes_total;
+    int has_tumour;              /* tumour_um > 0 */
+    double tumour_cx, tumour_cy; /* its centre, level-0 px (tumour texture where the disk
+                                    meets tissue) */
+    double tumour_r;             /* its radius, level-0 px */
 } tl_synth_truth;
+
+/* 1 when level-0 point (x, y) lies in the tumour disk of t (0 without one). */
+int tl_synth_in_tumour(const tl_synth_truth *t, double x, double y);
 
 void tl_synth_truth_free(tl_synth_truth *t);
 

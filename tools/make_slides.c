@@ -3,13 +3,17 @@
  *
  *   build/tools/make_slides --out DIR [--n 4] [--width 40000] [--height 30000]
  *       [--mpp 0.25] [--seed 1] [--labels tumor,normal] [--pieces 3] [--holes 2]
- *       [--quality 90] [--no-resolution] [--empty-mpp] [--corrupt-first] [--quiet]
+ *       [--quality 90] [--no-resolution] [--empty-mpp] [--corrupt-first]
+ *       [--tumour-um R] [--quiet]
  *
  * Writes DIR/slide_000.tif ... , DIR/manifest.csv (slide_id,label,path,mpp;
  * path relative to DIR; mpp empty with --empty-mpp, so the slide's own
  * resolution is used) and DIR/truth.csv (slide_id,width,height,mpp,
- * tissue_area_px2,tissue_fraction,corrupt_x,corrupt_y,corrupt_w,corrupt_h).
- * Labels cycle through --labels. Slide i uses seed + i. Exit 0, 1 usage, 2 error. */
+ * tissue_area_px2,tissue_fraction,corrupt_x,corrupt_y,corrupt_w,corrupt_h,
+ * tumour_cx,tumour_cy,tumour_r). Labels cycle through --labels. With
+ * --tumour-um R the slides labelled "tumor" or "tumour" get a tumour disk of
+ * radius R µm (its own texture) in their first tissue piece; its centre and
+ * radius (level-0 px) are in truth.csv (empty for the others). Slide i uses seed + i. Exit 0, 1 usage, 2 error. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: make_slides --out DIR [--n N] [--width W] [--height H] [--mpp M] [--seed S]\n"
                "                   [--labels a,b,...] [--pieces K] [--holes K] [--quality Q]\n"
-               "                   [--no-resolution] [--empty-mpp] [--corrupt-first] [--quiet]\n");
+               "                   [--no-resolution] [--empty-mpp] [--corrupt-first] [--tumour-um R]\n"
+               "                   [--quiet]\n");
 }
 
 static int atomic_write(const char *path, const char *text)
@@ -56,6 +61,7 @@ int main(int argc, char **argv)
     const char *out = NULL, *labels = "tumor,normal";
     long long n = 4;
     int empty_mpp = 0, corrupt_first = 0, quiet = 0;
+    double tumour_um = 0;
     tl_synth_params p;
     tl_synth_params_default(&p);
     p.width = 40000;
@@ -79,6 +85,10 @@ int main(int argc, char **argv)
             char *e;
             p.mpp = strtod(v, &e);
             bad = e == v || *e || !(p.mpp > 0);
+        } else if (!strcmp(a, "--tumour-um") && v) {
+            char *e;
+            tumour_um = strtod(v, &e);
+            bad = e == v || *e || !(tumour_um >= 0);
         } else {
             need = 0;
             if (!strcmp(a, "--no-resolution")) p.no_resolution = 1;
@@ -122,7 +132,7 @@ int main(int argc, char **argv)
     char *man = malloc(cap), *tru = malloc(cap2);
     size_t ml = (size_t)snprintf(man, cap, "slide_id,label,path,mpp\n");
     size_t tl = (size_t)snprintf(tru, cap2, "slide_id,width,height,mpp,tissue_area_px2,tissue_fraction,"
-                                            "corrupt_x,corrupt_y,corrupt_w,corrupt_h\n");
+                                            "corrupt_x,corrupt_y,corrupt_w,corrupt_h,tumour_cx,tumour_cy,tumour_r\n");
     uint64_t seed0 = p.seed;
     for (long long i = 0; i < n; i++) {
         char id[64], path[4096];
@@ -131,6 +141,8 @@ int main(int argc, char **argv)
         tl_synth_params q = p;
         q.seed = seed0 + (uint64_t)i;
         q.corrupt_tile = corrupt_first && i == 0;
+        const char *label = lv[i % nl];
+        if (tumour_um > 0 && (!strcmp(label, "tumor") || !strcmp(label, "tumour"))) q.tumour_um = tumour_um;
         tl_synth_truth t;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -148,11 +160,13 @@ int main(int argc, char **argv)
                     (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         char mpp[32] = "";
         if (!empty_mpp) snprintf(mpp, sizeof mpp, "%.6g", q.mpp);
-        ml += (size_t)snprintf(man + ml, cap - ml, "%s,%s,%s.tif,%s\n", id, lv[i % nl], id, mpp);
-        tl += (size_t)snprintf(tru + tl, cap2 - tl, "%s,%lld,%lld,%.6g,%.0f,%.6f,%lld,%lld,%lld,%lld\n", id,
+        ml += (size_t)snprintf(man + ml, cap - ml, "%s,%s,%s.tif,%s\n", id, label, id, mpp);
+        char tum[128] = ",,";
+        if (t.has_tumour) snprintf(tum, sizeof tum, "%.1f,%.1f,%.1f", t.tumour_cx, t.tumour_cy, t.tumour_r);
+        tl += (size_t)snprintf(tru + tl, cap2 - tl, "%s,%lld,%lld,%.6g,%.0f,%.6f,%lld,%lld,%lld,%lld,%s\n", id,
                                (long long)q.width, (long long)q.height, q.mpp, t.tissue_area, t.tissue_fraction,
                                (long long)t.corrupt_rect[0], (long long)t.corrupt_rect[1],
-                               (long long)t.corrupt_rect[2], (long long)t.corrupt_rect[3]);
+                               (long long)t.corrupt_rect[2], (long long)t.corrupt_rect[3], tum);
         tl_synth_truth_free(&t);
     }
     char mp[4200], tp[4200];
