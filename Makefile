@@ -78,6 +78,9 @@ CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcubla
 ifeq ($(HAVE_CUDNN),1)
 CUDA_LIBS += -lcudnn
 endif
+ifeq ($(HAVE_NCCL),1)
+CUDA_LIBS += -lnccl
+endif
 endif
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
