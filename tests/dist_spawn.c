@@ -173,7 +173,7 @@ void dist_procs_free(dist_proc *res, int W)
     }
 }
 
-double dist_ckpt_rel_diff(const char *path_a, const char *path_b, char *worst, size_t n)
+double dist_ckpt_rel_diff(const char *path_a, const char *path_b, int weights_only, char *worst, size_t n)
 {
     nn_safetensors a, b;
     snprintf(worst, n, "-");
@@ -189,7 +189,7 @@ double dist_ckpt_rel_diff(const char *path_a, const char *path_b, char *worst, s
     double w = 0;
     for (int i = 0; i < b.n && w >= 0; i++) {
         const nn_st_entry *eb = &b.entries[i], *ea = nn_st_find(&a, eb->name);
-        if (eb->dtype != NN_ST_F32) continue;
+        if (eb->dtype != NN_ST_F32 || (weights_only && !strncmp(eb->name, "optim", 5))) continue;
         if (!ea || ea->numel != eb->numel) {
             snprintf(worst, n, "tensor %s missing or of another size in %s", eb->name, path_a);
             w = -1;

@@ -28,8 +28,9 @@ void dist_procs_free(dist_proc *res, int W);
 
 /* The largest ||a - b|| / ||b|| over the F32 tensors of two safetensors
  * files (every tensor of b must be in a with the same size); its name goes
- * to worst (n bytes). -1 when a file cannot be read or the sets differ
+ * to worst (n bytes). weights_only: leave out the optimizer state
+ * ("optim*" tensors). -1 when a file cannot be read or the sets differ
  * (the reason in worst). */
-double dist_ckpt_rel_diff(const char *path_a, const char *path_b, char *worst, size_t n);
+double dist_ckpt_rel_diff(const char *path_a, const char *path_b, int weights_only, char *worst, size_t n);
 
 #endif

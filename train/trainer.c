@@ -1228,8 +1228,12 @@ int tr_fit(tr_trainer *t)
 
     const int n = tr->n, bs = c->batch_size;
     const int steps = (n + bs - 1) / bs;
-    int *perm = malloc((size_t)n * sizeof *perm);
-    if (!perm) return ncmi_error_set("out of memory");
+    int *perm = malloc((size_t)n * sizeof *perm), *mine = malloc((size_t)n * sizeof *mine);
+    if (!perm || !mine) {
+        free(perm);
+        free(mine);
+        return ncmi_error_set("out of memory");
+    }
     progress prog = {writer ? c->progress : -1, now_s(), 0, c->epochs, t->st.epoch};
     int rc = 0;
     for (int epoch = t->st.epoch; epoch < c->epochs && !rc; epoch++) {
@@ -1239,7 +1243,17 @@ int tr_fit(tr_trainer *t)
         if (t->have_opt_xi)
             t->opt_xi.lr = c->lr > 0 ? c->centroid_lr * (lr / c->lr) : c->centroid_lr;
         nn_rng_permutation(&t->st.shuffle, perm, n);
-        if (tr->order) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (tr->order && W == 1) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (tr->order && W > 1) {
+            /* this rank reads its slices only: the hint is their concatenation */
+            int k = 0;
+            for (int b0 = 0; b0 < n; b0 += bs) {
+                const int nb = n - b0 < bs ? n - b0 : bs;
+                for (int i = (int)((long)nb * rank / W); i < (int)((long)nb * (rank + 1) / W); i++)
+                    mine[k++] = perm[b0 + i];
+            }
+            tr->order(tr, mine, k);
+        }
         if (t->model->epoch_start) t->model->epoch_start(t->model, epoch, c->epochs);
         nn_rng aug = nn_rng_fork(&t->st.shuffle, (uint64_t)epoch);
         /* ranks augment and drop out with streams of their own */
@@ -1368,6 +1382,7 @@ int tr_fit(tr_trainer *t)
     }
     progress_end(&prog);
     free(perm);
+    free(mine);
     return rc;
 }
 
