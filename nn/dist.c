@@ -566,8 +566,9 @@ static int rendezvous_peer(nn_dist *d, struct in_addr master, int ring_port, pee
     hello_hton(&h);
     reply_hdr rh;
     int rc = io_exact(fd, 1, &h, sizeof h, deadline);
-    /* rank 0 answers once every rank has joined: up to its own timeout */
-    if (!rc) rc = io_exact(fd, 0, &rh, sizeof rh, now_s() + d->timeout + 5);
+    /* rank 0 answers once every rank has joined: up to its own timeout (and
+     * a little more, so that its own message, if it fails, arrives first) */
+    if (!rc) rc = io_exact(fd, 0, &rh, sizeof rh, now_s() + d->timeout + (d->timeout < 5 ? d->timeout : 5));
     if (rc) {
         close(fd);
         if (rc == 2)
