@@ -119,6 +119,11 @@ int nn_dist_env_read(nn_dist_env *e)
         snprintf(e->addr, sizeof e->addr, "%s", a);
     }
     if (env_int("MASTER_PORT", 1, 65535, &e->port) < 0) return -1;
+    /* torchrun's agent (PyTorch 2) already serves its store on MASTER_PORT
+     * when it tells the workers to use it: take the next port */
+    const char *as = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    if (as && !strcmp(as, "True") && !strcmp(e->source, "torchrun")) e->port = e->port < 65535 ? e->port + 1 : 1024;
+    if (env_int("NCMI_DIST_PORT", 1, 65535, &e->port) < 0) return -1;
     const char *t = getenv("NCMI_DIST_TIMEOUT");
     if (t && *t) {
         char *end;
@@ -465,9 +470,9 @@ static int rendezvous_master(nn_dist *d, int ring_port, peer_entry *tab)
     int port = d->env.port;
     int lfd = listen_on(&port);
     if (lfd < 0)
-        return fail(d, "cannot listen on port %d (MASTER_PORT; MASTER_ADDR %s): %s%s", d->env.port, d->env.addr,
+        return fail(d, "cannot listen on port %d (rendezvous port; MASTER_ADDR %s): %s%s", d->env.port, d->env.addr,
                     strerror(errno),
-                    errno == EADDRINUSE ? ": another job or process uses it; choose a free MASTER_PORT" : "");
+                    errno == EADDRINUSE ? ": another job or process uses it; choose a free MASTER_PORT (or NCMI_DIST_PORT)" : "");
     const int W = d->world;
     int *fds = malloc((size_t)W * sizeof *fds);
     NCMI_CHECK(fds, "out of memory");

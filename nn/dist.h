@@ -8,8 +8,11 @@
  *   MPICH/PMI  PMI_RANK, PMI_SIZE (MPI_LOCALRANKID)
  *   Slurm      SLURM_PROCID, SLURM_STEP_NUM_TASKS or SLURM_NTASKS, SLURM_LOCALID
  * and MASTER_ADDR / MASTER_PORT (default 127.0.0.1:29500) for the
- * rendezvous: rank 0 listens there, the others connect to it. MPI is never
- * linked: mpirun only starts the processes. NCMI_DIST_TIMEOUT (seconds,
+ * rendezvous: rank 0 listens there, the others connect to it. Under
+ * torchrun with TORCHELASTIC_USE_AGENT_STORE=True (PyTorch 2: torchrun's
+ * agent serves MASTER_PORT itself) the rendezvous takes MASTER_PORT + 1;
+ * NCMI_DIST_PORT overrides the port in every case. MPI is never linked:
+ * mpirun only starts the processes. NCMI_DIST_TIMEOUT (seconds,
  * default 300) bounds every wait for a peer; NCMI_DIST_BUCKET_MB (default 25)
  * sizes the gradient buckets.
  *
@@ -54,7 +57,7 @@ typedef struct nn_dist_env {
     int rank, world;
     int local_rank;      /* -1 when the launcher does not say */
     char addr[256];      /* MASTER_ADDR (default 127.0.0.1) */
-    int port;            /* MASTER_PORT (default 29500) */
+    int port;            /* rendezvous port: MASTER_PORT (default 29500; see above) */
     char source[64];     /* "torchrun", "openmpi", "pmi", "slurm" or "none" */
     double timeout;      /* NCMI_DIST_TIMEOUT seconds (default 300) */
 } nn_dist_env;

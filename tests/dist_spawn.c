@@ -90,7 +90,8 @@ static void spawn(int W, int port, const char *worker, const char *cmd, const ch
             /* only the torchrun variables: a test run inside srun or mpirun
              * must not leak its own ranks into the children */
             static const char *const other[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_RANK",
-                                                "PMI_SIZE", "SLURM_PROCID", "NCMI_TEST_WORKER"};
+                                                "PMI_SIZE", "SLURM_PROCID", "NCMI_TEST_WORKER",
+                                                "NCMI_DIST_PORT", "TORCHELASTIC_USE_AGENT_STORE"};
             for (size_t k = 0; k < sizeof other / sizeof other[0]; k++) unsetenv(other[k]);
             char v[32];
             snprintf(v, sizeof v, "%d", r);

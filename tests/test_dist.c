@@ -43,7 +43,7 @@ static const char *const ENV_VARS[] = {
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
     "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "SLURM_PROCID",
     "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "MASTER_ADDR", "MASTER_PORT",
-    "NCMI_DIST_TIMEOUT", NULL};
+    "NCMI_DIST_TIMEOUT", "NCMI_DIST_PORT", "TORCHELASTIC_USE_AGENT_STORE", NULL};
 
 TEST(dist_env)
 {
@@ -84,6 +84,14 @@ TEST(dist_env)
     EXPECT(nn_dist_env_read(&e) == 0 && e.rank == 1 && e.world == 2 && !strcmp(e.source, "torchrun") &&
                !strcmp(e.addr, "node17") && e.port == 1234 && e.timeout == 2.5,
            "torchrun: %d/%d %s %s:%d %g", e.rank, e.world, e.source, e.addr, e.port, e.timeout);
+
+    /* torchrun's agent holds MASTER_PORT: the next one; NCMI_DIST_PORT wins */
+    setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+    EXPECT(nn_dist_env_read(&e) == 0 && e.port == 1235, "agent store: port %d", e.port);
+    setenv("NCMI_DIST_PORT", "4000", 1);
+    EXPECT(nn_dist_env_read(&e) == 0 && e.port == 4000, "NCMI_DIST_PORT: port %d", e.port);
+    unsetenv("NCMI_DIST_PORT");
+    unsetenv("TORCHELASTIC_USE_AGENT_STORE");
 
     /* malformed values name the variable */
     setenv("RANK", "one", 1);
@@ -471,7 +479,7 @@ TEST(dist_port_in_use)
             "cannot hold a port");
     int port = ntohs(a.sin_port);
     char n0[160];
-    snprintf(n0, sizeof n0, "dist rank 0 of 2: cannot listen on port %d (MASTER_PORT; MASTER_ADDR 127.0.0.1): "
+    snprintf(n0, sizeof n0, "dist rank 0 of 2: cannot listen on port %d (rendezvous port; MASTER_ADDR 127.0.0.1): "
                             "Address already in use",
              port);
     const char *env[] = {"NCMI_DIST_TIMEOUT=1", NULL};
