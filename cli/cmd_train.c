@@ -234,7 +234,7 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     }
     if (rank != 0) { /* rank 0 writes the evaluation files */
         rc = NCMI_EXIT_OK;
-        goto done;
+        goto done_sync;
     }
     /* the last log row */
     if (tr.n_log > 0) {
@@ -255,7 +255,13 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     }
     printf("run folder: %s\n", dir);
     rc = NCMI_EXIT_OK;
-
+done_sync:
+    /* the ranks leave together, after rank 0's final evaluation (no time
+     * limit: it may be long; the next fold of --folds starts after it) */
+    if (world > 1 && nn_dist_barrier(opt->dist, -1)) {
+        cli_error(CMD, "%s", ncmi_error());
+        rc = NCMI_EXIT_INTERNAL;
+    }
 done:
     if (have_tr) tr_free(&tr);
     free(config_yaml);
@@ -318,7 +324,7 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
                       i ? cv_dir : "");
             break;
         }
-        if (cli_cv_add(&cv, ks[i], paths[i], run_dir)) {
+        if (nn_dist_rank(opt->dist) == 0 && cli_cv_add(&cv, ks[i], paths[i], run_dir)) {
             cli_error(CMD, "fold %d: %s", ks[i], ncmi_error());
             rc = NCMI_EXIT_INTERNAL;
         }
@@ -327,7 +333,7 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
     c->name = base_name;
     c->manifest = base_manifest;
     c->fold = base_fold;
-    if (rc == NCMI_EXIT_OK) {
+    if (rc == NCMI_EXIT_OK && nn_dist_rank(opt->dist) == 0) { /* rank 0 writes the summary */
         if (cli_cv_write_json(&cv, path_sum, c->name, opt->config_path, folds_dir)) {
             cli_error(CMD, "%s", ncmi_error());
             rc = NCMI_EXIT_INTERNAL;
