@@ -6,7 +6,8 @@
  * use, mismatched world sizes) reported with the rank and the address
  * within the timeout, and `ncmi train` with 2 and 3 processes against one
  * process on the same global batch (weights within 1e-5, same validation
- * accuracy), resume of a 2-process run by 1 process.
+ * accuracy), resume of a 2-process run by 1 process and of a 1-process run
+ * by 2.
  *
  * Processes are this test binary (TEST(worker_...) through
  * NCMI_TEST_WORKER) or the ncmi binary, started as torchrun would
@@ -624,6 +625,24 @@ TEST(dist_train_resume_2_ranks_with_1)
            p1.out);
     free(p1.out);
     compare_runs(one, many, 4);
+}
+
+/* and the other way: 2 epochs in one process, resumed to 4 by 2 processes */
+TEST(dist_train_resume_1_rank_with_2)
+{
+    char one[300], mixed[300];
+    snprintf(one, sizeof one, "%s", test_tmp_path("resume12_one"));
+    snprintf(mixed, sizeof mixed, "%s", test_tmp_path("resume12_mixed"));
+    dist_proc p1, p[2];
+    REQUIRE(train_run(1, one, CONST_LR "--set train.epochs=4", &p1) == 0, "one process: %s", p1.out);
+    free(p1.out);
+    REQUIRE(train_run(1, mixed, CONST_LR "--set train.epochs=2", &p1) == 0, "one process, 2 epochs: %s", p1.out);
+    free(p1.out);
+    int rc = train_run(2, mixed, CONST_LR "--set train.epochs=4 --resume", p);
+    if (rc) report(p, 2);
+    EXPECT(rc == 0 && strstr(p[0].out, "resuming") && strstr(p[0].out, "world size 2"), "resume with 2 processes");
+    dist_procs_free(p, 2);
+    compare_runs(one, mixed, 4);
 }
 
 TEST(dist_train_batch_not_divisible)

@@ -68,7 +68,7 @@ static void nccl_settle(nn_nccl *c, ncclResult_t r, const char *call, const char
 static void *watchdog(void *arg)
 {
     nn_nccl *c = (nn_nccl *)arg;
-    cudaSetDevice(c->device);
+    NN_GPU_CHECK(cudaSetDevice(c->device));
     for (;;) {
         usleep(100 * 1000);
         pthread_mutex_lock(&c->mu);
