@@ -78,13 +78,16 @@ CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcubla
 ifeq ($(HAVE_CUDNN),1)
 CUDA_LIBS += -lcudnn
 endif
+ifeq ($(HAVE_NCCL),1)
+CUDA_LIBS += -lnccl
+endif
 endif
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # GPU tests (make test-gpu): tests/gpu/*.c with the runner, the helpers and the
 # files that hold GRAD_TEST cases (each is also run on the GPU). Linked
 # --as-needed so the binary carries no slide/image libraries to a GPU machine.
-GPU_TEST_SRC := $(wildcard tests/gpu/*.c) tests/main.c tests/gradcheck.c tests/golden_io.c tests/test_golden.c \
+GPU_TEST_SRC := $(wildcard tests/gpu/*.c) tests/main.c tests/gradcheck.c tests/golden_io.c tests/test_golden.c tests/dist_spawn.c \
   $(shell grep -l GRAD_TEST tests/*.c 2>/dev/null)
 GPU_TEST_OBJ := $(GPU_TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../nn/dist.h"
 #include "../nn/error.h"
 #include "../nn/safetensors.h"
 #include "../train/trainer.h"
@@ -76,6 +77,10 @@ void ncmi_help_train(FILE *f)
             "  --help-config[=md]  print every config key (type, default, help); md: markdown\n"
             "  -h, --help          this help\n"
             "\n"
+            "Data parallel: start N processes with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set\n"
+            "(torchrun style), or under srun or mpirun; train.batch_size is the global batch;\n"
+            "rank 0 logs and writes the run folder (docs/distributed.md).\n"
+            "\n"
             "Progress: one updating line on a terminal, one line per epoch otherwise (stderr).\n"
             "Exit codes: 0 ok, 1 usage error, 2 bad config or input file, 4 internal error.\n");
 }
@@ -116,6 +121,7 @@ static void warn_config_change(const char *path, const char *saved_yaml, const n
 typedef struct train_opts {
     int resume, force;
     const char *config_path;
+    nn_dist *dist; /* data parallel (NULL: one process) */
 } train_opts;
 
 /* Returns an exit code. */
@@ -167,6 +173,13 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     tc.version = ncmi_version_string();
     tc.progress = isatty(2) ? 1 : 0;
     tc.out = stdout;
+    /* data parallel: rank 0 alone shows progress, logs and writes the run folder */
+    const int rank = nn_dist_rank(opt->dist), world = nn_dist_world(opt->dist);
+    tc.dist = opt->dist;
+    if (rank != 0) {
+        tc.progress = -1;
+        tc.out = NULL;
+    }
     if (tr_init(&tr, &tc, &job.model, &job.train, &job.val, job.have_test ? &job.test : NULL,
                 &job.init_rng)) {
         cli_error(CMD, "%s", ncmi_error());
@@ -191,7 +204,7 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
         rc = NCMI_EXIT_OK;
         goto done;
     }
-    if (cli_mkdir_p(dir) || ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg)) {
+    if (rank == 0 && (cli_mkdir_p(dir) || ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg))) {
         cli_error(CMD, "%s", ncmi_error());
         goto done;
     }
@@ -199,19 +212,29 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     const char *head = c->head_kind == NCMI_HEAD_NCMI
                            ? "ncmi"
                            : ncmi_cfg_enum_name(ncmi_cfg_find(&ncmi_train_schema, "loss.kind"), c);
+    char par[600];
+    if (world > 1)
+        snprintf(par, sizeof par, "world size %d (%s backend; global batch %d = %d per rank; rank 0 logs)", world,
+                 nn_dist_backend_name(nn_dist_backend_of(opt->dist)), c->batch_size, c->batch_size / world);
+    else
+        snprintf(par, sizeof par, "world size 1");
     printf("ncmi train: %s: %s (%zu parameters), head %s, %d train / %d val%s%.0d samples, %s lr %g, "
-           "epochs %d..%d/%d, %d thread%s, device %s\n",
+           "epochs %d..%d/%d, %d thread%s, device %s, %s\n",
            c->name, job.model.desc, nn_params_numel(&tr.P_all, 1), head, job.train.n, job.val.n,
            job.have_test ? " / test " : "", job.have_test ? job.test.n : 0,
            ncmi_cfg_enum_name(ncmi_cfg_find(&ncmi_train_schema, "optim.name"), c), c->lr,
            tr.st.epoch + 1, c->epochs, c->epochs, omp_get_max_threads(),
-           omp_get_max_threads() == 1 ? "" : "s", nn_device_name(cli_device_cuda));
+           omp_get_max_threads() == 1 ? "" : "s", nn_device_name(cli_device_cuda), par);
     if (opt->resume) printf("resuming %s after epoch %d\n", path_last, tr.st.epoch);
     fflush(stdout);
 
     if (tr_fit(&tr)) {
         cli_error(CMD, "%s", ncmi_error());
         goto done;
+    }
+    if (rank != 0) { /* rank 0 writes the evaluation files */
+        rc = NCMI_EXIT_OK;
+        goto done_sync;
     }
     /* the last log row */
     if (tr.n_log > 0) {
@@ -232,7 +255,13 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     }
     printf("run folder: %s\n", dir);
     rc = NCMI_EXIT_OK;
-
+done_sync:
+    /* the ranks leave together, after rank 0's final evaluation (no time
+     * limit: it may be long; the next fold of --folds starts after it) */
+    if (world > 1 && nn_dist_barrier(opt->dist, -1)) {
+        cli_error(CMD, "%s", ncmi_error());
+        rc = NCMI_EXIT_INTERNAL;
+    }
 done:
     if (have_tr) tr_free(&tr);
     free(config_yaml);
@@ -295,7 +324,7 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
                       i ? cv_dir : "");
             break;
         }
-        if (cli_cv_add(&cv, ks[i], paths[i], run_dir)) {
+        if (nn_dist_rank(opt->dist) == 0 && cli_cv_add(&cv, ks[i], paths[i], run_dir)) {
             cli_error(CMD, "fold %d: %s", ks[i], ncmi_error());
             rc = NCMI_EXIT_INTERNAL;
         }
@@ -304,7 +333,7 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
     c->name = base_name;
     c->manifest = base_manifest;
     c->fold = base_fold;
-    if (rc == NCMI_EXIT_OK) {
+    if (rc == NCMI_EXIT_OK && nn_dist_rank(opt->dist) == 0) { /* rank 0 writes the summary */
         if (cli_cv_write_json(&cv, path_sum, c->name, opt->config_path, folds_dir)) {
             cli_error(CMD, "%s", ncmi_error());
             rc = NCMI_EXIT_INTERNAL;
@@ -317,6 +346,58 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
     cli_cv_free_folds(paths, n);
     free(ks);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* data parallel: ranks from the environment                            */
+
+/* The process group when the environment has a world size > 1 (torchrun,
+ * srun, mpirun: docs/distributed.md); *d stays NULL otherwise. Backend:
+ * NCMI_DIST_BACKEND (tcp | nccl), else NCCL on the GPU when built with it,
+ * else TCP. Ranks other than 0 print errors and warnings only. Returns an
+ * exit code. */
+static int dist_open(const ncmi_train_config *c, nn_dist **d)
+{
+    *d = NULL;
+    nn_dist_env env;
+    if (nn_dist_env_read(&env)) {
+        cli_error(CMD, "%s", ncmi_error());
+        return NCMI_EXIT_INPUT;
+    }
+    if (env.world <= 1) return NCMI_EXIT_OK;
+    if (c->batch_size % env.world) {
+        cli_error(CMD, "rank %d: train.batch_size %d is not divisible by the world size %d (%s environment): the "
+                       "global batch is split evenly across the ranks",
+                  env.rank, c->batch_size, env.world, env.source);
+        return NCMI_EXIT_INPUT;
+    }
+    nn_dist_backend be = cli_device_cuda && nn_dist_nccl_built() ? NN_DIST_NCCL : NN_DIST_TCP;
+    const char *b = getenv("NCMI_DIST_BACKEND");
+    if (b && *b) {
+        if (!strcmp(b, "tcp")) {
+            be = NN_DIST_TCP;
+        } else if (!strcmp(b, "nccl")) {
+            if (!cli_device_cuda) {
+                cli_error(CMD, "NCMI_DIST_BACKEND=nccl needs --device cuda");
+                return NCMI_EXIT_USAGE;
+            }
+            be = NN_DIST_NCCL;
+        } else {
+            cli_error(CMD, "NCMI_DIST_BACKEND='%s': expected tcp or nccl", b);
+            return NCMI_EXIT_USAGE;
+        }
+    }
+    if (nn_dist_init(d, &env, be)) {
+        cli_error(CMD, "%s", ncmi_error());
+        return NCMI_EXIT_INTERNAL;
+    }
+    if (env.rank != 0 && !freopen("/dev/null", "w", stdout)) {
+        cli_error(CMD, "rank %d: cannot silence stdout: %s", env.rank, strerror(errno));
+        nn_dist_free(*d);
+        *d = NULL;
+        return NCMI_EXIT_INTERNAL;
+    }
+    return NCMI_EXIT_OK;
 }
 
 /* ------------------------------------------------------------------ */
@@ -335,7 +416,7 @@ static void stem(const char *path, char *buf, size_t n)
 int ncmi_cmd_train(int argc, char **argv)
 {
     const ncmi_cfg_schema *S = &ncmi_train_schema;
-    train_opts opt = {0, 0, NULL};
+    train_opts opt = {0, 0, NULL, NULL};
     const char *out_dir = NULL, *folds_dir = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0, print_config = 0, skip_missing = 0;
@@ -437,7 +518,9 @@ int ncmi_cmd_train(int argc, char **argv)
         cli_error(CMD, "--folds: fold manifests need data.kind bags");
         goto out;
     }
+    if ((rc = dist_open(&c, &opt.dist)) != NCMI_EXIT_OK) goto out;
     rc = folds_dir ? train_folds(&c, &opt, folds_dir) : train_run(&c, &opt);
+    nn_dist_free(opt.dist);
 out:
     ncmi_cfg_free(S, &c);
     free(sets);

@@ -45,7 +45,8 @@ int nn_cuda_init(int device);
 int nn_cuda_current(void);
 
 /* `--device` values: "cpu", "cuda", "cuda:K", "auto" (the GPU when there is
- * one, else the CPU). On success *is_cuda is 0/1, the GPU (if any) is
+ * one, else the CPU). "cuda" and "auto" pick GPU 0, or in a data-parallel
+ * job the local rank's GPU (nn_dist_env_device, nn/dist.h). On success *is_cuda is 0/1, the GPU (if any) is
  * initialised, and 0 is returned; else -1 with a message naming the value. */
 int nn_device_select(const char *spec, int *is_cuda);
 /* "cpu" or "cuda:K (NAME)" for messages and logs. */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cuda.h"
+#include "dist.h"
 #include "error.h"
 
 int nn_device_select(const char *spec, int *is_cuda)
@@ -10,8 +11,10 @@ int nn_device_select(const char *spec, int *is_cuda)
     *is_cuda = 0;
     if (!spec || !*spec || strcmp(spec, "cpu") == 0) return 0;
     if (strcmp(spec, "auto") == 0) {
-        if (nn_cuda_device_count() <= 0) return 0;
-        if (nn_cuda_init(0) != 0) return ncmi_error_prefix("--device auto");
+        int n = nn_cuda_device_count();
+        if (n <= 0) return 0;
+        /* data-parallel ranks on one machine: one GPU each (nn/dist.h) */
+        if (nn_cuda_init(nn_dist_env_device(n)) != 0) return ncmi_error_prefix("--device auto");
         *is_cuda = 1;
         return 0;
     }
@@ -33,6 +36,7 @@ int nn_device_select(const char *spec, int *is_cuda)
             return ncmi_error_set("--device %s: no CUDA GPU is visible on this machine (driver "
                                   "missing or no device); use --device cpu or auto",
                                   spec);
+        if (spec[4] == 0) k = nn_dist_env_device(n); /* "cuda": the local rank's GPU */
         if (nn_cuda_init(k) != 0) return ncmi_error_prefix("--device %s", spec);
         *is_cuda = 1;
         return 0;

@@ -251,6 +251,18 @@ static void update_center(nn_ncmi *m, const nn_tensor *z)
     m->center_init->data[0] = 1.f;
 }
 
+void nn_ncmi_update_center_mean(nn_ncmi *m, const double *mean)
+{
+    const int D = m->D;
+    const double mom = m->cfg.momentum;
+    const int first = !(m->center_init->data[0] > 0.5f);
+    float *c = nn_host_view(m->center);
+    for (int j = 0; j < D; j++) c[j] = first ? (float)mean[j] : (float)(mom * c[j] + (1.0 - mom) * mean[j]);
+    if (NN_ON_GPU(m->center)) nn_tensor_from_host(m->center, c);
+    nn_host_release(m->center, c);
+    m->center_init->data[0] = 1.f;
+}
+
 static void check_args(const nn_ncmi *m, const nn_tensor *z, const int *labels, const char *op)
 {
     NCMI_CHECK(m && m->xi && m->w, "%s: ncmi not initialised", op);

@@ -149,6 +149,14 @@ nn_tensor *nn_ncmi_loss_composed(nn_graph *g, nn_ncmi *m, nn_tensor *z, const in
  * ncmi_error() when n < 1 or Z holds a non-finite value (c unchanged). */
 int nn_ncmi_init_center(nn_ncmi *m, const float *Z, int n);
 
+/* Step 1 with a batch mean computed elsewhere: c = mean (first batch) or
+ * c <- m c + (1-m) mean, rounded as the update inside nn_ncmi_loss, and the
+ * centre marked initialised. Data-parallel training (train/trainer.c) sums
+ * z over every rank's slice of the global batch, calls this with the mean
+ * on every rank and then nn_ncmi_loss with training = 0, so the centre is
+ * the one single-process training on the global batch would have. */
+void nn_ncmi_update_center_mean(nn_ncmi *m, const double *mean);
+
 /* Eval mode (c not updated), for centroid comparison and linear probing:
  * zprime [n,D] = (z - c) / max(||z - c||, norm_eps) / tau (without c when
  * centering = 0) and p [n,D] = S(zprime). Either output may be NULL. */

@@ -13,6 +13,8 @@ struct nn_graph {
     int no_grad;
     int keep_grads;
     nn_precision precision;
+    nn_grad_ready_fn grad_hook;
+    void *grad_hook_ctx;
 };
 
 static void *xcalloc(size_t n, size_t sz)
@@ -101,6 +103,12 @@ int nn_graph_no_grad(const nn_graph *g) { return g->no_grad; }
 void nn_graph_set_precision(nn_graph *g, nn_precision p) { g->precision = p; }
 nn_precision nn_graph_precision(const nn_graph *g) { return g->precision; }
 void nn_graph_set_keep_grads(nn_graph *g, int keep) { g->keep_grads = keep != 0; }
+
+void nn_graph_set_grad_hook(nn_graph *g, nn_grad_ready_fn fn, void *ctx)
+{
+    g->grad_hook = fn;
+    g->grad_hook_ctx = fn ? ctx : NULL;
+}
 size_t nn_graph_size(const nn_graph *g) { return g->n; }
 
 void nn_graph_truncate(nn_graph *g, size_t mark, nn_tensor *keep)
@@ -396,6 +404,54 @@ static int graph_index(nn_graph *g, const nn_tensor *t, size_t *idx)
     return -1;
 }
 
+/* The gradient-ready plan of a backward pass from node idx: every leaf
+ * input of a recorded node 0..idx with the index of the FIRST node that uses
+ * it, in increasing index order. The reverse walk passes that node last, so
+ * the leaf's gradient is final right after it (nn_graph_set_grad_hook). */
+typedef struct hook_plan {
+    nn_tensor **leaf;
+    size_t *first;
+    size_t n;
+} hook_plan;
+
+static size_t ptr_hash(const void *p, size_t mask)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x & mask;
+}
+
+static void hook_plan_build(const nn_graph *g, size_t idx, hook_plan *hp)
+{
+    size_t cand = 0;
+    for (size_t i = 0; i <= idx; i++)
+        if (g->nodes[i]->backward) cand += (size_t)g->nodes[i]->nsrc;
+    size_t cap = 16;
+    while (cap < 2 * cand) cap <<= 1;
+    const nn_tensor **set = xcalloc(cap, sizeof *set);
+    hp->leaf = xcalloc(cand, sizeof *hp->leaf);
+    hp->first = xcalloc(cand, sizeof *hp->first);
+    hp->n = 0;
+    for (size_t i = 0; i <= idx; i++) {
+        const nn_tensor *n = g->nodes[i];
+        if (!n->backward) continue; /* recorded under no_grad: adds to no gradient */
+        for (int k = 0; k < n->nsrc; k++) {
+            nn_tensor *s = n->src[k];
+            if (!s || !s->requires_grad || s->backward) continue;
+            size_t h = ptr_hash(s, cap - 1);
+            while (set[h] && set[h] != s) h = (h + 1) & (cap - 1);
+            if (set[h]) continue;
+            set[h] = s;
+            hp->leaf[hp->n] = s;
+            hp->first[hp->n] = i;
+            hp->n++;
+        }
+    }
+    free(set);
+}
+
 int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
 {
     size_t idx;
@@ -415,6 +471,8 @@ int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
         nn_cuda_axpy(gr, tmp, 1.0f, t->numel);
         nn_cuda_free(tmp);
     }
+    hook_plan hp = {0};
+    if (g->grad_hook) hook_plan_build(g, idx, &hp);
     for (size_t i = idx + 1; i-- > 0;) {
         nn_tensor *n = g->nodes[i];
         if (n->backward && n->grad) {
@@ -426,8 +484,19 @@ int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
                 n->grad = NULL;
             }
         }
+        /* leaves first used by node i: no node left in the walk adds to them */
+        while (hp.n > 0 && hp.first[hp.n - 1] == i) g->grad_hook(hp.leaf[--hp.n], g->grad_hook_ctx);
     }
+    free(hp.leaf);
+    free(hp.first);
     return 0;
+}
+
+void nn_tensor_drop_grad(nn_tensor *t)
+{
+    if (!t->grad) return;
+    free_on(t->device, t->grad);
+    t->grad = NULL;
 }
 
 int nn_backward(nn_graph *g, nn_tensor *loss)

@@ -163,6 +163,21 @@ int nn_backward(nn_graph *g, nn_tensor *loss);
  * (numel host floats, added into t->grad on t's device). */
 int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream);
 
+/* Gradient-ready hook (data-parallel training, nn/dist.h): while
+ * nn_backward / nn_backward_from walk the graph, fn(leaf, ctx) is called for
+ * each leaf (a tensor that requires a gradient and has no backward of its
+ * own: parameters) that is an input of a recorded node of the pass, right
+ * after the last node that adds into its gradient has run, i.e. when its
+ * gradient for this pass is final (leaf->grad may still be NULL when no
+ * gradient reached it). Leaves are reported in reverse order of their first
+ * use in the forward pass. fn == NULL removes the hook. Costs one extra
+ * pass over the graph per backward while set; nothing otherwise. */
+typedef void (*nn_grad_ready_fn)(nn_tensor *leaf, void *ctx);
+void nn_graph_set_grad_hook(nn_graph *g, nn_grad_ready_fn fn, void *ctx);
+/* Free t's gradient buffer (t->grad = NULL), whatever its device: the
+ * optimizers then leave t alone, as one that never had a gradient. */
+void nn_tensor_drop_grad(nn_tensor *t);
+
 /* For op implementers: a new output of g with the given shape whose
  * autograd record is set up when any of the nsrc inputs requires a grad
  * and g is not in no_grad mode. `backward` may be NULL for ops without a

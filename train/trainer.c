@@ -160,6 +160,11 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
     if (t->C < 2) return ncmi_error_set("need at least 2 classes, got %d", t->C);
     if (cfg->epochs < 1 || cfg->batch_size < 1 || cfg->eval_every < 1)
         return ncmi_error_set("epochs, batch size and eval_every must be >= 1");
+    const int W = nn_dist_world(cfg->dist);
+    if (cfg->batch_size % W)
+        return ncmi_error_set("train.batch_size %d is not divisible by the world size %d: the global batch is "
+                              "split evenly across the ranks (batch_size / world each)",
+                              cfg->batch_size, W);
     if (tr_select_check(cfg->select))
         return ncmi_error_set("selection metric '%s' is not accuracy, f1_auc, loss or a metric name",
                               cfg->select);
@@ -220,6 +225,8 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
                                   "(use --device cpu)", model->desc);
         nn_params_to_device(&t->P_all, NN_DEVICE_CUDA);
     }
+    /* the gradients of everything trainable (encoder, linear head, NCMI xi) */
+    if (W > 1 && nn_dist_reducer_new(&t->reducer, cfg->dist, &t->P_all, 0)) return -1;
     t->g = nn_graph_new();
     if (!t->g) return ncmi_error_set("out of memory");
     return 0;
@@ -228,6 +235,7 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
 void tr_free(tr_trainer *t)
 {
     if (!t) return;
+    nn_dist_reducer_free(t->reducer);
     if (t->g) nn_graph_free(t->g);
     if (t->opt.params) nn_optim_free(&t->opt);
     if (t->have_opt_xi) nn_optim_free(&t->opt_xi);
@@ -1009,41 +1017,112 @@ static int step_accuracy(tr_trainer *t, const nn_tensor *z, const nn_tensor *log
     return hits;
 }
 
+/* Data parallel: the NCMI centre's EMA step from the mean of z over every
+ * rank's slice of the batch (z may be NULL when n == 0), the same on every
+ * rank and the same as one process's step on the global batch. */
+static int dist_center_update(tr_trainer *t, const nn_tensor *z, int n)
+{
+    const int D = t->D;
+    double *s = calloc((size_t)D + 1, sizeof *s);
+    NCMI_CHECK(s, "out of memory");
+    if (n > 0) {
+        float *zh = nn_host_view(z);
+        for (int j = 0; j < D; j++) {
+            double a = 0;
+            for (int i = 0; i < n; i++) a += zh[(size_t)i * D + j];
+            s[j] = a;
+        }
+        nn_host_release(z, zh);
+        s[D] = n;
+    }
+    int rc = nn_dist_allreduce_f64(t->cfg.dist, s, (size_t)D + 1);
+    if (!rc && s[D] > 0) {
+        for (int j = 0; j < D; j++) s[j] /= s[D];
+        nn_ncmi_update_center_mean(&t->ncmi, s);
+    }
+    free(s);
+    return rc;
+}
+
 int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out, int *hits)
 {
     const tr_config *c = &t->cfg;
     const tr_dataset *tr = t->train;
     nn_graph *g = t->g;
-    int *y = malloc((size_t)n * sizeof *y);
+    const int W = nn_dist_world(c->dist), rank = nn_dist_rank(c->dist);
+    int *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
     NCMI_CHECK(y, "out of memory");
     for (int i = 0; i < n; i++) y[i] = tr->labels[idx[i]];
     int rc = 0;
     *loss_out = NAN;
     *hits = 0;
-    nn_tensor *aux = NULL;
-    nn_tensor *z = forward_samples(t, tr, idx, n, 1, rng, &aux);
-    if (!z) {
-        rc = -1;
-        goto out;
-    }
-    nn_tensor *logits = NULL, *loss;
-    if (t->have_ncmi) {
-        loss = nn_ncmi_loss(g, &t->ncmi, z, y, 1);
-    } else {
-        logits = nn_linear_m_forward(g, &t->fc, z);
-        loss = nn_loss_forward(g, &c->loss, logits, y);
-    }
-    if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
-    *loss_out = host_first(loss);
-    if (!isfinite(*loss_out)) {
-        rc = ncmi_error_set("loss %g", *loss_out);
-        goto out;
-    }
-    if (!(t->have_ncmi && t->ncmi.last_skipped)) {
-        if (nn_backward(g, loss)) {
+    nn_tensor *aux = NULL, *z = NULL, *logits = NULL, *loss = NULL;
+    if (n > 0) {
+        z = forward_samples(t, tr, idx, n, 1, rng, &aux);
+        if (!z) {
             rc = -1;
             goto out;
         }
+    }
+    int ncmi_training = 1;
+    if (W > 1 && t->have_ncmi && t->ncmi.cfg.centering) {
+        if (dist_center_update(t, z, n)) {
+            rc = -1;
+            goto out;
+        }
+        ncmi_training = 0; /* the centre has had this step's update */
+    }
+    if (n > 0) {
+        if (t->have_ncmi) {
+            loss = nn_ncmi_loss(g, &t->ncmi, z, y, ncmi_training);
+        } else {
+            logits = nn_linear_m_forward(g, &t->fc, z);
+            loss = nn_loss_forward(g, &c->loss, logits, y);
+        }
+        if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
+        *loss_out = host_first(loss);
+    }
+    const int skipped = n == 0 || (t->have_ncmi && t->ncmi.last_skipped);
+    int all_skipped = skipped;
+    double n_all = n;
+    if (W > 1) {
+        /* every rank learns whether any loss is non-finite, whether any rank
+         * takes a step, and the batch's total size (the weights) */
+        double *f = calloc((size_t)W + 2, sizeof *f);
+        NCMI_CHECK(f, "out of memory");
+        f[rank] = n > 0 && !isfinite(*loss_out);
+        f[W] = !skipped;
+        f[W + 1] = n;
+        if (nn_dist_allreduce_f64(c->dist, f, (size_t)W + 2)) {
+            free(f);
+            rc = -1;
+            goto out;
+        }
+        char bad[256] = "";
+        size_t q = 0;
+        for (int r = 0; r < W && q < sizeof bad - 16; r++)
+            if (f[r] > 0) q += (size_t)snprintf(bad + q, sizeof bad - q, "%s%d", q ? ", " : "", r);
+        all_skipped = !(f[W] > 0);
+        n_all = f[W + 1];
+        free(f);
+        if (bad[0]) {
+            if (isfinite(*loss_out)) *loss_out = NAN;
+            rc = ncmi_error_set("loss not finite on rank %s", bad);
+            goto out;
+        }
+    } else if (!isfinite(*loss_out)) {
+        rc = ncmi_error_set("loss %g", *loss_out);
+        goto out;
+    }
+    if (!all_skipped) {
+        if (W > 1 && nn_dist_reducer_begin(t->reducer, g, n_all > 0 ? n / n_all : 0.0)) {
+            rc = -1;
+            goto out;
+        }
+        /* with W > 1 the buckets are all-reduced while this runs (nn/dist.h) */
+        if (!skipped && nn_backward(g, loss)) rc = -1;
+        if (W > 1 && nn_dist_reducer_finish(t->reducer)) rc = -1;
+        if (rc) goto out;
         if (c->clip_grad_norm > 0) nn_clip_grad_norm(&t->P_opt, c->clip_grad_norm);
         nn_optim_step(&t->opt);
         if (t->have_opt_xi) nn_optim_step(&t->opt_xi);
@@ -1051,11 +1130,78 @@ int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out,
     }
     nn_params_zero_grad(&t->P_opt);
     if (t->have_ncmi) nn_params_zero_grad(&t->P_head);
-    *hits = step_accuracy(t, z, logits, y, n);
+    if (n > 0) *hits = step_accuracy(t, z, logits, y, n);
 out:
     nn_graph_reset(g);
     free(y);
     return rc;
+}
+
+/* ---- data parallel (cfg.dist, world size > 1) ---- */
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* Every rank must start an epoch loop from the same config and state: a
+ * rank launched with other options, or one that resumed from a different
+ * last.safetensors (a run folder that is not shared), would silently train
+ * something else. Hashes of the config text and of the state (epoch, RNG,
+ * every tensor of P_all) are compared with rank 0's. */
+static int dist_check_same(tr_trainer *t)
+{
+    nn_dist *d = t->cfg.dist;
+    const int W = nn_dist_world(d), rank = nn_dist_rank(d);
+    uint64_t h[2] = {0xcbf29ce484222325ULL, 0xcbf29ce484222325ULL}, h0[2];
+    const char *y = t->cfg.config_yaml ? t->cfg.config_yaml : "";
+    h[0] = fnv1a(h[0], y, strlen(y));
+    char rng[256];
+    rng_to_text(&t->st.shuffle, rng, sizeof rng);
+    h[1] = fnv1a(h[1], &t->st.epoch, sizeof t->st.epoch);
+    h[1] = fnv1a(h[1], rng, strlen(rng));
+    for (int i = 0; i < t->P_all.n; i++) {
+        const nn_tensor *x = t->P_all.t[i];
+        float *v = nn_host_view(x);
+        h[1] = fnv1a(h[1], x->name, strlen(x->name));
+        h[1] = fnv1a(h[1], v, x->numel * sizeof(float));
+        nn_host_release(x, v);
+    }
+    memcpy(h0, h, sizeof h);
+    if (nn_dist_broadcast(d, h0, sizeof h0, 0)) return -1;
+    double *f = calloc((size_t)2 * W, sizeof *f);
+    NCMI_CHECK(f, "out of memory");
+    f[rank] = h[0] != h0[0];
+    f[W + rank] = h[1] != h0[1];
+    int rc = nn_dist_allreduce_f64(d, f, (size_t)2 * W);
+    char bad[2][256] = {"", ""};
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int r = 0, q = 0; r < W && q < 200; r++)
+            if (f[k * W + r] > 0) q += snprintf(bad[k] + q, sizeof bad[k] - (size_t)q, "%s%d", q ? ", " : "", r);
+    free(f);
+    if (rc) return -1;
+    if (bad[0][0])
+        return ncmi_error_set("rank %s runs another config than rank 0: every rank must get the same --config "
+                              "and --set options",
+                              bad[0]);
+    if (bad[1][0])
+        return ncmi_error_set("rank %s starts from other weights or training state than rank 0 (with --resume "
+                              "every rank reads <run>/last.safetensors: the run folder must be on a filesystem "
+                              "that every rank sees)",
+                              bad[1]);
+    return 0;
+}
+
+/* Buffers (batchnorm running statistics, the NCMI centre) from rank 0. */
+static int dist_sync_buffers(tr_trainer *t)
+{
+    for (int i = 0; i < t->P_all.n; i++)
+        if (t->P_all.kind[i] == NN_PARAM_BUFFER && !t->P_all.host_only[i] &&
+            nn_dist_broadcast_tensor(t->cfg.dist, t->P_all.t[i], 0))
+            return -1;
+    return 0;
 }
 
 int tr_fit(tr_trainer *t)
@@ -1067,19 +1213,28 @@ int tr_fit(tr_trainer *t)
         snprintf(path_log, sizeof path_log, "%s/log.csv", c->run_dir);
         snprintf(path_last, sizeof path_last, "%s/last.safetensors", c->run_dir);
         snprintf(path_best, sizeof path_best, "%s/best.safetensors", c->run_dir);
-        if (t->resumed_from >= 0 && log_read(t, path_log, t->st.epoch)) return -1;
     }
+    /* data parallel: rank 0 alone evaluates, logs and writes the run folder */
+    const int W = nn_dist_world(c->dist), rank = nn_dist_rank(c->dist), writer = rank == 0;
+    const char *run_dir = writer ? c->run_dir : NULL;
+    if (run_dir && t->resumed_from >= 0 && log_read(t, path_log, t->st.epoch)) return -1;
     if (t->st.epoch >= c->epochs || t->st.stopped) return 0;
+    if (W > 1 && dist_check_same(t)) return -1;
 
     if (t->have_ncmi && c->ncmi.centering && !(host_first(t->ncmi.center_init) > 0.5f) &&
         init_center(t))
         return -1;
+    if (W > 1 && dist_sync_buffers(t)) return -1;
 
     const int n = tr->n, bs = c->batch_size;
     const int steps = (n + bs - 1) / bs;
-    int *perm = malloc((size_t)n * sizeof *perm);
-    if (!perm) return ncmi_error_set("out of memory");
-    progress prog = {c->progress, now_s(), 0, c->epochs, t->st.epoch};
+    int *perm = malloc((size_t)n * sizeof *perm), *mine = malloc((size_t)n * sizeof *mine);
+    if (!perm || !mine) {
+        free(perm);
+        free(mine);
+        return ncmi_error_set("out of memory");
+    }
+    progress prog = {writer ? c->progress : -1, now_s(), 0, c->epochs, t->st.epoch};
     int rc = 0;
     for (int epoch = t->st.epoch; epoch < c->epochs && !rc; epoch++) {
         double t0 = now_s();
@@ -1088,64 +1243,93 @@ int tr_fit(tr_trainer *t)
         if (t->have_opt_xi)
             t->opt_xi.lr = c->lr > 0 ? c->centroid_lr * (lr / c->lr) : c->centroid_lr;
         nn_rng_permutation(&t->st.shuffle, perm, n);
-        if (tr->order) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (tr->order && W == 1) tr->order(tr, perm, n); /* read-ahead hint (bags) */
+        if (tr->order && W > 1) {
+            /* this rank reads its slices only: the hint is their concatenation */
+            int k = 0;
+            for (int b0 = 0; b0 < n; b0 += bs) {
+                const int nb = n - b0 < bs ? n - b0 : bs;
+                for (int i = (int)((long)nb * rank / W); i < (int)((long)nb * (rank + 1) / W); i++)
+                    mine[k++] = perm[b0 + i];
+            }
+            tr->order(tr, mine, k);
+        }
         if (t->model->epoch_start) t->model->epoch_start(t->model, epoch, c->epochs);
         nn_rng aug = nn_rng_fork(&t->st.shuffle, (uint64_t)epoch);
+        /* ranks augment and drop out with streams of their own */
+        if (W > 1) aug = nn_rng_fork(&aug, (uint64_t)rank + 1);
         double loss_sum = 0;
         long correct = 0;
-        int seen = 0;
+        long seen = 0;
         for (int step = 0; step < steps && !rc; step++) {
             int b0 = step * bs, nb = n - b0 < bs ? n - b0 : bs;
+            /* this rank's slice of the global batch perm[b0 .. b0 + nb) */
+            const int lo = (int)((long)nb * rank / W), hi = (int)((long)nb * (rank + 1) / W);
+            const int *sl = perm + b0 + lo, ns = hi - lo;
             double lv;
             int hits;
-            if (tr_step(t, perm + b0, nb, &aug, &lv, &hits)) {
+            if (tr_step(t, sl, ns, &aug, &lv, &hits)) {
                 if (!isfinite(lv)) {
                     /* name the samples of the step (the slides, for bags) and the last good checkpoint */
                     char who[512] = "", ck[4400] = "no checkpoint written yet";
                     if (tr->sample_id) {
                         size_t q = 0;
-                        for (int i = 0; i < nb && i < 8 && q < sizeof who; i++)
+                        for (int i = 0; i < ns && i < 8 && q < sizeof who; i++)
                             q += (size_t)snprintf(who + q, sizeof who - q, "%s%s", i ? ", " : "",
-                                                  tr->sample_id(tr, perm[b0 + i]));
-                        if (nb > 8 && q < sizeof who) snprintf(who + q, sizeof who - q, ", ... (%d)", nb);
+                                                  tr->sample_id(tr, sl[i]));
+                        if (ns > 8 && q < sizeof who) snprintf(who + q, sizeof who - q, ", ... (%d)", ns);
                     }
                     if (c->run_dir && epoch > 0)
                         snprintf(ck, sizeof ck, "last good checkpoint: %s (epoch %d)", path_last, epoch);
-                    ncmi_error_set("training diverged at epoch %d step %d (loss %g%s%s%s); %s; lower the "
+                    char on[300] = "";
+                    if (W > 1) snprintf(on, sizeof on, " (%s; this rank's samples)", ncmi_error());
+                    ncmi_error_set("training diverged at epoch %d step %d (loss %g%s%s%s)%s; %s; lower the "
                                    "learning rate (%g) or clip the gradient norm",
                                    epoch + 1, step + 1, lv, who[0] ? ", " : "",
-                                   who[0] ? (tr->bags ? (nb > 1 ? "slides " : "slide ") : "samples ") : "",
-                                   who, ck, (double)lr);
+                                   who[0] ? (tr->bags ? (ns > 1 ? "slides " : "slide ") : "samples ") : "",
+                                   who, on, ck, (double)lr);
                 }
                 rc = -1;
                 break;
             }
-            loss_sum += lv * nb;
+            if (ns > 0) loss_sum += lv * ns;
             correct += hits;
-            seen += nb;
-            progress_step(&prog, epoch, step + 1, steps, loss_sum / seen, (double)correct / seen, &t->st);
+            seen += ns;
+            progress_step(&prog, epoch, step + 1, steps, seen ? loss_sum / seen : 0, seen ? (double)correct / seen : 0,
+                          &t->st);
         }
         if (rc) break;
+        if (W > 1) {
+            /* the epoch's training loss and accuracy over every rank; rank 0's buffers */
+            double a[3] = {loss_sum, (double)correct, (double)seen};
+            if (nn_dist_allreduce_f64(c->dist, a, 3) || dist_sync_buffers(t)) {
+                rc = -1;
+                break;
+            }
+            loss_sum = a[0];
+            correct = (long)a[1];
+            seen = (long)a[2];
+        }
         tr_epoch_stats es = {0};
         es.epoch = epoch + 1;
         es.lr = lr;
         es.train_loss = loss_sum / seen;
         es.train_acc = (double)correct / seen;
         int last_epoch = epoch + 1 == c->epochs;
-        int is_best = 0;
+        int is_best = 0, bad = 0;
         if (t->val && t->val->n > 0 && ((epoch + 1) % c->eval_every == 0 || last_epoch)) {
-            if (validate(t, &es)) {
-                rc = -1;
-                break;
-            }
+            /* data parallel: rank 0 evaluates; its outcome reaches the others below */
+            if (writer && validate(t, &es)) bad = 1;
             double sc = isfinite(es.score) ? es.score : -INFINITY;
-            is_best = t->st.best_epoch == 0 || sc > t->st.best_score;
-            if (is_best) {
-                t->st.best_score = sc;
-                t->st.best_epoch = epoch + 1;
-                t->st.bad_evals = 0;
-            } else if (++t->st.bad_evals >= c->patience && c->patience > 0) {
-                t->st.stopped = 1;
+            if (writer && !bad) {
+                is_best = t->st.best_epoch == 0 || sc > t->st.best_score;
+                if (is_best) {
+                    t->st.best_score = sc;
+                    t->st.best_epoch = epoch + 1;
+                    t->st.bad_evals = 0;
+                } else if (++t->st.bad_evals >= c->patience && c->patience > 0) {
+                    t->st.stopped = 1;
+                }
             }
         } else if (!t->val || t->val->n == 0) {
             /* no validation set: the last epoch is the selected one */
@@ -1157,9 +1341,32 @@ int tr_fit(tr_trainer *t)
         log_push(t, log_line(&es));
         /* best first, then the log, then last: a run interrupted in between
          * resumes from the previous last and rewrites the rest */
-        if (c->run_dir &&
+        if (!bad && run_dir &&
             ((is_best && save_checkpoint(t, path_best, 0, es.val_acc, es.score)) ||
-             log_write(t, path_log) || save_checkpoint(t, path_last, 1, es.val_acc, es.score))) {
+             log_write(t, path_log) || save_checkpoint(t, path_last, 1, es.val_acc, es.score)))
+            bad = 1;
+        if (W > 1) {
+            /* the others wait (without a time limit: evaluation may be long) for
+             * rank 0's evaluation and checkpoint, then take its outcome */
+            double s[5] = {bad, t->st.best_score, t->st.best_epoch, t->st.bad_evals, t->st.stopped};
+            if (nn_dist_barrier(c->dist, -1) || nn_dist_broadcast(c->dist, s, sizeof s, 0)) {
+                rc = -1;
+                break;
+            }
+            if (!writer) {
+                if (s[0] > 0) {
+                    rc = ncmi_error_set("rank 0 failed to evaluate or to write the run folder after epoch %d "
+                                        "(see its message)",
+                                        epoch + 1);
+                    break;
+                }
+                t->st.best_score = s[1];
+                t->st.best_epoch = (int)s[2];
+                t->st.bad_evals = (int)s[3];
+                t->st.stopped = (int)s[4];
+            }
+        }
+        if (bad) {
             rc = -1;
             break;
         }
@@ -1167,7 +1374,7 @@ int tr_fit(tr_trainer *t)
         if (t->st.stopped) {
             if (prog.mode == 1) progress_end(&prog);
             prog.mode = prog.mode == 1 ? -1 : prog.mode;
-            if (c->out)
+            if (c->out && writer)
                 fprintf(c->out, "early stopping after epoch %d: no better %s on val for %d evaluations\n",
                         epoch + 1, c->select, c->patience);
             break;
@@ -1175,6 +1382,7 @@ int tr_fit(tr_trainer *t)
     }
     progress_end(&prog);
     free(perm);
+    free(mine);
     return rc;
 }
 

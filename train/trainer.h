@@ -23,6 +23,17 @@
  * At the end: predictions and metrics of the evaluation split at the selected
  * epoch (docs/training.md describes every file and choice).
  *
+ * Data parallel (cfg.dist with world size W > 1, docs/distributed.md): every
+ * rank runs this loop on the same shuffled order and takes its slice of each
+ * global batch (batch_size / W samples; the last, short batch split as
+ * evenly as possible); the gradients are averaged over the ranks (weighted
+ * by the samples each rank had) before clipping and the optimizers, so the
+ * step equals one process's step on the global batch up to float summation
+ * order (batchnorm statistics stay per rank, as in PyTorch DDP). The NCMI
+ * centre's EMA step uses the mean over the global batch. Rank 0 alone
+ * evaluates, logs and writes checkpoints; the others wait for it. Buffers
+ * (batchnorm running statistics) are rank 0's, broadcast every epoch.
+ *
  * Everything fallible returns 0 / -1 with ncmi_error() set. */
 #ifndef NCMI_TRAIN_TRAINER_H
 #define NCMI_TRAIN_TRAINER_H
@@ -30,6 +41,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../nn/dist.h"
 #include "../nn/loss.h"
 #include "../nn/ncmi.h"
 #include "../nn/optim.h"
@@ -165,6 +177,10 @@ typedef struct tr_config {
      * and the head's tensors are moved there by tr_init; inputs are copied
      * there per step; predictions, metrics and linear probing stay on the host. */
     int device_cuda;
+    /* data-parallel process group (nn/dist.h; borrowed): NULL or world size 1
+     * trains in this process alone; train.batch_size is the GLOBAL batch and
+     * must be divisible by the world size */
+    nn_dist *dist;
     /* run folder (NULL: no files) */
     const char *run_dir;
     const char *config_yaml; /* saved in checkpoints (borrowed; may be NULL) */
@@ -222,6 +238,7 @@ typedef struct tr_trainer {
     char **log_lines;
     int n_log;
     int resumed_from;     /* epoch resumed after (-1: fresh) */
+    nn_dist_reducer *reducer; /* gradient all-reduce (world size > 1) */
 } tr_trainer;
 
 /* Set up the head, optimizers and state. val and test may be NULL. The
@@ -250,7 +267,11 @@ int tr_fit(tr_trainer *t);
  * (NCMI) the centroid SGD at their current lr, the model's after-step hook.
  * *loss = the batch loss, *hits = correct training predictions (linear:
  * argmax; NCMI: nearest learned centroid). An NCMI step whose samples all
- * sit on the centre is skipped (nn/ncmi.h). -1 on a non-finite loss. */
+ * sit on the centre is skipped (nn/ncmi.h). -1 on a non-finite loss.
+ * Data parallel: every rank calls it at the same time with its own samples
+ * (n may be 0); the gradients are averaged with weights n_rank / sum n, the
+ * loss and hits returned are this rank's, and a non-finite loss on any rank
+ * fails the step on every rank (*loss = NaN where it was finite). */
 int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss, int *hits);
 
 /* Embeddings of every sample of d in eval mode: *Z malloc'd [d->n, D]. */
