@@ -60,8 +60,8 @@ int nat_folder_check(nat_folder *f, int decode, int workers, FILE *report, int *
 int nat_image_decode(const char *path, uint8_t **rgb, int *w, int *h);
 /* Width and height from the header only. */
 int nat_image_size(const char *path, int *w, int *h);
-/* Write RGB or grey uint8 (c = 1 or 3) as a JPEG (quality q) or, for a
- * path ending in .png, a PNG (tests, tools). */
+/* Write uint8 pixels (c = 1 grey, 3 RGB, 4 CMYK) as a JPEG (quality q,
+ * 4:2:0 chroma) or, for a path ending in .png, a PNG (tests, tools). */
 int nat_image_write(const char *path, const uint8_t *px, int w, int h, int c, int q);
 
 #endif

@@ -371,7 +371,9 @@ static int take(natds *s, int p, float *dst, size_t numel)
     }
     if (s->lo < p + 1) s->lo = p + 1;
     if (s->next < s->lo) s->next = s->lo;
-    pthread_cond_broadcast(&s->cv_work);
+    /* wake the workers when the ring is half empty, not for every slot
+     * (small samples: a wake-up per sample would cost more than the work) */
+    if (s->next - s->lo <= s->cap / 2) pthread_cond_broadcast(&s->cv_work);
     return rc;
 }
 
