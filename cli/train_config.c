@@ -11,8 +11,11 @@
 
 #define OFF(f) offsetof(ncmi_train_config, f)
 
-static const char *const data_kinds[] = {"synthetic", "mnist", "bags", NULL};
-static const char *const model_kinds[] = {"mlp", "abmil", "transmil", "aem", "asmil", NULL};
+static const char *const data_kinds[] = {"synthetic", "mnist", "bags", "cifar10", "cifar100",
+                                         "imagenet", NULL};
+static const char *const augment_kinds[] = {"none", "cifar", "imagenet", NULL};
+static const char *const model_kinds[] = {"mlp",      "abmil",    "transmil", "aem",       "asmil",
+                                          "resnet18", "resnet34", "resnet50", "resnet101", NULL};
 static const char *const anchor_kinds[] = {"ema", "frozen", NULL};
 static const char *const head_kinds[] = {"linear", "ncmi", NULL};
 static const char *const loss_kinds[] = {"ce", "label_smoothing", "focal", "poly1", "square",
@@ -30,14 +33,20 @@ static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NUL
 static const ncmi_cfg_key keys[] = {
     {"name", NCMI_CFG_STRING, "", "run name: the run folder is OUT/NAME/ (empty: the config file's base name)", OFF(name), NULL, 0, 0, 0, 0},
     {"seed", NCMI_CFG_INT, "0", "seed of every random draw (data, init, shuffling)", OFF(seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset: synthetic (seeded Gaussian blobs), mnist (the 10,000 images of the MNIST test set in data.root, split into train/val/test with data.split_seed) or bags (MIL: one bag of patch features per slide, data.features + data.manifest)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
-    {"data.root", NCMI_CFG_STRING, "../shared/fixtures/mnist", "mnist: folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]", OFF(data_root), NULL, 0, 0, 0, 0},
-    {"data.n_train", NCMI_CFG_INT, "0", "training samples (0: synthetic 600, mnist 7000)", OFF(n_train), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"data.n_val", NCMI_CFG_INT, "0", "validation samples, for model selection (0: synthetic 300, mnist 1000: carved out of the 8,000 training images)", OFF(n_val), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"data.n_test", NCMI_CFG_INT, "0", "test samples (0: synthetic none, mnist 2000)", OFF(n_test), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.kind", NCMI_CFG_ENUM, "synthetic", "dataset: synthetic (seeded Gaussian blobs), mnist (the 10,000 images of the MNIST test set in data.root, split into train/val/test with data.split_seed; samples are [1, 28, 28] images), bags (MIL: one bag of patch features per slide, data.features + data.manifest), or natural images in data.root (natural/ loaders, being wired: issue 8): cifar10, cifar100 (the binary format: data_batch_*/test_batch, train/test files) or imagenet (train/<wnid>/*.JPEG and val/<wnid>/*.JPEG)", OFF(data_kind), data_kinds, 0, 0, 0, 0},
+    {"data.root", NCMI_CFG_STRING, "../shared/fixtures/mnist", "mnist: folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]; cifar10 / cifar100: folder of the binary version (cifar-10-batches-bin, cifar-100-binary); imagenet: folder holding train/ and val/", OFF(data_root), NULL, 0, 0, 0, 0},
+    {"data.n_train", NCMI_CFG_INT, "0", "training samples (0: synthetic 600, mnist 7000; cifar10/cifar100/imagenet: the whole training split)", OFF(n_train), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.n_val", NCMI_CFG_INT, "0", "validation samples, for model selection (0: synthetic 300, mnist 1000: carved out of the 8,000 training images; cifar10/cifar100/imagenet: data.val_fraction)", OFF(n_val), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.n_test", NCMI_CFG_INT, "0", "test samples (0: synthetic none, mnist 2000; cifar10/cifar100/imagenet: the whole test / val split)", OFF(n_test), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.split_seed", NCMI_CFG_INT, "0", "mnist: seed of the split (fixed, independent of 'seed': the first n_test images of the permutation are the test set, then n_train, then n_val)", OFF(split_seed), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.classes", NCMI_CFG_STRING_LIST, "[]", "class names in order ([]: the dataset's own: digits 0-9, or 0..n_classes-1); a label outside the list is an error", OFF(classes), NULL, 0, 0, 0, 0},
     {"data.augment_shift", NCMI_CFG_INT, "0", "mnist: translate training images by a random offset of up to this many pixels (0 = no augmentation)", OFF(augment_shift), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.augment", NCMI_CFG_ENUM, "none", "cifar10/cifar100/imagenet: training augmentation: none, cifar (random crop with 4-pixel padding, horizontal flip, rotation: the NCMI code's CIFAR recipe) or imagenet (RandomResizedCrop to data.train_size + horizontal flip); evaluation images are never augmented", OFF(augment), augment_kinds, 0, 0, 0, 0},
+    {"data.workers", NCMI_CFG_INT, "2", "cifar10/cifar100/imagenet: loader threads decoding and augmenting the next batches while the model trains (0: on the training thread); results do not depend on it", OFF(workers), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.train_size", NCMI_CFG_INT, "224", "imagenet: side of the training crop (RandomResizedCrop)", OFF(train_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"data.eval_size", NCMI_CFG_INT, "224", "imagenet: side of the evaluation centre crop (the paper evaluates at 280)", OFF(eval_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"data.eval_resize", NCMI_CFG_INT, "0", "imagenet: the shorter side is resized to this before the evaluation centre crop (0: data.eval_size * 256 / 224, torchvision's 256 for 224)", OFF(eval_resize), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"data.val_fraction", NCMI_CFG_FLOAT, "0.1", "cifar10/cifar100/imagenet: share of the training set held out (a seeded random subset) for validation and model selection when data.n_val is 0; CIFAR has no validation set of its own, ImageNet's val/ is the test split (0: nothing held out)", OFF(val_fraction), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"data.n_classes", NCMI_CFG_INT, "3", "number of classes (synthetic)", OFF(n_classes), NULL, NCMI_CFG_MIN, 2, 0, 0},
     {"data.dim", NCMI_CFG_INT, "16", "input features per sample (synthetic)", OFF(dim), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"data.separation", NCMI_CFG_FLOAT, "3.0", "distance of the class means from the origin, in noise std (synthetic)", OFF(separation), NULL, NCMI_CFG_MIN, 0, 0, 0},
@@ -49,8 +58,11 @@ static const ncmi_cfg_key keys[] = {
     {"data.prefetch", NCMI_CFG_INT, "2", "bags: bags read ahead on a thread in the trainer's order (0: none); results do not depend on it", OFF(prefetch), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"data.skip_missing", NCMI_CFG_BOOL, "false", "bags: leave out the slides whose feature file is missing or unreadable, with a warning (false: an error listing them); --skip-missing sets it", OFF(skip_missing), NULL, 0, 0, 0, 0},
     {"data.standardize", NCMI_CFG_BOOL, "false", "bags: z-score every feature with the mean and std over the instances of the training bags (read once at the start; for raw benchmark features such as Musk, not for encoder features)", OFF(standardize), NULL, 0, 0, 0, 0},
-    {"model.kind", NCMI_CFG_ENUM, "mlp", "model: mlp (linear layers with ReLU, tensors layers.I.weight and layers.I.bias; the embedding z is the last hidden layer's output), or a MIL head on bags (data.kind bags): abmil, transmil, aem, asmil (keys mil.*; z is the bag embedding)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
+    {"model.kind", NCMI_CFG_ENUM, "mlp", "model: mlp (linear layers with ReLU, tensors layers.I.weight and layers.I.bias; the embedding z is the last hidden layer's output), a MIL head on bags (data.kind bags): abmil, transmil, aem, asmil (keys mil.*; z is the bag embedding), or a torchvision ResNet on images (mnist, cifar10, cifar100, imagenet): resnet18, resnet34, resnet50, resnet101 (keys model.cifar_stem, model.width, model.in_channels; torchvision's tensor names and initialisation; z is the pooled feature, 8 x model.width (512) for resnet18/34, 32 x model.width (2048) for resnet50/101; the linear head is fc)", OFF(model_kind), model_kinds, 0, 0, 0, 0},
     {"model.hidden", NCMI_CFG_INT_LIST, "[64, 64]", "hidden layer widths of the MLP ([]: z is the input); the linear head is layers.<len(hidden)>", OFF(hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"model.cifar_stem", NCMI_CFG_BOOL, "false", "ResNets: the CIFAR stem (conv1 3x3 stride 1, no max-pool) instead of the ImageNet stem (conv1 7x7 stride 2 + 3x3 max-pool); for 28-32 pixel images", OFF(cifar_stem), NULL, 0, 0, 0, 0},
+    {"model.width", NCMI_CFG_INT, "64", "ResNets: base channels; the four stages have width, 2, 4, 8 x width channels (x4 at the output of a bottleneck); 64 is torchvision's network exactly, smaller widths make small fast nets (MNIST: 16)", OFF(width), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 1, 4096, 0},
+    {"model.in_channels", NCMI_CFG_INT, "3", "ResNets: channels of the input images, conv1's input (3: RGB; mnist: 1)", OFF(in_channels), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 1, 64, 0},
     {"mil.d_inner", NCMI_CFG_INT, "512", "MIL heads: size of the bag embedding z (the first Linear(D_feat, d_inner)): 512 for 1024-d features, 256 for 512-d, 128 for 384-d", OFF(mil_d_inner), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.attn_hidden", NCMI_CFG_INT, "128", "abmil/aem: hidden size of the gated attention (V, U: Linear(d_inner, attn_hidden))", OFF(mil_attn_hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.dropout", NCMI_CFG_FLOAT, "0.1", "transmil/asmil: attention dropout (training only); transmil needs mil.d_inner divisible by its 8 heads", OFF(mil_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
@@ -153,8 +165,22 @@ int ncmi_train_config_check(const ncmi_train_config *c)
                               "the 10000 MNIST test images", (long)c->n_train + c->n_val + c->n_test);
     if (c->augment_shift > 0 && c->data_kind != NCMI_DATA_MNIST)
         return ncmi_error_set("key 'data.augment_shift': only for image data (mnist)");
-    const int bags = c->data_kind == NCMI_DATA_BAGS, mil = c->model_kind != NCMI_MODEL_MLP;
-    if (bags && !mil)
+    const int natural = c->data_kind == NCMI_DATA_CIFAR10 || c->data_kind == NCMI_DATA_CIFAR100 ||
+                        c->data_kind == NCMI_DATA_IMAGENET;
+    if (c->augment != NCMI_AUGMENT_NONE && !natural)
+        return ncmi_error_set("key 'data.augment': %s is for cifar10, cifar100 and imagenet (mnist: "
+                              "data.augment_shift)", augment_kinds[c->augment]);
+    if (NCMI_MODEL_IS_RESNET(c->model_kind)) {
+        if (c->data_kind != NCMI_DATA_MNIST && !natural)
+            return ncmi_error_set("key 'model.kind': %s needs images (data.kind mnist, cifar10, cifar100 or "
+                                  "imagenet), not %s", model_kinds[c->model_kind], data_kinds[c->data_kind]);
+        const int ch = c->data_kind == NCMI_DATA_MNIST ? 1 : 3;
+        if (c->in_channels != ch)
+            return ncmi_error_set("key 'model.in_channels': %d, but %s images have %d channel%s", c->in_channels,
+                                  data_kinds[c->data_kind], ch, ch == 1 ? "" : "s");
+    }
+    const int bags = c->data_kind == NCMI_DATA_BAGS, mil = NCMI_MODEL_IS_MIL(c->model_kind);
+    if (!mil && bags)
         return ncmi_error_set("key 'model.kind': data.kind bags needs a MIL head (abmil, transmil, aem, asmil)");
     if (mil && !bags)
         return ncmi_error_set("key 'model.kind': %s is a MIL head: it needs data.kind bags",
@@ -189,10 +215,13 @@ int ncmi_train_config_check(const ncmi_train_config *c)
 void ncmi_train_config_resolve(ncmi_train_config *c)
 {
     int mnist = c->data_kind == NCMI_DATA_MNIST;
+    int natural = c->data_kind == NCMI_DATA_CIFAR10 || c->data_kind == NCMI_DATA_CIFAR100 ||
+                  c->data_kind == NCMI_DATA_IMAGENET;
+    if (c->batch_size == 0) c->batch_size = c->data_kind == NCMI_DATA_BAGS ? 1 : 32;
+    if (natural) return; /* 0: the whole split (the loaders decide) */
     if (c->n_train == 0) c->n_train = mnist ? 7000 : 600;
     if (c->n_val == 0) c->n_val = mnist ? 1000 : 300;
     if (c->n_test == 0 && mnist) c->n_test = 2000;
-    if (c->batch_size == 0) c->batch_size = c->data_kind == NCMI_DATA_BAGS ? 1 : 32;
 }
 
 char *ncmi_train_config_fold_path(const char *s, int fold)

@@ -7,15 +7,31 @@
 
 #include "config.h"
 
-typedef enum { NCMI_DATA_SYNTHETIC = 0, NCMI_DATA_MNIST = 1, NCMI_DATA_BAGS = 2 } ncmi_data_kind;
-/* MIL heads: model.kind - 1 is the mil_head_kind (mil/mil.h) */
+typedef enum {
+    NCMI_DATA_SYNTHETIC = 0,
+    NCMI_DATA_MNIST = 1,
+    NCMI_DATA_BAGS = 2,
+    NCMI_DATA_CIFAR10 = 3,
+    NCMI_DATA_CIFAR100 = 4,
+    NCMI_DATA_IMAGENET = 5
+} ncmi_data_kind;
+/* data.augment */
+typedef enum { NCMI_AUGMENT_NONE = 0, NCMI_AUGMENT_CIFAR, NCMI_AUGMENT_IMAGENET } ncmi_augment_kind;
+/* MIL heads: model.kind - 1 is the mil_head_kind (mil/mil.h); ResNets:
+ * model.kind - NCMI_MODEL_RESNET18 is the rn_arch (natural/resnet.h) */
 typedef enum {
     NCMI_MODEL_MLP = 0,
     NCMI_MODEL_ABMIL,
     NCMI_MODEL_TRANSMIL,
     NCMI_MODEL_AEM,
-    NCMI_MODEL_ASMIL
+    NCMI_MODEL_ASMIL,
+    NCMI_MODEL_RESNET18,
+    NCMI_MODEL_RESNET34,
+    NCMI_MODEL_RESNET50,
+    NCMI_MODEL_RESNET101
 } ncmi_model_kind;
+#define NCMI_MODEL_IS_MIL(k) ((k) >= NCMI_MODEL_ABMIL && (k) <= NCMI_MODEL_ASMIL)
+#define NCMI_MODEL_IS_RESNET(k) ((k) >= NCMI_MODEL_RESNET18 && (k) <= NCMI_MODEL_RESNET101)
 typedef enum { NCMI_HEAD_LINEAR = 0, NCMI_HEAD_NCMI = 1 } ncmi_head_kind;
 /* same order as nn_loss_kind (nn/loss.h) */
 typedef enum {
@@ -41,6 +57,13 @@ typedef struct ncmi_train_config {
     int split_seed;         /* mnist: seed of the fixed train/val/test split */
     ncmi_cfg_strings classes; /* class names ([]: the dataset's own) */
     int augment_shift;      /* mnist: random translation in pixels when training */
+    /* natural images (cifar10, cifar100, imagenet): natural/ loaders */
+    int augment;            /* ncmi_augment_kind */
+    int workers;            /* loader threads */
+    int train_size;         /* imagenet: training crop side */
+    int eval_size;          /* imagenet: evaluation centre-crop side */
+    int eval_resize;        /* imagenet: shorter side before the centre crop (0: eval_size*256/224) */
+    double val_fraction;    /* share of the training set held out for validation */
     int n_classes, dim;
     double separation;
     /* bags (data.kind bags): features folder + manifest */
@@ -55,6 +78,10 @@ typedef struct ncmi_train_config {
     /* model */
     int model_kind;
     ncmi_cfg_ints hidden;
+    /* ResNets (natural/resnet.h) */
+    int cifar_stem;         /* 3x3 stride-1 conv1, no max-pool */
+    int width;              /* base channels (64: torchvision) */
+    int in_channels;        /* conv1's input channels */
     /* MIL heads (mil/mil.h mil_opts) */
     int mil_d_inner, mil_attn_hidden;
     double mil_dropout;
@@ -109,7 +136,8 @@ int ncmi_train_config_check(const ncmi_train_config *c);
 /* "{fold}" in s replaced by fold (malloc'd); a copy when absent. */
 char *ncmi_train_config_fold_path(const char *s, int fold);
 /* Replace the "0 = the kind's default" sizes (data.n_train, n_val, n_test)
- * by their values: synthetic 600 / 300 / 0, mnist 7000 / 1000 / 2000; and
+ * by their values: synthetic 600 / 300 / 0, mnist 7000 / 1000 / 2000
+ * (cifar10, cifar100, imagenet: left at 0, the whole split); and
  * train.batch_size 0 by 32 (bags: 1 bag per step). */
 void ncmi_train_config_resolve(ncmi_train_config *c);
 

@@ -12,6 +12,7 @@
 #include "../mil/bags.h"
 #include "../mil/mil.h"
 #include "../natural/mnist.h"
+#include "../natural/resnet_model.h"
 #include "../nn/error.h"
 #include "../nn/synth.h"
 
@@ -137,13 +138,14 @@ static int load_mnist(cli_train_job *j, const ncmi_train_config *c)
         for (int i = 0; i < m.n; i++) idx_all[i] = i;
         nat_mnist_to_float(&m, idx_all, m.n, 0.1307f, 0.3081f, X);
         free(idx_all);
-        const int dim = m.rows * m.cols;
+        /* samples are images [1, 28, 28]: the ResNets take them as they are, the MLP flattens */
+        const int dim = m.rows * m.cols, shape[3] = {1, m.rows, m.cols};
         tr_dense_opts o = {c->augment_shift, m.rows, m.cols};
-        rc = make_split(&j->test, "test", labels_path, X, y, perm, c->n_test, dim, 1, &dim, "t10k_", &o) ||
-             make_split(&j->train, "train", labels_path, X, y, perm + c->n_test, c->n_train, dim, 1, &dim,
+        rc = make_split(&j->test, "test", labels_path, X, y, perm, c->n_test, dim, 3, shape, "t10k_", &o) ||
+             make_split(&j->train, "train", labels_path, X, y, perm + c->n_test, c->n_train, dim, 3, shape,
                         "t10k_", &o) ||
-             make_split(&j->val, "val", labels_path, X, y, perm + c->n_test + c->n_train, c->n_val, dim, 1,
-                        &dim, "t10k_", &o);
+             make_split(&j->val, "val", labels_path, X, y, perm + c->n_test + c->n_train, c->n_val, dim, 3,
+                        shape, "t10k_", &o);
         rc = rc ? -1 : 0;
         j->have_test = !rc && c->n_test > 0;
         j->C = C;
@@ -154,6 +156,17 @@ static int load_mnist(cli_train_job *j, const ncmi_train_config *c)
 out:
     nat_mnist_free(&m);
     return rc;
+}
+
+/* cifar10, cifar100, imagenet: the natural/ loaders are wired next (issue 8) */
+static int load_natural(const ncmi_train_config *c)
+{
+    const char *kind = c->data_kind == NCMI_DATA_CIFAR10    ? "cifar10"
+                       : c->data_kind == NCMI_DATA_CIFAR100 ? "cifar100"
+                                                            : "imagenet";
+    return ncmi_error_set("data.kind %s: the %s loader is being wired (issue 8); the config itself is "
+                          "valid (--print-config)",
+                          kind, c->data_kind == NCMI_DATA_IMAGENET ? "ImageNet" : "CIFAR");
 }
 
 static int load_bags(cli_train_job *j, const ncmi_train_config *c)
@@ -234,9 +247,10 @@ int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
     nn_rng_seed(&root, (uint64_t)c->seed);
     nn_rng data_rng = nn_rng_fork(&root, 1);
     j->init_rng = nn_rng_fork(&root, 2);
-    int rc = c->data_kind == NCMI_DATA_MNIST  ? load_mnist(j, c)
-             : c->data_kind == NCMI_DATA_BAGS ? load_bags(j, c)
-                                              : load_synthetic(j, c, &data_rng);
+    int rc = c->data_kind == NCMI_DATA_MNIST       ? load_mnist(j, c)
+             : c->data_kind == NCMI_DATA_BAGS      ? load_bags(j, c)
+             : c->data_kind == NCMI_DATA_SYNTHETIC ? load_synthetic(j, c, &data_rng)
+                                                   : load_natural(c);
     if (rc) {
         cli_train_job_free(j);
         return -1;
@@ -248,6 +262,20 @@ int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
     }
     if (c->data_kind == NCMI_DATA_BAGS) {
         if (init_mil(j, c)) {
+            cli_train_job_free(j);
+            return -1;
+        }
+        j->have_model = 1;
+        return 0;
+    }
+    if (NCMI_MODEL_IS_RESNET(c->model_kind)) {
+        rn_config rc_ = {.arch = (rn_arch)(c->model_kind - NCMI_MODEL_RESNET18),
+                         .cifar_stem = c->cifar_stem,
+                         .n_stages = 4,
+                         .num_classes = 0, /* the trainer's linear head is fc */
+                         .width = c->width,
+                         .in_channels = c->in_channels};
+        if (rn_tr_model_init(&j->model, &rc_, &j->init_rng)) {
             cli_train_job_free(j);
             return -1;
         }

@@ -2,8 +2,8 @@
  *
  *   stem     conv1 7x7/2 p3 (CIFAR: 3x3/1 p1), bn1, relu, maxpool 3/2 p1 (CIFAR: none)
  *   layerL   blocks[L] of BasicBlock (18, 34) or Bottleneck (50, 101), planes
- *            64/128/256/512, stride 1/2/2/2 on the first block of the layer
- *            (Bottleneck: on its 3x3 conv2, torchvision's v1.5); downsample
+ *            64/128/256/512 (w/2w/4w/8w at width w), stride 1/2/2/2 on the first
+ *            block of the layer (Bottleneck: on its 3x3 conv2, torchvision's v1.5); downsample
  *            (1x1 conv with the block's stride + bn) where the shape changes
  *   head     global average pool [N, planes * expansion], fc when num_classes > 0
  */
@@ -48,18 +48,28 @@ int rn_config_check(const rn_config *c)
         return ncmi_error_set("resnet: n_stages %d (1..4; 3 stops after layer3)", c->n_stages);
     if (c->num_classes < 0)
         return ncmi_error_set("resnet: num_classes %d (0: no fc)", c->num_classes);
+    if (c->width < 0 || c->width > 4096)
+        return ncmi_error_set("resnet: width %d (1..4096; 0: torchvision's 64)", c->width);
+    if (c->in_channels < 0 || c->in_channels > 64)
+        return ncmi_error_set("resnet: in_channels %d (1..64; 0: 3)", c->in_channels);
     return 0;
 }
 
 char *rn_config_describe(const rn_config *c, char *buf, size_t n)
 {
-    char fc[48];
+    char fc[48], extra[64] = "";
     if (c->num_classes > 0)
         snprintf(fc, sizeof fc, "fc with %d classes", c->num_classes);
     else
         snprintf(fc, sizeof fc, "no fc");
-    snprintf(buf, n, "%s (%s stem, %d stage%s, %s)", rn_arch_name(c->arch),
-             c->cifar_stem ? "CIFAR" : "ImageNet", c->n_stages, c->n_stages == 1 ? "" : "s", fc);
+    const int w = c->width > 0 ? c->width : 64, ic = c->in_channels > 0 ? c->in_channels : 3;
+    size_t k = 0;
+    if (w != 64) k += (size_t)snprintf(extra + k, sizeof extra - k, ", width %d", w);
+    if (ic != 3)
+        snprintf(extra + k, sizeof extra - k, ", %d input channel%s", ic, ic == 1 ? "" : "s");
+    snprintf(buf, n, "%s (%s stem, %d stage%s%s, %s)", rn_arch_name(c->arch),
+             c->cifar_stem ? "CIFAR" : "ImageNet", c->n_stages, c->n_stages == 1 ? "" : "s", extra,
+             fc);
     return buf;
 }
 
@@ -80,6 +90,8 @@ int rn_config_from_name(rn_config *c, const char *name)
             c->cifar_stem = 0;
             c->n_stages = presets[i].stages;
             c->num_classes = 0;
+            c->width = 64;
+            c->in_channels = 3;
             return 0;
         }
     }
@@ -114,12 +126,15 @@ int rn_init(rn_model *m, const rn_config *c, nn_rng *rng)
     nn_params_init(&m->P);
     nn_params *P = &m->P;
     const int bott = arch_bottleneck(c->arch), exp = bott ? 4 : 1;
+    const int W = c->width > 0 ? c->width : 64, IC = c->in_channels > 0 ? c->in_channels : 3;
+    m->width = W;
+    m->in_channels = IC;
 
     if (c->cifar_stem)
-        conv_init(&m->conv1, P, "conv1", 3, 64, 3, 1, 1, rng);
+        conv_init(&m->conv1, P, "conv1", IC, W, 3, 1, 1, rng);
     else
-        conv_init(&m->conv1, P, "conv1", 3, 64, 7, 2, 3, rng);
-    nn_batchnorm2d_m_init(&m->bn1, P, "bn1", 64);
+        conv_init(&m->conv1, P, "conv1", IC, W, 7, 2, 3, rng);
+    nn_batchnorm2d_m_init(&m->bn1, P, "bn1", W);
 
     int nb = 0;
     for (int L = 0; L < c->n_stages; L++) nb += BLOCKS[c->arch][L];
@@ -127,9 +142,9 @@ int rn_init(rn_model *m, const rn_config *c, nn_rng *rng)
     NCMI_CHECK(m->blocks != NULL, "out of memory");
     m->n_blocks = nb;
 
-    int inplanes = 64, bi = 0;
+    int inplanes = W, bi = 0;
     for (int L = 0; L < c->n_stages; L++) {
-        const int planes = 64 << L, stride0 = L == 0 ? 1 : 2;
+        const int planes = W << L, stride0 = L == 0 ? 1 : 2;
         for (int j = 0; j < BLOCKS[c->arch][L]; j++, bi++) {
             rn_block *b = &m->blocks[bi];
             const int stride = j == 0 ? stride0 : 1;
@@ -236,7 +251,8 @@ nn_tensor *rn_forward(rn_model *m, nn_graph *g, nn_tensor *x, int training)
 {
     char sx[64];
     nn_shape_str(x->ndim, x->shape, sx, sizeof sx);
-    NCMI_CHECK(x->ndim == 4 && x->shape[1] == 3, "rn_forward: x %s: need [N,3,H,W]", sx);
+    NCMI_CHECK(x->ndim == 4 && x->shape[1] == m->in_channels, "rn_forward: x %s: need [N,%d,H,W]",
+               sx, m->in_channels);
     NCMI_CHECK(!(training && m->folded),
                "rn_forward: training forward of a model whose batchnorm was folded (inference only)");
     fwd_ctx f = {.g = g, .free_dead = nn_graph_no_grad(g)};

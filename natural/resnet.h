@@ -37,6 +37,9 @@ typedef struct rn_config {
     int cifar_stem;  /* 1: 3x3 stride-1 conv1, no maxpool (CIFAR); 0: ImageNet 7x7/2 + maxpool */
     int n_stages;    /* 4: full network; 3: stop after layer3 (resnet50_trunc); 1..4 accepted */
     int num_classes; /* >0: fc layer (torchvision names fc.weight/fc.bias); 0: no fc */
+    int width;       /* base channels: stages of width, 2, 4, 8 x width (x4 out for the
+                        bottleneck); 0 or 64: torchvision's 64/128/256/512 exactly */
+    int in_channels; /* channels of the input image (conv1's in); 0 or 3: RGB, 1: MNIST */
 } rn_config;
 
 /* One convolution (no bias in torchvision; `bias` appears when folded). */
@@ -57,7 +60,9 @@ typedef struct rn_block {
 typedef struct rn_model {
     rn_config cfg;
     nn_params P;
-    int out_dim; /* pooled embedding dim: 512/2048 (4 stages), 256/1024 (3 stages) */
+    int out_dim; /* pooled embedding dim: 512/2048 (4 stages), 256/1024 (3 stages) at
+                    width 64; scales with the width */
+    int width, in_channels; /* cfg.width / cfg.in_channels with 0 resolved (64, 3) */
     int folded;  /* rn_fold_bn has run */
     /* internal */
     rn_conv conv1;
@@ -72,12 +77,18 @@ typedef struct rn_model {
 const char *rn_arch_name(rn_arch a);
 /* 0 when c is a configuration rn_init accepts, else -1 with the reason. */
 int rn_config_check(const rn_config *c);
-/* "resnet50 (ImageNet stem, 3 stages, no fc)" into buf; returns buf. */
+/* "resnet50 (ImageNet stem, 3 stages, no fc)" into buf; returns buf. A width
+ * other than 64 and in_channels other than 3 are named ("width 16, 1 input
+ * channel"). */
 char *rn_config_describe(const rn_config *c, char *buf, size_t n);
 
 /* Build with torchvision's initialisation (kaiming_normal_ fan_out relu for
  * convs, BN weight 1 bias 0, fc default Linear init) drawn from rng; tensors
- * named exactly as torchvision's state_dict. 0 / -1 (bad configuration). */
+ * named exactly as torchvision's state_dict. At width 64 and 3 input
+ * channels this is torchvision.models.resnetXX; another width scales every
+ * stage's channels (w, 2w, 4w, 8w; the embedding is 8w, or 32w for the
+ * bottleneck nets) and in_channels sets conv1's input, with the same names
+ * (the shapes differ). 0 / -1 (bad configuration). */
 int rn_init(rn_model *m, const rn_config *c, nn_rng *rng);
 void rn_free(rn_model *m);
 
@@ -101,8 +112,8 @@ extern const char *const rn_encoder_names[];
  * cannot be loaded into (-1). Sets the weights' SHA-256. */
 int rn_load(rn_model *m, const char *path);
 
-/* Pooled embedding [N, out_dim] of x [N,3,H,W] (any H, W >= 32; smaller
- * work too). training: batchnorm batch statistics + running-statistic
+/* Pooled embedding [N, out_dim] of x [N,in_channels,H,W] (any H, W >= 32;
+ * smaller work too: MNIST's 28x28). training: batchnorm batch statistics + running-statistic
  * updates (as torch .train()); else eval (running statistics). Works on the
  * device of the parameters (x must be there too). On a no_grad graph the
  * intermediates are freed as they die (see the top of this file). */

@@ -772,3 +772,75 @@ TEST(resnet_eval_graph_modes)
     nn_tensor_free(x);
     rn_free(&m);
 }
+
+/* model.width and model.in_channels: every stage scales with the width, conv1
+ * takes in_channels; 0 means torchvision's 64 and 3 (the network above). */
+TEST(resnet_width_and_in_channels)
+{
+    nn_rng rng;
+    nn_rng_seed(&rng, 3);
+    rn_config c = {.arch = RN_ARCH_18, .cifar_stem = 1, .n_stages = 4, .width = 16, .in_channels = 1};
+    rn_model m;
+    REQUIRE(rn_init(&m, &c, &rng) == 0, "%s", ncmi_error());
+    static const struct { const char *name; int shape[4]; } want[] = {
+        {"conv1.weight", {16, 1, 3, 3}},
+        {"layer1.0.conv1.weight", {16, 16, 3, 3}},
+        {"layer2.0.downsample.0.weight", {32, 16, 1, 1}},
+        {"layer3.1.conv2.weight", {64, 64, 3, 3}},
+        {"layer4.1.bn2.running_var", {128, 0, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const nn_tensor *t = nn_params_get(&m.P, want[i].name);
+        REQUIRE(t, "%s missing", want[i].name);
+        for (int d = 0; d < t->ndim; d++)
+            EXPECT(t->shape[d] == want[i].shape[d], "%s: dim %d is %d, want %d", want[i].name, d,
+                   t->shape[d], want[i].shape[d]);
+    }
+    EXPECT(m.out_dim == 128 && m.width == 16 && m.in_channels == 1, "out_dim %d width %d in %d",
+           m.out_dim, m.width, m.in_channels);
+    char d[160];
+    rn_config_describe(&c, d, sizeof d);
+    EXPECT(strstr(d, "width 16") && strstr(d, "1 input channel") && strstr(d, "CIFAR"), "describe: %s", d);
+    /* a training forward of MNIST-shaped images: [N,1,28,28] -> [N,128], running statistics move */
+    nn_tensor *x = nn_tensor_new4(NULL, 3, 1, 28, 28);
+    nn_rng_fill_normal(&rng, x->data, x->numel, 0.5f, 1.f);
+    nn_graph *g = nn_graph_new();
+    nn_tensor *z = rn_forward(&m, g, x, 1);
+    EXPECT(z->ndim == 2 && z->shape[0] == 3 && z->shape[1] == 128, "z [%d,%d]", z->shape[0], z->shape[1]);
+    const nn_tensor *rm = nn_params_get(&m.P, "bn1.running_mean");
+    const nn_tensor *nb = nn_params_get(&m.P, "layer4.1.bn2.num_batches_tracked");
+    EXPECT(rm && rm->data[0] != 0.f && nb && nb->data[0] == 1.f, "running stats not updated");
+    nn_graph_free(g);
+    nn_tensor_free(x);
+    rn_free(&m);
+
+    /* bottleneck: the output is 4 x 8 x width */
+    rn_config b = {.arch = RN_ARCH_50, .cifar_stem = 0, .n_stages = 4, .width = 8};
+    REQUIRE(rn_init(&m, &b, &rng) == 0, "%s", ncmi_error());
+    const nn_tensor *c3 = nn_params_get(&m.P, "layer1.0.conv3.weight");
+    EXPECT(m.out_dim == 256 && c3 && c3->shape[0] == 32 && c3->shape[1] == 8, "resnet50 width 8: out_dim %d",
+           m.out_dim);
+    EXPECT(nn_params_get(&m.P, "conv1.weight")->shape[1] == 3, "in_channels 0 is not 3");
+    rn_free(&m);
+
+    /* width 0 and 64 are torchvision's resnet18 (11,176,512 parameters without fc) */
+    rn_config t0 = {.arch = RN_ARCH_18, .n_stages = 4}, t64 = t0;
+    t64.width = 64;
+    t64.in_channels = 3;
+    REQUIRE(rn_init(&m, &t0, &rng) == 0, "%s", ncmi_error());
+    EXPECT(nn_params_numel(&m.P, 1) == 11176512 && m.out_dim == 512, "width 0: %zu parameters",
+           nn_params_numel(&m.P, 1));
+    rn_free(&m);
+    REQUIRE(rn_init(&m, &t64, &rng) == 0, "%s", ncmi_error());
+    EXPECT(nn_params_numel(&m.P, 1) == 11176512, "width 64: %zu parameters", nn_params_numel(&m.P, 1));
+    rn_config_describe(&t64, d, sizeof d);
+    EXPECT(!strstr(d, "width") && !strstr(d, "input channel"), "describe of torchvision's: %s", d);
+    rn_free(&m);
+
+    rn_config bad = {.arch = RN_ARCH_18, .n_stages = 4, .width = -2};
+    EXPECT(rn_init(&m, &bad, &rng) == -1 && strstr(ncmi_error(), "width"), "width -2: %s", ncmi_error());
+    bad.width = 0;
+    bad.in_channels = -1;
+    EXPECT(rn_init(&m, &bad, &rng) == -1 && strstr(ncmi_error(), "in_channels"), "in_channels -1: %s",
+           ncmi_error());
+}
