@@ -11,6 +11,10 @@
 
 #include "../mil/bags.h"
 #include "../mil/mil.h"
+#include "../natural/augment.h"
+#include "../natural/cifar.h"
+#include "../natural/imagefolder.h"
+#include "../natural/loader.h"
 #include "../natural/mnist.h"
 #include "../natural/resnet_model.h"
 #include "../nn/error.h"
@@ -158,15 +162,95 @@ out:
     return rc;
 }
 
-/* cifar10, cifar100, imagenet: the natural/ loaders are wired next (issue 8) */
-static int load_natural(const ncmi_train_config *c)
+/* The held-out validation part of n training samples and the rest, from a
+ * permutation seeded by data.split_seed: val = the first n_val of it. */
+static int natural_split(const ncmi_train_config *c, int n, int **perm, int *n_val, int *n_train)
 {
-    const char *kind = c->data_kind == NCMI_DATA_CIFAR10    ? "cifar10"
-                       : c->data_kind == NCMI_DATA_CIFAR100 ? "cifar100"
-                                                            : "imagenet";
-    return ncmi_error_set("data.kind %s: the %s loader is being wired (issue 8); the config itself is "
-                          "valid (--print-config)",
-                          kind, c->data_kind == NCMI_DATA_IMAGENET ? "ImageNet" : "CIFAR");
+    *perm = malloc((size_t)(n ? n : 1) * sizeof **perm);
+    if (!*perm) return ncmi_error_set("out of memory");
+    nn_rng sr;
+    nn_rng_seed(&sr, (uint64_t)c->split_seed);
+    nn_rng_permutation(&sr, *perm, n);
+    int v = c->n_val > 0 ? c->n_val : (int)lround(c->val_fraction * n);
+    if (v >= n) return ncmi_error_set("data.n_val / data.val_fraction: %d validation samples of %d", v, n);
+    int t = n - v;
+    if (c->n_train > 0 && c->n_train < t) t = c->n_train;
+    *n_val = v;
+    *n_train = t;
+    return 0;
+}
+
+static char **copy_names(char *const *names, int C)
+{
+    char **v = calloc((size_t)C, sizeof *v);
+    for (int i = 0; v && i < C; i++) v[i] = strdup(names[i]);
+    return v;
+}
+
+/* cifar10 / cifar100 (binary files in data.root) and imagenet (data.root/train/<class>/ and
+ * data.root/val/<class>/), served by the natural/ loaders on data.workers threads. */
+static int load_natural(cli_train_job *j, const ncmi_train_config *c)
+{
+    nat_loader_opts o;
+    nat_loader_opts_default(&o);
+    o.workers = c->workers;
+    nat_aug aug;
+    const int cifar = c->data_kind != NCMI_DATA_IMAGENET;
+    if (c->augment == NCMI_AUGMENT_CIFAR)
+        nat_aug_cifar(&aug);
+    else if (c->augment == NCMI_AUGMENT_IMAGENET)
+        nat_aug_imagenet(&aug, c->train_size, c->eval_size, c->eval_resize);
+    else if (cifar)
+        nat_aug_plain(&aug, NAT_CIFAR_MEAN, NAT_CIFAR_STD, 3);
+    else
+        return ncmi_error_set("data.kind imagenet needs data.augment imagenet (images of many sizes are "
+                              "resized and cropped to data.train_size / data.eval_size)");
+    int rc = -1, *perm = NULL, nv = 0, nt = 0;
+    if (cifar) {
+        const int c100 = c->data_kind == NCMI_DATA_CIFAR100;
+        nat_images tr, te;
+        memset(&tr, 0, sizeof tr);
+        memset(&te, 0, sizeof te);
+        if (nat_cifar_load(&tr, c->data_root, c100, 1) || nat_cifar_load(&te, c->data_root, c100, 0)) goto cifar_out;
+        if (natural_split(c, tr.n, &perm, &nv, &nt)) goto cifar_out;
+        int ntest = c->n_test > 0 && c->n_test < te.n ? c->n_test : te.n;
+        if (nat_image_dataset_init(&j->train, "train", tr.source, &tr, perm + nv, nt, &aug, &o)) goto cifar_out;
+        if (nv > 0 ? nat_image_dataset_init(&j->val, "val", tr.source, &tr, perm, nv, &aug, &o)
+                   : nat_image_dataset_init(&j->val, "val", te.source, &te, NULL, ntest, &aug, &o))
+            goto cifar_out;
+        if (nat_image_dataset_init(&j->test, "test", te.source, &te, NULL, ntest, &aug, &o)) goto cifar_out;
+        j->have_test = 1;
+        j->C = tr.n_classes;
+        if (!c->classes.n) j->classes = copy_names(tr.class_names, tr.n_classes);
+        rc = 0;
+    cifar_out:
+        nat_images_free(&tr);
+        nat_images_free(&te);
+    } else {
+        nat_folder tr, va;
+        memset(&tr, 0, sizeof tr);
+        memset(&va, 0, sizeof va);
+        char dt[4200], dv[4200];
+        snprintf(dt, sizeof dt, "%s/train", c->data_root);
+        snprintf(dv, sizeof dv, "%s/val", c->data_root);
+        if (nat_folder_scan(&tr, dt, NULL, 0) || nat_folder_scan(&va, dv, tr.classes, tr.n_classes)) goto in_out;
+        if (natural_split(c, tr.n, &perm, &nv, &nt)) goto in_out;
+        int ntest = c->n_test > 0 && c->n_test < va.n ? c->n_test : va.n;
+        if (nat_folder_dataset_init(&j->train, "train", dt, &tr, perm + nv, nt, &aug, &o)) goto in_out;
+        if (nv > 0 ? nat_folder_dataset_init(&j->val, "val", dt, &tr, perm, nv, &aug, &o)
+                   : nat_folder_dataset_init(&j->val, "val", dv, &va, NULL, ntest, &aug, &o))
+            goto in_out;
+        if (nat_folder_dataset_init(&j->test, "test", dv, &va, NULL, ntest, &aug, &o)) goto in_out;
+        j->have_test = 1;
+        j->C = tr.n_classes;
+        if (!c->classes.n) j->classes = copy_names(tr.classes, tr.n_classes);
+        rc = 0;
+    in_out:
+        nat_folder_free(&tr);
+        nat_folder_free(&va);
+    }
+    free(perm);
+    return rc;
 }
 
 static int load_bags(cli_train_job *j, const ncmi_train_config *c)
@@ -250,7 +334,7 @@ int cli_train_job_init(cli_train_job *j, const ncmi_train_config *c)
     int rc = c->data_kind == NCMI_DATA_MNIST       ? load_mnist(j, c)
              : c->data_kind == NCMI_DATA_BAGS      ? load_bags(j, c)
              : c->data_kind == NCMI_DATA_SYNTHETIC ? load_synthetic(j, c, &data_rng)
-                                                   : load_natural(c);
+                                                   : load_natural(j, c);
     if (rc) {
         cli_train_job_free(j);
         return -1;
