@@ -52,7 +52,7 @@ void ncmi_help_train(FILE *f)
             "predictions and metrics of eval.split at the best epoch (predictions_test.csv,\n"
             "metrics_test.json; NCMI: one set per method, _cc, _learned, _lp).\n"
             "Data: synthetic blobs, MNIST, MIL bags of slide features, CIFAR-10/100 and\n"
-            "ImageNet (data.kind; the natural-image loaders are being wired); model: MLP, a\n"
+            "ImageNet (data.kind, natural/ loaders on worker threads); model: MLP, a\n"
             "MIL head (abmil, transmil, aem, asmil) or a ResNet (resnet18/34/50/101);\n"
             "head: linear + a CE-family loss, or NCMI (head.kind). Recipes: configs/*.yaml;\n"
             "docs/training.md.\n"
