@@ -194,6 +194,11 @@ bench-features: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 	@bash bench/features.sh $(BUILD)
 
+# ResNet-18 (CIFAR recipe) training images/s vs torchvision on the same device (NCMI_BENCH_RN_DEVICE=cuda)
+bench-resnet: setup
+	@$(MAKE) --no-print-directory all
+	@bash bench/resnet_train.sh $(BUILD)
+
 # ncmi tile vs the Python CLAM reference on generated slides (cached in bench-data/)
 bench-tile: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
@@ -222,6 +227,6 @@ bench-mil: setup
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d
