@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "test.h"
@@ -60,4 +61,41 @@ int test_st_labels(const nn_safetensors *st, const char *name, int *y, size_t n)
     for (size_t i = 0; rc == 0 && i < n; i++) y[i] = (int)buf[i];
     free(buf);
     return rc;
+}
+
+const char *test_golden_path(const char *name)
+{
+    static char path[4][1024];
+    static int k;
+    char *b = path[k++ & 3];
+    const char *d = getenv("NCMI_GOLDEN");
+    snprintf(b, sizeof path[0], "%s/%s", d && *d ? d : "tests/golden", name);
+    return b;
+}
+
+uint32_t test_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+uint8_t *test_pattern_image(int w, int h, uint32_t seed)
+{
+    uint8_t *img = malloc((size_t)w * h * 3);
+    if (!img) return NULL;
+    for (uint32_t y = 0; y < (uint32_t)h; y++)
+        for (uint32_t x = 0; x < (uint32_t)w; x++)
+            for (uint32_t c = 0; c < 3; c++) {
+                uint32_t n = test_mix32(seed * 0x9E3779B9u + (y * (uint32_t)w + x) * 3u + c);
+                uint32_t block = (x / 16 + y / 16 + seed) % 3, v;
+                if (block == 0) v = n & 255;
+                else if (block == 1) v = (x * 3 + y * 5 + c * 40 + seed) & 255;
+                else v = ((n >> 8) & 1) * 255;
+                img[((size_t)y * w + x) * 3 + c] = (uint8_t)v;
+            }
+    return img;
 }

@@ -21,46 +21,15 @@
 #include "../nn/error.h"
 #include "../nn/safetensors.h"
 #include "../nn/tensor.h"
+#include "golden_io.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 
-static const char *golden_file(void)
-{
-    static char path[1024];
-    const char *d = getenv("NCMI_GOLDEN");
-    snprintf(path, sizeof path, "%s/natdata.safetensors", d && *d ? d : "tests/golden");
-    return path;
-}
-
-/* test_image() of tests/reference/preprocess_reference.py */
-static uint32_t mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static uint8_t *test_image(int w, int h, uint32_t seed)
-{
-    uint8_t *img = malloc((size_t)w * h * 3);
-    if (!img) return NULL;
-    for (uint32_t y = 0; y < (uint32_t)h; y++)
-        for (uint32_t x = 0; x < (uint32_t)w; x++)
-            for (uint32_t c = 0; c < 3; c++) {
-                uint32_t n = mix32(seed * 0x9E3779B9u + (y * (uint32_t)w + x) * 3u + c);
-                uint32_t block = (x / 16 + y / 16 + seed) % 3, v;
-                if (block == 0) v = n & 255;
-                else if (block == 1) v = (x * 3 + y * 5 + c * 40 + seed) & 255;
-                else v = ((n >> 8) & 1) * 255;
-                img[((size_t)y * w + x) * 3 + c] = (uint8_t)v;
-            }
-    return img;
-}
+static const char *golden_file(void) { return test_golden_path("natdata.safetensors"); }
+#define test_image test_pattern_image
+#define mix32 test_mix32
 
 /* uint8 bytes stored in an I32 tensor (+ "<name>.len" when not a multiple
  * of 4): malloc'd, length in *n; NULL if absent */
