@@ -1,3 +1,0 @@
-build-gpu/cli/config.o: cli/config.c cli/config.h cli/../nn/error.h
-cli/config.h:
-cli/../nn/error.h:

@@ -1,2 +1,0 @@
-build-gpu/cli/main.o: cli/main.c cli/cli.h
-cli/cli.h:

@@ -1,2 +1,0 @@
-build-gpu/tests/main.o: tests/main.c tests/test.h
-tests/test.h:

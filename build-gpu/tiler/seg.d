@@ -1,3 +1,0 @@
-build-gpu/tiler/seg.o: tiler/seg.c tiler/seg.h tiler/../nn/error.h
-tiler/seg.h:
-tiler/../nn/error.h:

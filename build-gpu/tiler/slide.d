@@ -1,3 +1,0 @@
-build-gpu/tiler/slide.o: tiler/slide.c tiler/slide.h tiler/../nn/error.h
-tiler/slide.h:
-tiler/../nn/error.h:
