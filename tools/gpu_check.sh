@@ -15,14 +15,16 @@ extra=""
 [ -n "${NCMI_LIBS:-}" ] && extra="$NCMI_LIBS"
 if ! ls /usr/local/cuda/lib64/libcudnn.so.* >/dev/null 2>&1; then
     nv=$(python3 -c "import nvidia, os; print(list(nvidia.__path__)[0])" 2>/dev/null || true)
-    [ -n "$nv" ] && for d in "$nv"/*/lib; do extra="$extra:$d"; done
+    # wheel layouts differ (nvidia/cudnn/lib, nvidia/cu13/lib, ...): every
+    # folder under the package that holds a shared library
+    [ -n "$nv" ] && for d in $(find "$nv" -name 'lib*.so*' -printf '%h\n' | sort -u); do extra="$extra:$d"; done
 fi
 export LD_LIBRARY_PATH="${extra#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 missing=$(ldd "$B/test_gpu" | grep "not found")
 [ -n "$missing" ] && { echo "gpu_check.sh: missing libraries:"; echo "$missing"; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 run() { if [ -n "$LOG" ]; then "$@" 2>&1 | tee "$LOG/$name.log"; else "$@" 2>&1; fi; }
-name=test_gpu; NCMI_BIN=$B/ncmi run "$B/test_gpu" ${GPU_TEST_FILTER:-tests/gpu/}
+name=test_gpu; NCMI_BIN=$B/ncmi run timeout ${GPU_TEST_TIMEOUT:-420} "$B/test_gpu" ${GPU_TEST_FILTER:-tests/gpu/}
 rc=$?
-name=bench_gpu_ops; run bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}"
+name=bench_gpu_ops; run timeout ${GPU_BENCH_TIMEOUT:-240} bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}"
 exit $rc
