@@ -82,7 +82,7 @@ static double time_case(const bcase *c, nn_tensor **in, int iters, int train, nn
         }
         long s0 = nn_cuda_host_syncs();
         for (int i = 0; i < 3; i++)
-            if (in[i]) nn_tensor_zero_grad(in[i]);
+            if (in[i]) nn_tensor_drop_grad(in[i]); /* as PyTorch's t.grad = None */
         nn_tensor *y = build(g, c, in);
         if (train) {
             nn_tensor *l = nn_sum_all(g, y);

@@ -3,6 +3,7 @@
 # shapes: ncmi (cuDNN/cuBLAS) and PyTorch on the same GPU in the same run.
 # Prints ms per step for each and torch/ncmi (> 1: ncmi faster) in fp32 (TF32
 # off), TF32, and the conv forward in bf16 channels-last (inference).
+# NCMI_CUDNN_BENCHMARK=1: cuDNN algorithms timed per shape on both sides.
 #   bash bench/gpu_ops.sh BUILD_DIR [iters] [name-filter]
 set -euo pipefail
 BUILD=${1:-build}
@@ -22,6 +23,10 @@ else
     : > "$tmp/torch"
 fi
 grep '^DEVICE' "$tmp/ncmi" | sed 's/^DEVICE/device:/'
+case "${NCMI_CUDNN_BENCHMARK:-0}" in
+    ""|0) echo "cuDNN algorithms: heuristic on both sides (torch.backends.cudnn.benchmark = False)" ;;
+    *) echo "cuDNN algorithms: timed on both sides (NCMI_CUDNN_BENCHMARK=1, torch.backends.cudnn.benchmark = True)" ;;
+esac
 printf '%-26s | %8s %8s %6s | %8s %8s %6s | %8s %8s %6s\n' case "ncmi" "torch" "ratio" "ncmi" "torch" "ratio" "ncmi" "torch" "ratio"
 printf '%-26s | %24s | %24s | %24s\n' "" "fp32 fwd+bwd (ms)" "tf32 fwd+bwd (ms)" "bf16 NHWC fwd (ms)"
 awk 'NR == FNR { if ($1 == "TORCH") { f[$2] = $3; t[$2] = $4; b[$2] = $5 } next }

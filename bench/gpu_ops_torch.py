@@ -3,6 +3,7 @@ times the same forward+backward (loss = output.sum(), every input requiring a
 gradient) on the same GPU: fp32 with TF32 off, with TF32 on, and the conv
 forward in bf16 channels-last under no_grad (autocast), as ncmi does.
 Prints: TORCH <name> <ms fp32> <ms tf32> <ms bf16 or -1>."""
+import os
 import sys
 import time
 
@@ -24,7 +25,8 @@ def timed(fn, iters):
 def main():
     iters = int(sys.argv[1])
     dev = torch.device("cuda")
-    torch.backends.cudnn.benchmark = False
+    # the same algorithm choice as ncmi: heuristic, or timed (NCMI_CUDNN_BENCHMARK=1)
+    torch.backends.cudnn.benchmark = os.environ.get("NCMI_CUDNN_BENCHMARK", "0") not in ("", "0")
     for line in open(sys.argv[2]):
         p = line.split()
         if not p or p[0] != "CASE":

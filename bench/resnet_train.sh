@@ -16,7 +16,7 @@ WD=${NCMI_BENCH_RN_WIDTH:-64}
 DEV=${NCMI_BENCH_RN_DEVICE:-cpu}
 T=${NCMI_BENCH_RN_THREADS:-$(nproc)}
 OUT=$(mktemp -d /tmp/ncmi-bench-resnet.XXXXXX)
-PY=/usr/bin/python3
+PY=${PYTHON:-/usr/bin/python3}
 $PY - "$OUT" "$N" <<'PYEOF'
 import sys, numpy as np
 out, n = sys.argv[1], int(sys.argv[2])

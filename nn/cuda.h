@@ -117,6 +117,17 @@ void nn_cuda_scal(float *x, float a, size_t n);                 /* x *= a */
  * Off by default (results then match the CPU reference to fp32 rounding). */
 void nn_cuda_set_tf32(int on);
 int nn_cuda_tf32(void);
+/* How cuDNN convolution algorithms are chosen, once per shape (nn/cuda/
+ * conv.cu): by cuDNN's heuristic, in its order (the default, as PyTorch with
+ * cudnn.benchmark = False), or, in benchmark mode, by timing every algorithm
+ * on the first call of a shape (as cudnn.benchmark = True; also on with
+ * NCMI_CUDNN_BENCHMARK=1). Exact mode (NCMI_CONV_EXACT=1) puts the algorithms
+ * that sum directly before FFT/Winograd, so fp32 results match the CPU
+ * reference to fp32 rounding. A change applies to shapes planned after it. */
+void nn_cuda_set_cudnn_benchmark(int on);
+int nn_cuda_cudnn_benchmark(void);
+void nn_cuda_set_conv_exact(int on);
+int nn_cuda_conv_exact(void);
 /* Debug mode: synchronise and check after every kernel launch, so an
  * asynchronous error is reported at the launch that caused it. Also on
  * when the environment has NCMI_CUDA_SYNC=1. */

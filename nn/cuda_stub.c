@@ -57,6 +57,10 @@ void nn_cuda_axpy(float *y, const float *x, float a, size_t n)
 void nn_cuda_scal(float *x, float a, size_t n) { (void)x; (void)a; (void)n; NO_GPU("nn_cuda_scal"); }
 void nn_cuda_set_tf32(int on) { (void)on; }
 int nn_cuda_tf32(void) { return 0; }
+void nn_cuda_set_cudnn_benchmark(int on) { (void)on; }
+int nn_cuda_cudnn_benchmark(void) { return 0; }
+void nn_cuda_set_conv_exact(int on) { (void)on; }
+int nn_cuda_conv_exact(void) { return 0; }
 void nn_cuda_set_debug_sync(int on) { (void)on; }
 int nn_cuda_debug_sync(void) { return 0; }
 void nn_cuda_after_launch(const char *file, int line) { (void)file; (void)line; }

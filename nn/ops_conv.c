@@ -356,14 +356,20 @@ static void conv2d_backward(nn_tensor *out)
     conv_dims c;
     dims_from(&c, out);
     nn_tensor *x = out->src[0], *w = out->src[1], *b = out->src[2];
+    if (NN_ON_GPU(out) && out->numel > 0) {
+        /* cuDNN overwrites (beta 0) a gradient this backward is the first to write */
+        float bx = 1.f, bw = 1.f;
+        float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad_beta(x, &bx) : NULL;
+        float *dw = nn_op_needs_grad(out, 1) ? nn_tensor_grad_beta(w, &bw) : NULL;
+        float *db = (b && nn_op_needs_grad(out, 2)) ? nn_tensor_grad(b) : NULL;
+        nn_cuda_conv_shape s = cuda_shape(&c);
+        nn_cuda_conv2d_bwd(&s, x->data, w->data, out->grad, dx, bx, dw, bw, db);
+        return;
+    }
     float *dx = nn_op_needs_grad(out, 0) ? nn_tensor_grad(x) : NULL;
     float *dw = nn_op_needs_grad(out, 1) ? nn_tensor_grad(w) : NULL;
     float *db = (b && nn_op_needs_grad(out, 2)) ? nn_tensor_grad(b) : NULL;
-    if (NN_ON_GPU(out)) {
-        nn_cuda_conv_shape s = cuda_shape(&c);
-        if (out->numel > 0) nn_cuda_conv2d_bwd(&s, x->data, w->data, out->grad, dx, dw, db);
-        return;
-    }
+    if (NN_ON_GPU(out)) return; /* an empty output: nothing to add */
     conv_backward(&c, x->data, w->data, out->grad, dx, dw, db);
 }
 

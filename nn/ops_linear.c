@@ -126,18 +126,22 @@ void nn_linear_backward_from(nn_tensor *out, const float *dy)
     int rows = out->iparam[0], in = out->iparam[1], nout = out->iparam[2];
     if (rows == 0) return;
     if (nn_op_needs_grad(out, 0) && nout > 0) {
-        /* dx [rows,in] += dy [rows,out] @ W [out,in] */
-        if (NN_ON_GPU(out))
-            nn_cuda_gemm(0, 0, rows, in, nout, dy, w->data, 1.f, nn_tensor_grad(x));
-        else
+        /* dx [rows,in] += dy [rows,out] @ W [out,in] (overwritten, beta 0, when new) */
+        float beta;
+        if (NN_ON_GPU(out) && in > 0) {
+            float *dx = nn_tensor_grad_beta(x, &beta);
+            nn_cuda_gemm(0, 0, rows, in, nout, dy, w->data, beta, dx);
+        } else if (!NN_ON_GPU(out))
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, nout, 1.f, dy, nout,
                         w->data, in, 1.f, nn_tensor_grad(x), in);
     }
     if (nn_op_needs_grad(out, 1) && in > 0) {
-        /* dW [out,in] += dy^T [out,rows] @ x [rows,in] */
-        if (NN_ON_GPU(out))
-            nn_cuda_gemm(1, 0, nout, in, rows, dy, x->data, 1.f, nn_tensor_grad(w));
-        else
+        /* dW [out,in] += dy^T [out,rows] @ x [rows,in] (overwritten, beta 0, when new) */
+        float beta;
+        if (NN_ON_GPU(out) && nout > 0) {
+            float *dw = nn_tensor_grad_beta(w, &beta);
+            nn_cuda_gemm(1, 0, nout, in, rows, dy, x->data, beta, dw);
+        } else if (!NN_ON_GPU(out))
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, in, rows, 1.f, dy, nout,
                         x->data, in, 1.f, nn_tensor_grad(w), in);
     }

@@ -308,6 +308,17 @@ float *nn_tensor_grad(nn_tensor *t)
     return t->grad;
 }
 
+float *nn_tensor_grad_beta(nn_tensor *t, float *beta)
+{
+    if (t->grad || t->device != NN_DEVICE_CUDA || t->numel == 0) {
+        *beta = 1.f;
+        return nn_tensor_grad(t);
+    }
+    t->grad = nn_cuda_alloc(t->numel * sizeof(float)); /* no memset: the caller overwrites */
+    *beta = 0.f;
+    return t->grad;
+}
+
 void nn_tensor_zero_grad(nn_tensor *t)
 {
     if (!t->grad) return;

@@ -142,6 +142,12 @@ void nn_host_release(const nn_tensor *t, float *p);
 
 /* Gradient buffer of t, allocated (zeroed) on first use. */
 float *nn_tensor_grad(nn_tensor *t);
+/* For a GPU backward that writes a whole gradient through a BLAS-style beta
+ * (cuBLAS, cuDNN): the gradient buffer and the beta to use. When t has no
+ * gradient yet the buffer is allocated without zeroing and *beta = 0: the
+ * caller MUST then overwrite every element. Otherwise (and on the CPU, where
+ * the buffer is zeroed) *beta = 1: add into it. */
+float *nn_tensor_grad_beta(nn_tensor *t, float *beta);
 void nn_tensor_zero_grad(nn_tensor *t);
 void nn_tensor_fill(nn_tensor *t, float v);
 void nn_tensor_set_name(nn_tensor *t, const char *name);

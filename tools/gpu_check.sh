@@ -27,4 +27,5 @@ run() { if [ -n "$LOG" ]; then "$@" 2>&1 | tee "$LOG/$name.log"; else "$@" 2>&1;
 name=test_gpu; NCMI_BIN=$B/ncmi run timeout ${GPU_TEST_TIMEOUT:-420} "$B/test_gpu" ${GPU_TEST_FILTER:-tests/gpu/}
 rc=$?
 name=bench_gpu_ops; run timeout ${GPU_BENCH_TIMEOUT:-240} bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}"
+name=bench_gpu_ops_timed; (export NCMI_CUDNN_BENCHMARK=1; run timeout ${GPU_BENCH_TIMEOUT:-240} bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}")
 exit $rc

@@ -1,19 +1,28 @@
 // conv2d on the GPU through cuDNN (API, precisions and the caches in k_conv.h).
 //
-// Per shape (a `plan`) the descriptors are made once and cuDNN's heuristic
-// (cudnnGet*Algorithm_v7: no kernels run, no host synchronisation) ranks the
-// algorithms once per direction. The candidates kept are those whose status
-// is success and whose workspace query succeeds for this shape, in cuDNN's
-// order, the ones needing at most 256 MiB of workspace first. For fp32
-// without TF32 they run with CUDNN_FMA_MATH (no tensor-core rounding). Except
-// with TF32 (chosen for speed), the algorithms that sum the products
-// directly (GEMM-like) come before the FFT and Winograd ones, whose
-// transforms round more: fp32 results then match the CPU reference to fp32
-// rounding, and half-precision ones round only their inputs and output.
-// If cuDNN refuses to run a candidate (a status returned before any kernel
-// is queued), the next one is used from then on for that shape.
+// Per shape (a `plan`) the descriptors are made once and the algorithms of
+// each direction are ranked once, on the first use:
+//  - default: cuDNN's heuristic (cudnnGet*Algorithm_v7: no kernels run, no
+//    host synchronisation), in cuDNN's order, as PyTorch does with
+//    torch.backends.cudnn.benchmark = False;
+//  - benchmark mode (nn_cuda_set_cudnn_benchmark(1), NCMI_CUDNN_BENCHMARK=1,
+//    like torch.backends.cudnn.benchmark = True): cudnnFind*Ex times every
+//    algorithm on this shape (on scratch outputs) and ranks them by time.
+// The candidates kept are those whose status is success and whose workspace
+// query succeeds; those needing at most ws_preferred() bytes (an eighth of
+// the free device memory at the first plan, between 256 MiB and 2 GiB) come
+// first. For fp32 without TF32 they run with CUDNN_FMA_MATH (no tensor-core
+// rounding). In exact mode (nn_cuda_set_conv_exact(1), NCMI_CONV_EXACT=1;
+// off by default) the algorithms that sum the products directly (GEMM-like)
+// come before the FFT and Winograd ones, whose transforms round more: fp32
+// results then match the CPU reference to fp32 rounding. If cuDNN refuses to
+// run a candidate (a status returned before any kernel is queued), the next
+// one is used from then on for that shape. NCMI_CUDNN_LOG=1 prints each
+// plan's choice on stderr.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <mutex>
@@ -66,31 +75,43 @@ __device__ inline void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn
 __device__ inline float get(const __half *p) { return __half2float(*p); }
 __device__ inline float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
-// Tiled transposes: a 32x32 tile goes through shared memory so that both the
-// read and the write are coalesced. Block (32, 8), grid (ceil(HW/32),
-// ceil(channels/32), N).
+// Tiled transposes: a tile goes through shared memory so that both the read
+// and the write are coalesced.
 
-// x [N,C,HW] fp32 -> xh [N,HW,Cp] half; channels C..Cp-1 are 0.
+// x [N,C,HW] fp32 -> xh [N,HW,Cp] half; channels C..Cp-1 are 0. A tile is
+// 64 channels x 32 positions (block (32, 8), grid (ceil(HW/32), ceil(Cp/64),
+// N)): a warp reads 32 consecutive floats of one channel, and writes 64
+// consecutive channels of one position as 32 pairs (128 bytes). Cp is a
+// multiple of 8, so a pair never straddles the end of a row.
+__device__ inline void put2(__half *p, float a, float b) { *(__half2 *)p = __floats2half2_rn(a, b); }
+__device__ inline void put2(__nv_bfloat16 *p, float a, float b) { *(__nv_bfloat162 *)p = __floats2bfloat162_rn(a, b); }
+
 template <typename T>
 __global__ void k_nchw_to_nhwc(const float *x, T *xh, int C, int Cp, int HW)
 {
-    __shared__ float tile[32][33];
-    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32, n = blockIdx.z;
+    __shared__ float tile[64][33];
+    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 64, n = blockIdx.z;
     const float *xn = x + (size_t)n * C * HW;
     T *hn = xh + (size_t)n * HW * Cp;
-    for (int c = threadIdx.y; c < 32; c += 8) {
-        int cc = c0 + c, pp = p0 + threadIdx.x;
+    int pp = p0 + threadIdx.x;
+#pragma unroll
+    for (int c = threadIdx.y; c < 64; c += 8) {
+        int cc = c0 + c;
         tile[c][threadIdx.x] = (cc < C && pp < HW) ? xn[(size_t)cc * HW + pp] : 0.f;
     }
     __syncthreads();
+    int cc = c0 + 2 * threadIdx.x;
+    if (cc >= Cp) return;
+#pragma unroll
     for (int p = threadIdx.y; p < 32; p += 8) {
-        int pp = p0 + p, cc = c0 + threadIdx.x;
-        if (pp < HW && cc < Cp) put(hn + (size_t)pp * Cp + cc, tile[threadIdx.x][p]);
+        int q = p0 + p;
+        if (q < HW) put2(hn + (size_t)q * Cp + cc, tile[2 * threadIdx.x][p], tile[2 * threadIdx.x + 1][p]);
     }
 }
 
 // yh [N,P,Kp] half -> y [N,Co,P] fp32 + b[co] (b may be NULL); channels
-// Co..Kp-1 (padding) are dropped.
+// Co..Kp-1 (padding) are dropped. 32x32 tiles: block (32, 8), grid
+// (ceil(P/32), ceil(Co/32), N).
 template <typename T>
 __global__ void k_nhwc_to_nchw_bias(const T *yh, const float *b, float *y, int Co, int Kp, int P)
 {
@@ -131,11 +152,39 @@ __global__ void k_weight_to_nhwc(const float *w, T *wh, int Co, int C, int kh, i
 
 enum { PREC_FP32 = 0, PREC_BF16 = 1, PREC_FP16 = 2 };
 const int MAX_ALGOS = 16;
-const size_t WS_PREFERRED = (size_t)256 << 20;
 
 struct plan_key {
-    int N, C, H, W, Co, kh, kw, Ho, Wo, stride, pad, dilation, groups, prec, tf32;
+    int N, C, H, W, Co, kh, kw, Ho, Wo, stride, pad, dilation, groups, prec, tf32, find, exact;
 };
+
+// modes (k_conv.h); -1: not yet read from the environment
+int mode_find = -1, mode_exact = -1, mode_log = -1;
+
+int env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+void read_modes()
+{
+    if (mode_find < 0) mode_find = env_flag("NCMI_CUDNN_BENCHMARK");
+    if (mode_exact < 0) mode_exact = env_flag("NCMI_CONV_EXACT");
+    if (mode_log < 0) mode_log = env_flag("NCMI_CUDNN_LOG");
+}
+
+size_t ws_preferred()
+{
+    static size_t cap = 0;
+    if (!cap) {
+        size_t fr = 0, tot = 0;
+        if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) fr = 0;
+        cap = fr / 8;
+        if (cap < ((size_t)256 << 20)) cap = (size_t)256 << 20;
+        if (cap > ((size_t)2 << 30)) cap = (size_t)2 << 30;
+    }
+    return cap;
+}
 
 // Candidate algorithms of one direction, best first; cur is the one in use.
 struct algo_list {
@@ -179,6 +228,8 @@ plan *get_plan(const nn_cuda_conv_shape *s, int prec)
     k.N = s->N, k.C = s->C, k.H = s->H, k.W = s->W, k.Co = s->Co, k.kh = s->kh, k.kw = s->kw;
     k.Ho = s->Ho, k.Wo = s->Wo, k.stride = s->stride, k.pad = s->pad, k.dilation = s->dilation;
     k.groups = s->groups, k.prec = prec, k.tf32 = prec == PREC_FP32 && nn_cuda_tf32();
+    read_modes();
+    k.find = mode_find, k.exact = mode_exact;
     for (plan *p : plans)
         if (memcmp(&p->key, &k, sizeof k) == 0) return p;
 
@@ -226,10 +277,11 @@ void fill_list(algo_list *L, const plan *p, const char *dir, const Perf *perf, i
                WsFn ws_of)
 {
     bool strict = p->key.prec == PREC_FP32 && !p->key.tf32;
-    bool prefer_direct = !p->key.tf32;
+    bool prefer_direct = p->key.exact && !p->key.tf32;
+    size_t ws_pref = ws_preferred();
     L->n = L->cur = 0;
-    // pass = rank of a candidate: 2 for a transform algorithm (unless TF32),
-    // plus 1 for a workspace above WS_PREFERRED
+    // pass = rank of a candidate: 2 for a transform algorithm (exact mode,
+    // unless TF32), plus 1 for a workspace above ws_pref
     for (int pass = 0; pass < 4; pass++)
         for (int i = 0; i < n && L->n < MAX_ALGOS; i++) {
             if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
@@ -241,7 +293,7 @@ void fill_list(algo_list *L, const plan *p, const char *dir, const Perf *perf, i
             NN_GPU_CHECK(cudnnSetConvolutionMathType(p->conv, math));
             size_t ws = 0;
             if (ws_of((int)perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS) continue;
-            int rank = (prefer_direct && !direct(perf[i].algo) ? 2 : 0) + (ws > WS_PREFERRED ? 1 : 0);
+            int rank = (prefer_direct && !direct(perf[i].algo) ? 2 : 0) + (ws > ws_pref ? 1 : 0);
             if (rank != pass) continue;
             L->algo[L->n] = (int)perf[i].algo;
             L->math[L->n] = math;
@@ -251,14 +303,38 @@ void fill_list(algo_list *L, const plan *p, const char *dir, const Perf *perf, i
     char d[320];
     NCMI_CHECK(L->n > 0, "conv2d: %s: cuDNN offers no %s algorithm%s", describe(&p->key, d, sizeof d), dir,
                strict ? " with FMA (non-TF32) math" : "");
+    if (mode_log) {
+        fprintf(stderr, "ncmi: cudnn %s %s [%s]:", p->key.find ? "benchmark" : "heuristic", dir,
+                describe(&p->key, d, sizeof d));
+        for (int i = 0; i < L->n; i++)
+            fprintf(stderr, " %d/%s/%.0fMiB", L->algo[i],
+                    L->math[i] == CUDNN_FMA_MATH ? "fma" : L->math[i] == CUDNN_DEFAULT_MATH ? "default" : "tensor",
+                    L->ws[i] / 1048576.0);
+        fprintf(stderr, "\n");
+    }
 }
 
-void choose_fwd(plan *p)
+// the plan's own math type (fill_list changes the descriptor's while it ranks)
+cudnnMathType_t base_math(const plan *p)
+{
+    return p->key.prec != PREC_FP32 ? CUDNN_TENSOR_OP_MATH : p->key.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+}
+
+// x, w: the inputs (cuDNN's layout); y: an output buffer it may overwrite
+void choose_fwd(plan *p, const void *x, const void *w, void *y)
 {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int n = 0;
-    NN_GPU_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle(), p->x, p->w, p->conv, p->y,
-                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+    NN_GPU_CHECK(cudnnSetConvolutionMathType(p->conv, base_math(p)));
+    if (p->key.find) {
+        size_t wsb = ws_preferred();
+        NN_GPU_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle(), p->x, x, p->w, w, p->conv, p->y, y,
+                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf,
+                                                            nn_cuda_workspace(wsb), wsb));
+    } else {
+        NN_GPU_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle(), p->x, p->w, p->conv, p->y,
+                                                            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+    }
     auto direct = [](cudnnConvolutionFwdAlgo_t a) {
         return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
                a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_DIRECT;
@@ -270,12 +346,27 @@ void choose_fwd(plan *p)
     p->fwd_ready = true;
 }
 
-void choose_bwd(plan *p)
+// fp32 only; x, w, dy: the inputs. Benchmark mode times on scratch dx, dw
+// (the real ones accumulate, cudnnFind*Ex overwrites).
+void choose_bwd(plan *p, const float *x, const float *w, const float *dy)
 {
+    const plan_key &k = p->key;
+    float *scratch = nullptr;
+    size_t wsb = ws_preferred();
+    if (k.find) {
+        size_t nx = (size_t)k.N * k.C * k.H * k.W, nw = (size_t)k.Co * (k.C / k.groups) * k.kh * k.kw;
+        scratch = (float *)nn_cuda_alloc((nx > nw ? nx : nw) * sizeof(float));
+    }
     cudnnConvolutionBwdDataAlgoPerf_t dperf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int n = 0;
-    NN_GPU_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), p->w, p->y, p->conv, p->x,
-                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dperf));
+    NN_GPU_CHECK(cudnnSetConvolutionMathType(p->conv, base_math(p)));
+    if (k.find)
+        NN_GPU_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(handle(), p->w, w, p->y, dy, p->conv, p->x, scratch,
+                                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dperf,
+                                                                 nn_cuda_workspace(wsb), wsb));
+    else
+        NN_GPU_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle(), p->w, p->y, p->conv, p->x,
+                                                                 CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dperf));
     auto ddirect = [](cudnnConvolutionBwdDataAlgo_t a) {
         return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
     };
@@ -285,8 +376,14 @@ void choose_bwd(plan *p)
     });
     cudnnConvolutionBwdFilterAlgoPerf_t fperf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     n = 0;
-    NN_GPU_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), p->x, p->y, p->conv, p->w,
-                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, fperf));
+    NN_GPU_CHECK(cudnnSetConvolutionMathType(p->conv, base_math(p)));
+    if (k.find)
+        NN_GPU_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            handle(), p->x, x, p->y, dy, p->conv, p->w, scratch, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, fperf,
+            nn_cuda_workspace(wsb), wsb));
+    else
+        NN_GPU_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle(), p->x, p->y, p->conv, p->w,
+                                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, fperf));
     auto fdirect = [](cudnnConvolutionBwdFilterAlgo_t a) {
         return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
                a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
@@ -295,6 +392,7 @@ void choose_bwd(plan *p)
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle(), p->x, p->y, p->conv, p->w,
                                                               (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
     });
+    if (scratch) nn_cuda_free(scratch);
     p->bwd_ready = true;
 }
 
@@ -357,9 +455,10 @@ void conv_half(plan *p, const nn_cuda_conv_shape *s, int bf16, const float *x, c
     T *xh = (T *)nn_cuda_alloc((size_t)s->N * HW * Cp * sizeof(T));
     T *yh = (T *)nn_cuda_alloc((size_t)s->N * P * Kp * sizeof(T));
     dim3 block(32, 8);
-    dim3 gx((unsigned)((HW + 31) / 32), (unsigned)((Cp + 31) / 32), (unsigned)s->N);
+    dim3 gx((unsigned)((HW + 31) / 32), (unsigned)((Cp + 63) / 64), (unsigned)s->N);
     k_nchw_to_nhwc<T><<<gx, block, 0, NN_STREAM>>>(x, xh, s->C, Cp, HW);
     NN_CUDA_LAUNCHED();
+    if (!p->fwd_ready) choose_fwd(p, xh, wh, yh);
     float one = 1.f, zero = 0.f;
     run_list(&p->fwd, p, "forward", [&](int algo, void *ws, size_t bytes) {
         return cudnnConvolutionForward(handle(), &one, p->x, xh, p->w, wh, p->conv, (cudnnConvolutionFwdAlgo_t)algo,
@@ -380,7 +479,7 @@ extern "C" void nn_cuda_conv2d_fwd(const nn_cuda_conv_shape *s, const float *x, 
     {
         std::lock_guard<std::mutex> lk(mu);
         plan *p = get_plan(s, PREC_FP32);
-        if (!p->fwd_ready) choose_fwd(p);
+        if (!p->fwd_ready) choose_fwd(p, x, w, y);
         float one = 1.f, zero = 0.f;
         run_list(&p->fwd, p, "forward", [&](int algo, void *ws, size_t bytes) {
             return cudnnConvolutionForward(handle(), &one, p->x, x, p->w, w, p->conv,
@@ -395,7 +494,7 @@ extern "C" void nn_cuda_conv2d_fwd(const nn_cuda_conv_shape *s, const float *x, 
 }
 
 extern "C" void nn_cuda_conv2d_bwd(const nn_cuda_conv_shape *s, const float *x, const float *w, const float *dy,
-                                   float *dx, float *dw, float *db)
+                                   float *dx, float beta_dx, float *dw, float beta_dw, float *db)
 {
     if (db) {
         k_bias_grad<<<(unsigned)s->Co, 256, 0, NN_STREAM>>>(dy, db, s->N, s->Co, (size_t)s->Ho * s->Wo);
@@ -404,17 +503,18 @@ extern "C" void nn_cuda_conv2d_bwd(const nn_cuda_conv_shape *s, const float *x, 
     if (!dx && !dw) return;
     std::lock_guard<std::mutex> lk(mu);
     plan *p = get_plan(s, PREC_FP32);
-    if (!p->bwd_ready) choose_bwd(p);
-    float one = 1.f; // beta 1: gradients add into dx and dw
+    if (!p->bwd_ready) choose_bwd(p, x, w, dy);
+    float one = 1.f; // beta 1: gradients add into dx and dw; beta 0: overwrite
     if (dw)
         run_list(&p->bwd_filter, p, "backward-filter", [&](int algo, void *ws, size_t bytes) {
             return cudnnConvolutionBackwardFilter(handle(), &one, p->x, x, p->y, dy, p->conv,
-                                                  (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes, &one, p->w, dw);
+                                                  (cudnnConvolutionBwdFilterAlgo_t)algo, ws, bytes, &beta_dw, p->w,
+                                                  dw);
         });
     if (dx)
         run_list(&p->bwd_data, p, "backward-data", [&](int algo, void *ws, size_t bytes) {
             return cudnnConvolutionBackwardData(handle(), &one, p->w, w, p->y, dy, p->conv,
-                                                (cudnnConvolutionBwdDataAlgo_t)algo, ws, bytes, &one, p->x, dx);
+                                                (cudnnConvolutionBwdDataAlgo_t)algo, ws, bytes, &beta_dx, p->x, dx);
         });
 }
 
@@ -425,11 +525,35 @@ extern "C" void nn_cuda_conv2d_fwd_half(const nn_cuda_conv_shape *s, int bf16, c
     NCMI_CHECK(s->N <= 65535, "conv2d: half precision takes at most 65535 images per call (got %d)", s->N);
     std::lock_guard<std::mutex> lk(mu);
     plan *p = get_plan(s, bf16 ? PREC_BF16 : PREC_FP16);
-    if (!p->fwd_ready) choose_fwd(p);
     if (bf16)
         conv_half<__nv_bfloat16>(p, s, 1, x, w, b, y);
     else
         conv_half<__half>(p, s, 0, x, w, b, y);
+}
+
+extern "C" void nn_cuda_set_cudnn_benchmark(int on)
+{
+    std::lock_guard<std::mutex> lk(mu);
+    read_modes();
+    mode_find = on != 0;
+}
+extern "C" int nn_cuda_cudnn_benchmark(void)
+{
+    std::lock_guard<std::mutex> lk(mu);
+    read_modes();
+    return mode_find;
+}
+extern "C" void nn_cuda_set_conv_exact(int on)
+{
+    std::lock_guard<std::mutex> lk(mu);
+    read_modes();
+    mode_exact = on != 0;
+}
+extern "C" int nn_cuda_conv_exact(void)
+{
+    std::lock_guard<std::mutex> lk(mu);
+    read_modes();
+    return mode_exact;
 }
 
 extern "C" void nn_cuda_conv_half_cache_clear(void)
@@ -448,7 +572,7 @@ extern "C" void nn_cuda_conv2d_fwd(const nn_cuda_conv_shape *, const float *, co
     NO_CUDNN();
 }
 extern "C" void nn_cuda_conv2d_bwd(const nn_cuda_conv_shape *, const float *, const float *, const float *, float *,
-                                   float *, float *)
+                                   float, float *, float, float *)
 {
     NO_CUDNN();
 }
@@ -458,5 +582,9 @@ extern "C" void nn_cuda_conv2d_fwd_half(const nn_cuda_conv_shape *, int, const f
     NO_CUDNN();
 }
 extern "C" void nn_cuda_conv_half_cache_clear(void) {}
+extern "C" void nn_cuda_set_cudnn_benchmark(int) {}
+extern "C" int nn_cuda_cudnn_benchmark(void) { return 0; }
+extern "C" void nn_cuda_set_conv_exact(int) {}
+extern "C" int nn_cuda_conv_exact(void) { return 0; }
 
 #endif

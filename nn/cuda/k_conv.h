@@ -38,9 +38,11 @@ typedef struct nn_cuda_conv_shape {
 /* y = conv(x, w) + b (b may be NULL); y is overwritten. */
 void nn_cuda_conv2d_fwd(const nn_cuda_conv_shape *s, const float *x, const float *w, const float *b,
                         float *y);
-/* Adds the gradients into dx, dw, db (each may be NULL) from dy. */
+/* Gradients from dy into dx, dw, db (each may be NULL): dx = dx*beta_dx +
+ * d/dx, dw likewise (beta 0: overwritten, its old contents never read);
+ * db is added to. */
 void nn_cuda_conv2d_bwd(const nn_cuda_conv_shape *s, const float *x, const float *w, const float *dy,
-                        float *dx, float *dw, float *db);
+                        float *dx, float beta_dx, float *dw, float beta_dw, float *db);
 /* Inference in half precision: bf16 != 0 for bfloat16, else float16.
  * groups must be 1. y (NCHW fp32) is overwritten. */
 void nn_cuda_conv2d_fwd_half(const nn_cuda_conv_shape *s, int bf16, const float *x, const float *w,

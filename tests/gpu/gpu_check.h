@@ -37,12 +37,18 @@ double gpu_tensor_err(const nn_tensor *got, const nn_tensor *ref);
 void gpu_run_worker(const char *name);
 /* TEST(name) runs TEST(worker_name), whose body follows, in a fresh process */
 #define GPU_WORKER_TEST(name)                                                   \
+    static void worker_body_##name(void);                                       \
     TEST(name)                                                                  \
     {                                                                           \
         GPU_REQUIRE();                                                          \
         gpu_run_worker("worker_" #name);                                        \
     }                                                                           \
-    TEST(worker_##name)
+    TEST(worker_##name)                                                         \
+    {                                                                           \
+        GPU_REQUIRE(); /* the worker is a new process: initialise CUDA there */ \
+        worker_body_##name();                                                   \
+    }                                                                           \
+    static void worker_body_##name(void)
 
 /* ||a - b|| / ||b|| of two host arrays (double sums). */
 double gpu_rel_l2(const float *a, const float *b, size_t n);
