@@ -62,6 +62,19 @@ typedef struct ell {
 #define SYN_LOBES 4
 #define SYN_MAX_ELL (SYN_MAX_PIECES * (1 + SYN_LOBES))
 #define SYN_MAX_HELL (SYN_MAX_PIECES * SYN_MAX_HOLES)
+#define SYN_MAX_PEN 8
+#define SYN_PEN_DOTS 512
+
+/* a pen stroke: a chain of overlapping ink disks along a smooth curve */
+typedef struct pen {
+    int n;
+    double x[SYN_PEN_DOTS], y[SYN_PEN_DOTS];
+    double r;               /* disk radius (px) */
+    double ymin, ymax;      /* bounding rows */
+    double xmin, xmax;
+    uint8_t ink[3];
+    double alpha;
+} pen;
 
 typedef struct model {
     int64_t W, H;
@@ -78,6 +91,10 @@ typedef struct model {
     double tum_cx, tum_cy, tum_r2;
     int tcell;               /* tumour nucleus grid cell */
     double trn2;             /* tumour nucleus radius^2 */
+    int n_pen;
+    pen pens[SYN_MAX_PEN];
+    const tl_synth_texture *tex;
+    int tex_off[SYN_MAX_PIECES][2]; /* texture offset per piece */
 } model;
 
 static uint64_t splitmix(uint64_t *s)
@@ -132,6 +149,10 @@ static int check_params(const tl_synth_params *p, const char *path)
         return ncmi_error_set("%s: tumour_um %g must be >= 0", w, p->tumour_um);
     if (p->tumour_um > 0 && (p->tumour_piece < 0 || p->tumour_piece >= p->n_pieces))
         return ncmi_error_set("%s: tumour_piece %d out of range [0, %d)", w, p->tumour_piece, p->n_pieces);
+    if (p->n_pen < 0 || p->n_pen > SYN_MAX_PEN)
+        return ncmi_error_set("%s: n_pen %d out of range [0, %d]", w, p->n_pen, SYN_MAX_PEN);
+    if (p->texture && (!p->texture->rgb || p->texture->win < 8))
+        return ncmi_error_set("%s: texture not loaded", w);
     return 0;
 }
 
@@ -201,6 +222,50 @@ static void build_model(model *m, const tl_synth_params *p)
         m->tcell = tc < 4 ? 4 : tc;
         double trn = 0.42 * m->tcell;
         m->trn2 = trn * trn;
+    }
+    if (p->n_pen > 0) {
+        /* pen strokes: their own stream, so the rest of the slide is unchanged */
+        static const uint8_t inks[4][3] = {{34, 120, 70}, {40, 60, 150}, {45, 42, 52}, {170, 40, 60}};
+        uint64_t ps = p->seed * 0xA24BAED4963EE407ull + 4242;
+        m->n_pen = p->n_pen;
+        for (int k = 0; k < p->n_pen; k++) {
+            pen *q = &m->pens[k];
+            q->r = unif(&ps, 20, 60) / p->mpp;
+            if (q->r < 1.5) q->r = 1.5;
+            const uint8_t *ink = inks[(int)unif(&ps, 0, 4) & 3];
+            for (int c = 0; c < 3; c++) q->ink[c] = ink[c];
+            q->alpha = unif(&ps, 0.6, 0.85);
+            double len = unif(&ps, 0.3, 0.8) * fmin(W, H), step = 0.5 * q->r;
+            int n = (int)(len / step) + 1;
+            if (n > SYN_PEN_DOTS) {
+                n = SYN_PEN_DOTS;
+                step = len / (n - 1);
+            }
+            double x = unif(&ps, 0.1, 0.9) * W, y = unif(&ps, 0.1, 0.9) * H, th = unif(&ps, 0, 2 * M_PI);
+            double turn = unif(&ps, -1, 1) * 2.5 / len; /* radians per px: a gentle arc */
+            q->n = n;
+            q->xmin = q->ymin = INFINITY;
+            q->xmax = q->ymax = -INFINITY;
+            for (int i = 0; i < n; i++) {
+                q->x[i] = x;
+                q->y[i] = y;
+                q->xmin = fmin(q->xmin, x - q->r);
+                q->xmax = fmax(q->xmax, x + q->r);
+                q->ymin = fmin(q->ymin, y - q->r);
+                q->ymax = fmax(q->ymax, y + q->r);
+                th += turn * step + unif(&ps, -0.15, 0.15) * step / q->r * 0.2;
+                x += step * cos(th);
+                y += step * sin(th);
+            }
+        }
+    }
+    if (p->texture) {
+        uint64_t xs = p->seed * 0x94D049BB133111EBull + 99;
+        m->tex = p->texture;
+        for (int i = 0; i < n; i++) {
+            m->tex_off[i][0] = (int)unif(&xs, 0, 2.0 * p->texture->win);
+            m->tex_off[i][1] = (int)unif(&xs, 0, 2.0 * p->texture->win);
+        }
     }
 }
 
@@ -290,8 +355,42 @@ static int row_spans(const model *m, int64_t y, span *out)
     return n;
 }
 
+/* u mirrored into [0, n) (period 2n) */
+static inline int mirror(int64_t u, int n)
+{
+    int64_t p = u % (2 * (int64_t)n);
+    if (p < 0) p += 2 * (int64_t)n;
+    return (int)(p < n ? p : 2 * (int64_t)n - 1 - p);
+}
+
+/* texture pixels: normal tissue from the first window (offset per piece);
+ * tumour from the second, transposed and recoloured darker and purpler */
+static inline void tex_rgb(const model *m, int piece, int tumour, int64_t x, int64_t y, uint8_t *o)
+{
+    const tl_synth_texture *t = m->tex;
+    const uint8_t *px;
+    if (!tumour) {
+        int u = mirror(x + m->tex_off[piece][0], t->win), v = mirror(y + m->tex_off[piece][1], t->win);
+        px = t->rgb + ((size_t)(t->ny + v) * t->w + (size_t)(t->nx + u)) * 3;
+        o[0] = px[0];
+        o[1] = px[1];
+        o[2] = px[2];
+        return;
+    }
+    int u = mirror(y, t->win), v = mirror(x, t->win);
+    px = t->rgb + ((size_t)(t->ty + v) * t->w + (size_t)(t->tx + u)) * 3;
+    int r = (int)(px[0] * 0.72), g = (int)(px[1] * 0.58), b = (int)(px[2] * 0.86 + 12);
+    o[0] = (uint8_t)r;
+    o[1] = (uint8_t)g;
+    o[2] = (uint8_t)(b > 255 ? 255 : b);
+}
+
 static inline void tumour_rgb(const model *m, int64_t x, int64_t y, uint8_t *o)
 {
+    if (m->tex) {
+        tex_rgb(m, 0, 1, x, y, o);
+        return;
+    }
     uint64_t hp = hash3((uint64_t)x, (uint64_t)y, m->seed ^ 0x7777ull);
     int noise = (int)(hp & 31) - 16;
     int64_t cx = x / m->tcell, cy = y / m->tcell;
@@ -325,6 +424,10 @@ static inline void tissue_rgb(const model *m, int piece, int64_t x, int64_t y, u
             tumour_rgb(m, x, y, o);
             return;
         }
+    }
+    if (m->tex) {
+        tex_rgb(m, piece, 0, x, y, o);
+        return;
     }
     uint64_t hp = hash3((uint64_t)x, (uint64_t)y, m->seed);
     int noise = (int)(hp & 31) - 16; /* same on all channels: keeps the hue */
@@ -365,6 +468,31 @@ static void render_row(const model *m, int64_t y, int64_t x0, int64_t w, uint8_t
     for (int i = 0; i < n; i++) {
         int64_t a = s[i].a > x0 ? s[i].a : x0, b = s[i].b < x0 + w ? s[i].b : x0 + w;
         for (int64_t x = a; x < b; x++) tissue_rgb(m, s[i].piece, x, y, o + (x - x0) * 3);
+    }
+    /* pen ink over glass and tissue: the union of the row spans of each stroke's disks */
+    for (int k = 0; k < m->n_pen; k++) {
+        const pen *q = &m->pens[k];
+        double yc = (double)y + 0.5;
+        if (yc < q->ymin || yc > q->ymax || q->xmax < (double)x0 || q->xmin > (double)(x0 + w)) continue;
+        span sp[SYN_PEN_DOTS];
+        int ns = 0;
+        for (int i = 0; i < q->n; i++) {
+            double dy = yc - q->y[i];
+            if (fabs(dy) > q->r) continue;
+            double hw = sqrt(q->r * q->r - dy * dy);
+            double lo = ceil(q->x[i] - hw - 0.5), hi = floor(q->x[i] + hw - 0.5) + 1;
+            if (lo < (double)x0) lo = (double)x0;
+            if (hi > (double)(x0 + w)) hi = (double)(x0 + w);
+            if (hi > lo) sp[ns++] = (span){(int64_t)lo, (int64_t)hi, 0};
+        }
+        ns = span_union(sp, ns);
+        for (int i = 0; i < ns; i++)
+            for (int64_t x = sp[i].a; x < sp[i].b; x++) {
+                uint8_t *px = o + (x - x0) * 3;
+                uint64_t h = hash3((uint64_t)x, (uint64_t)y, m->seed ^ 0x9e11ull);
+                double a = q->alpha + 0.08 * ((double)(h & 255) / 255.0 - 0.5);
+                for (int c = 0; c < 3; c++) px[c] = (uint8_t)lround(px[c] * (1 - a) + q->ink[c] * a);
+            }
     }
 }
 
@@ -410,12 +538,26 @@ static int compute_truth(const model *m, const tl_synth_params *p, tl_synth_trut
     double *acc = calloc((size_t)mw * mh, sizeof *acc);
     int64_t tx = (W + p->tile - 1) / p->tile;
     if (!acc) return ncmi_error_set("synthetic slide: out of memory (truth mask %dx%d)", mw, mh);
-    double total = 0;
+    double total = 0, tum = 0;
     span s[SYN_MAX_SPANS];
     for (int64_t y = 0; y < H; y++) {
         int n = row_spans(m, y, s);
         double *row = acc + (size_t)(y / ds) * mw;
+        /* the tumour disk's pixel span on this row (pixel centres, as tissue_rgb) */
+        int64_t ta = 0, tb = 0;
+        if (m->has_tumour) {
+            double dy = (double)y + 0.5 - m->tum_cy;
+            if (dy * dy <= m->tum_r2) {
+                double hw = sqrt(m->tum_r2 - dy * dy);
+                ta = (int64_t)ceil(m->tum_cx - hw - 0.5);
+                tb = (int64_t)floor(m->tum_cx + hw - 0.5) + 1;
+            }
+        }
         for (int i = 0; i < n; i++) {
+            if (tb > ta) {
+                int64_t a = s[i].a > ta ? s[i].a : ta, b = s[i].b < tb ? s[i].b : tb;
+                if (b > a) tum += (double)(b - a);
+            }
             total += (double)(s[i].b - s[i].a);
             add_span_cells(row, s[i].a, s[i].b, ds);
             if (tile_cnt) add_span_cells(tile_cnt + (size_t)(y / p->tile) * tx, s[i].a, s[i].b, p->tile);
@@ -452,6 +594,27 @@ static int compute_truth(const model *m, const tl_synth_params *p, tl_synth_trut
         t->tumour_cx = m->tum_cx;
         t->tumour_cy = m->tum_cy;
         t->tumour_r = m->has_tumour ? sqrt(m->tum_r2) : 0;
+        t->tumour_area = tum;
+        t->n_pen = m->n_pen;
+        if (m->n_pen) {
+            double x0 = INFINITY, y0 = INFINITY, x1 = -INFINITY, y1 = -INFINITY;
+            for (int k = 0; k < m->n_pen; k++) {
+                x0 = fmin(x0, m->pens[k].xmin);
+                y0 = fmin(y0, m->pens[k].ymin);
+                x1 = fmax(x1, m->pens[k].xmax);
+                y1 = fmax(y1, m->pens[k].ymax);
+            }
+            x0 = fmax(0, floor(x0));
+            y0 = fmax(0, floor(y0));
+            x1 = fmin((double)W, ceil(x1));
+            y1 = fmin((double)H, ceil(y1));
+            if (x1 > x0 && y1 > y0) {
+                t->pen_rect[0] = (int64_t)x0;
+                t->pen_rect[1] = (int64_t)y0;
+                t->pen_rect[2] = (int64_t)(x1 - x0);
+                t->pen_rect[3] = (int64_t)(y1 - y0);
+            }
+        }
     }
     free(acc);
     return 0;
@@ -790,7 +953,152 @@ int tl_synth_slide_write(const char *path, const tl_synth_params *p, tl_synth_tr
     return rc;
 }
 
+/* ---------------------------------------------------------------- texture source */
+
+void tl_synth_texture_free(tl_synth_texture *t)
+{
+    free(t->rgb);
+    memset(t, 0, sizeof *t);
+}
+
+/* tissue fraction of every win x win window at stride `st` from an integral
+ * image of the tissue map; the best window (optionally not overlapping
+ * `avoid`) into *bx, *by. Returns its fraction. */
+static double best_window(const double *I, int w, int h, int win, int st, const int *avoid, int *bx, int *by)
+{
+    double best = -1;
+    for (int y = 0; y + win <= h; y += st)
+        for (int x = 0; x + win <= w; x += st) {
+            if (avoid && x < avoid[0] + win && avoid[0] < x + win && y < avoid[1] + win && avoid[1] < y + win)
+                continue;
+            size_t W1 = (size_t)w + 1;
+            double sum = I[(size_t)(y + win) * W1 + x + win] - I[(size_t)y * W1 + x + win] -
+                         I[(size_t)(y + win) * W1 + x] + I[(size_t)y * W1 + x];
+            double f = sum / ((double)win * win);
+            if (f > best) {
+                best = f;
+                *bx = x;
+                *by = y;
+            }
+        }
+    return best;
+}
+
+int tl_synth_texture_load(const char *path, double src_mpp, double dst_mpp, tl_synth_texture *t)
+{
+    memset(t, 0, sizeof *t);
+    if (!(dst_mpp > 0)) return ncmi_error_set("%s: texture: target mpp %g must be > 0", path, dst_mpp);
+    pthread_once(&vips_once, vips_start);
+    if (!vips_ok) return ncmi_error_set("%s: libvips failed to start", path);
+    VipsImage *im = vips_image_new_from_file(path, NULL);
+    if (!im) return vips_fail(path, "cannot open the texture source");
+    if (!(src_mpp > 0)) {
+        double xres = vips_image_get_xres(im); /* pixels per mm; libvips says 1 when unknown */
+        src_mpp = xres > 1.001 ? 1000.0 / xres : 0;
+        if (!(src_mpp >= 0.05 && src_mpp <= 20)) {
+            g_object_unref(im);
+            return ncmi_error_set("%s: texture source has no usable resolution (give its um/px)", path);
+        }
+    }
+    VipsImage *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+    int rc = 0;
+    if (vips_image_hasalpha(im)) {
+        double white[3] = {255, 255, 255};
+        VipsArrayDouble *bg = vips_array_double_new(white, 3);
+        rc = vips_flatten(im, &a, "background", bg, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+    } else {
+        rc = vips_copy(im, &a, NULL);
+    }
+    if (!rc) rc = vips_colourspace(a, &b, VIPS_INTERPRETATION_sRGB, NULL);
+    if (!rc) rc = vips_resize(b, &c, src_mpp / dst_mpp, NULL);
+    if (!rc) rc = vips_cast(c, &d, VIPS_FORMAT_UCHAR, NULL);
+    size_t sz = 0;
+    void *mem = NULL;
+    if (!rc && d->Bands < 3) {
+        ncmi_error_set("%s: texture source is not RGB", path);
+        rc = -2;
+    }
+    if (!rc) {
+        VipsImage *e = NULL;
+        if (vips_extract_band(d, &e, 0, "n", 3, NULL)) {
+            rc = -1;
+        } else {
+            mem = vips_image_write_to_memory(e, &sz);
+            if (!mem) rc = -1;
+            t->w = vips_image_get_width(e);
+            t->h = vips_image_get_height(e);
+            g_object_unref(e);
+        }
+    }
+    VipsImage *all[5] = {im, a, b, c, d};
+    for (int i = 0; i < 5; i++)
+        if (all[i]) g_object_unref(all[i]);
+    if (rc == -2) return -1;
+    if (rc) {
+        g_free(mem);
+        return vips_fail(path, "cannot read the texture source");
+    }
+    t->rgb = malloc(sz);
+    if (!t->rgb) {
+        g_free(mem);
+        return ncmi_error_set("%s: out of memory", path);
+    }
+    memcpy(t->rgb, mem, sz);
+    g_free(mem);
+    /* tissue map: saturation (max - min) / max >= 0.08 and not glass-bright */
+    int w = t->w, h = t->h;
+    double *I = calloc((size_t)(w + 1) * (h + 1), sizeof *I);
+    if (!I) {
+        tl_synth_texture_free(t);
+        return ncmi_error_set("%s: out of memory", path);
+    }
+    for (int y = 0; y < h; y++) {
+        double rs = 0;
+        for (int x = 0; x < w; x++) {
+            const uint8_t *px = t->rgb + ((size_t)y * w + x) * 3;
+            int mx = px[0], mn = px[0];
+            for (int k = 1; k < 3; k++) {
+                if (px[k] > mx) mx = px[k];
+                if (px[k] < mn) mn = px[k];
+            }
+            rs += mx > 0 && (double)(mx - mn) / mx >= 0.08 && mn < 235;
+            I[(size_t)(y + 1) * (w + 1) + x + 1] = I[(size_t)y * (w + 1) + x + 1] + rs;
+        }
+    }
+    int win = (w < h ? w : h) / 2;
+    if (win > 384) win = 384;
+    int st = win / 16 > 1 ? win / 16 : 1;
+    double f0 = -1, f1 = -1;
+    if (win >= 16) {
+        f0 = best_window(I, w, h, win, st, NULL, &t->nx, &t->ny);
+        int avoid[2] = {t->nx, t->ny};
+        f1 = best_window(I, w, h, win, st, avoid, &t->tx, &t->ty);
+    }
+    free(I);
+    if (win < 16 || f0 < 0.6 || f1 < 0.6) {
+        tl_synth_texture_free(t);
+        return ncmi_error_set("%s: texture source too small or with too little tissue for two %d px windows at "
+                              "%g um/px (tissue fractions %.2f, %.2f; need 0.6)",
+                              path, win, dst_mpp, f0, f1);
+    }
+    t->win = win;
+    t->tissue[0] = f0;
+    t->tissue[1] = f1;
+    return 0;
+}
+
 #else /* no libvips */
+
+void tl_synth_texture_free(tl_synth_texture *t) { memset(t, 0, sizeof *t); }
+
+int tl_synth_texture_load(const char *path, double src_mpp, double dst_mpp, tl_synth_texture *t)
+{
+    (void)src_mpp;
+    (void)dst_mpp;
+    memset(t, 0, sizeof *t);
+    return ncmi_error_set("%s: texture sources need libvips (not found at build time)", path);
+}
 
 int tl_synth_slide_write(const char *path, const tl_synth_params *p, tl_synth_truth *truth)
 {

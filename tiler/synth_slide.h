@@ -35,7 +35,35 @@ typedef struct tl_synth_params {
                                (purpler, denser and larger nuclei) inside piece tumour_piece;
                                0: none (default) */
     int tumour_piece;       /* the piece holding the tumour (default 0) */
+    int n_pen;              /* pen-mark strokes drawn over glass and tissue (default 0): smooth
+                               curves of ink (green, blue, black or red) 40-120 µm wide, their
+                               own random stream (the rest of the slide is unchanged); not tissue
+                               in the truth */
+    const struct tl_synth_texture *texture; /* NULL: the generated texture (default); else
+                               tissue and tumour pixels are sampled from a real slide's
+                               tissue (tl_synth_texture_load); the caller keeps it alive */
 } tl_synth_params;
+
+/* Texture taken from a real H&E slide: an RGB image at the synthetic
+ * slide's µm/px and two square windows of it with the most tissue, one for
+ * normal tissue and one (recoloured: darker, purpler) for the tumour. Tissue
+ * pixels sample a window mirrored at its edges, with an offset per piece. */
+typedef struct tl_synth_texture {
+    int w, h;
+    uint8_t *rgb;        /* [h*w*3] */
+    int win;             /* window side (px) */
+    int nx, ny;          /* normal tissue window, top-left */
+    int tx, ty;          /* tumour window, top-left */
+    double tissue[2];    /* tissue fraction of the two windows */
+} tl_synth_texture;
+
+/* Read an image that libvips opens (an .svs through OpenSlide, a TIFF, a
+ * PNG/JPEG), flatten alpha onto white, resample from src_mpp (0: the file's
+ * own resolution; an error when it has none) to dst_mpp, and choose the
+ * windows. 0, or -1 with "<path>: ..." in ncmi_error() (also when the image
+ * holds too little tissue for two windows). */
+int tl_synth_texture_load(const char *path, double src_mpp, double dst_mpp, tl_synth_texture *t);
+void tl_synth_texture_free(tl_synth_texture *t);
 
 /* Defaults: 4000x3000 at 0.5 µm/px, seed 1, 3 pieces with 2 holes each,
  * scale 1, Q 90, tile 256, pyramid, resolution written, no corruption,
@@ -60,6 +88,9 @@ typedef struct tl_synth_truth {
     double tumour_cx, tumour_cy; /* its centre, level-0 px (tumour texture where the disk
                                     meets tissue) */
     double tumour_r;             /* its radius, level-0 px */
+    double tumour_area;          /* tumour pixels (disk and tissue), level-0 px^2 */
+    int n_pen;                   /* pen strokes drawn */
+    int64_t pen_rect[4];         /* bounding box of all pen ink (x, y, w, h; zeros without) */
 } tl_synth_truth;
 
 /* 1 when level-0 point (x, y) lies in the tumour disk of t (0 without one). */
