@@ -190,8 +190,13 @@ static int write_dataset(hid_t file, const char *name, hid_t filetype, hid_t mem
 {
     hsize_t dims[2] = {rows, cols};
     hid_t sp = H5Screate_simple(2, dims, NULL);
-    hid_t ds = sp >= 0 ? H5Dcreate2(file, name, filetype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    /* no object timestamps: the same features give the same bytes (a rerun after an
+       interruption writes files identical to an uninterrupted run's) */
+    hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(pl, 0);
+    hid_t ds = sp >= 0 ? H5Dcreate2(file, name, filetype, sp, H5P_DEFAULT, pl, H5P_DEFAULT) : -1;
     herr_t st = ds >= 0 && rows ? H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+    H5Pclose(pl);
     if (ds >= 0) H5Dclose(ds);
     if (sp >= 0) H5Sclose(sp);
     return ds < 0 || st < 0 ? -1 : 0;
@@ -227,7 +232,10 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
     quiet();
     char *tmp = NULL;
     if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, 0); /* the root group's too */
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
     if (file < 0) {
         ncmi_error_set("%s: cannot create %s (folder missing, read-only or full?)", path, tmp);
         free(tmp);

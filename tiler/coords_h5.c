@@ -48,7 +48,10 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
     quiet();
     char *tmp = NULL;
     if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, 0); /* the root group's too */
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
     if (file < 0) {
         ncmi_error_set("%s: cannot create %s: %s", path, tmp, strerror(errno));
         free(tmp);
@@ -59,6 +62,7 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
     hid_t sp = H5Screate_simple(2, dims, maxd);
     hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(pl, 2, chunk);
+    H5Pset_obj_track_times(pl, 0); /* no timestamps: the same coords give the same bytes */
     hid_t ds = sp >= 0 ? H5Dcreate2(file, "coords", H5T_STD_I64LE, sp, H5P_DEFAULT, pl, H5P_DEFAULT) : -1;
     int bad = ds < 0;
     if (!bad && n) bad = H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, coords) < 0;
