@@ -203,6 +203,20 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
         else
             printf("nothing to do: %s already trained %d of train.epochs = %d epochs\n", dir, tr.st.epoch,
                    c->epochs);
+        /* stopped after its last checkpoint but before the end of its final
+           evaluation (killed, out of time): do the evaluation now */
+        const tr_dataset *fe = c->eval_split == NCMI_EVAL_SPLIT_TEST && job.have_test ? &job.test : &job.val;
+        char last_file[4400];
+        snprintf(last_file, sizeof last_file, "%s/metrics_%s%s.json", dir, fe->name,
+                 c->head_kind == NCMI_HEAD_NCMI ? "_lp" : "");
+        if (rank == 0 && !file_exists(last_file)) {
+            printf("the final evaluation is missing (%s): evaluating\n", last_file);
+            fflush(stdout);
+            if (tr_final_eval(&tr, fe)) {
+                cli_error(CMD, "%s", ncmi_error());
+                goto done;
+            }
+        }
         rc = NCMI_EXIT_OK;
         goto done;
     }
