@@ -95,10 +95,11 @@ BENCH_SRC := $(wildcard bench/*.c)
 GIT_DESCRIBE := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
 
 # with nvcc, the GPU test binary is built too (CI compiles and links every .cu file)
-all: features $(BUILD)/ncmi $(BUILD)/libncmi.a $(BUILD)/test_ncmi $(if $(NVCC),$(BUILD)/test_gpu)
+all: buildinfo $(BUILD)/ncmi $(BUILD)/libncmi.a $(BUILD)/test_ncmi $(if $(NVCC),$(BUILD)/test_gpu)
 
 ok = $(if $(filter 1,$(1)),✓,✗)
-features:
+# (make features is the cohort stage, below)
+buildinfo:
 	@echo "ncmi build ($(BUILD)): CPU ✓  OpenBLAS ✓  OpenMP ✓  libyaml ✓  jansson ✓"
 	@echo "  CUDA $(call ok,$(HAVE_CUDA))  cuDNN $(call ok,$(HAVE_CUDNN))  NCCL $(call ok,$(HAVE_NCCL))  MPI $(call ok,$(HAVE_MPI))  OpenSlide $(call ok,$(HAVE_OPENSLIDE))  libvips $(call ok,$(HAVE_VIPS))  HDF5 $(call ok,$(HAVE_HDF5))"
 	@$(PKG_CONFIG) --exists $(REQ_PKGS) || { echo "missing libraries: run ./setup (pkg-config $(REQ_PKGS))"; exit 2; }
@@ -227,6 +228,62 @@ bench-mil: setup
 clean:
 	rm -rf build build-san
 
-.PHONY: all features setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
+# ---- whole cohorts (README "Whole cohorts", docs/cohorts.md) ----
+# Stages of a slide cohort, driven by configs/datasets/$(DATASET).yaml through
+# `ncmi cohort <stage>`; each redoes only what is missing or out of date:
+#   make tile     DATASET=camelyon17 DATA_ROOT=/data/camelyon17   (slides -> WORK/tiles)
+#   make features DATASET=camelyon17 DATA_ROOT=/data/camelyon17   (tile, then WORK/features)
+#   make train    DATASET=camelyon17 HEAD=abmil LOSS=ncmi         (WORK/runs/<dataset>_<head>_<loss>)
+#   make eval     DATASET=camelyon17                             (metrics of finished runs)
+#   make table3   DATASET=camelyon17 DATA_ROOT=...               (all of it + reports/table3_<dataset>.md/.csv)
+#   make report   DATASET=camelyon17                             (the table from the runs there are)
+# Options: WORK=work/<dataset>, SHARD=K/N (slides for tile/features, runs for
+# train/eval), SEEDS="0 1 2" (mean +- std in the table), ALLOW_MISSING=1,
+# FORCE=1, JOBS=J (tile), DEVICE=cpu|cuda|auto. DATASET=synthetic (the
+# default) generates its slides (tools/make_slides --cohort) into
+# work/synthetic/slides and needs no DATA_ROOT.
+DATASET ?= synthetic
+cohort_comma := ,
+cohort_empty :=
+cohort_space := $(cohort_empty) $(cohort_empty)
+COHORT_NAME = $(basename $(notdir $(DATASET)))
+COHORT_WORK = $(if $(WORK),$(WORK),work/$(COHORT_NAME))
+COHORT_ARGS = --dataset $(DATASET) --work $(COHORT_WORK) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+  $(if $(SHARD),--shard $(SHARD)) $(if $(filter 1,$(ALLOW_MISSING)),--allow-missing) \
+  $(if $(filter 1,$(FORCE)),--force) $(if $(DEVICE),--device $(DEVICE))
+COHORT_RUNS = $(if $(HEAD),--head $(HEAD)) $(if $(LOSS),--loss $(LOSS)) \
+  $(if $(strip $(SEEDS)),--seeds $(subst $(cohort_space),$(cohort_comma),$(strip $(SEEDS))))
+# OpenMP threads that wait instead of spinning: stages share the machine with their readers
+COHORT_NCMI = OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/ncmi cohort
+
+cohort-build: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
+
+slides: cohort-build
+	@$(COHORT_NCMI) slides $(COHORT_ARGS)
+
+tile: slides
+	@$(COHORT_NCMI) tile $(COHORT_ARGS) $(if $(JOBS),--jobs $(JOBS))
+
+features: tile
+	@$(COHORT_NCMI) features $(COHORT_ARGS)
+
+train: cohort-build
+	@$(COHORT_NCMI) train $(COHORT_ARGS) $(COHORT_RUNS)
+
+eval: cohort-build
+	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS)
+
+report: cohort-build
+	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out reports/table3_$(COHORT_NAME)
+
+table3: features
+	@$(COHORT_NCMI) train $(COHORT_ARGS) $(COHORT_RUNS)
+	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS)
+	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out reports/table3_$(COHORT_NAME)
+
+.PHONY: cohort-build slides tile features train eval report table3
+
+.PHONY: all buildinfo setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

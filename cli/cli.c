@@ -44,7 +44,8 @@ int cli_take_device(const char *cmd, int *argc, char **argv)
     if (!spec) {
         /* feature extraction and scoring use the GPU when there is one */
         const char *env = getenv("NCMI_DEVICE");
-        int gpu_first = !strcmp(cmd, "features") || !strcmp(cmd, "score");
+        int gpu_first = !strcmp(cmd, "features") || !strcmp(cmd, "score") ||
+                        (!strcmp(cmd, "cohort") && out > 1 && !strcmp(argv[1], "features"));
         spec = env && *env ? env : gpu_first ? "auto" : "cpu";
     }
     if (nn_device_select(spec, &cli_device_cuda) != 0) {
@@ -67,7 +68,10 @@ const ncmi_command ncmi_commands[] = {
      ncmi_help_score},
     {"measure", "CMI, separation (Gamma), NCMI and centroid accuracy of a feature set", ncmi_cmd_measure,
      ncmi_help_measure},
-    {"report", "tables and reports across runs", ncmi_cmd_report, ncmi_help_report},
+    {"cohort", "the stages of a whole slide cohort: check, tile, features, train, eval", ncmi_cmd_cohort,
+     ncmi_help_cohort},
+    {"report", "tables across runs: the paper's Table III (report table3 --runs DIR)", ncmi_cmd_report,
+     ncmi_help_report},
     {"version", "print the version and the build features", ncmi_cmd_version, ncmi_help_version},
     {NULL, NULL, NULL, NULL},
 };

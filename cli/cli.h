@@ -29,6 +29,7 @@ int ncmi_cmd_eval(int argc, char **argv);
 int ncmi_cmd_score(int argc, char **argv);
 int ncmi_cmd_measure(int argc, char **argv);
 int ncmi_cmd_report(int argc, char **argv);
+int ncmi_cmd_cohort(int argc, char **argv);
 int ncmi_cmd_version(int argc, char **argv);
 void ncmi_help_tile(FILE *f);
 void ncmi_help_features(FILE *f);
@@ -37,6 +38,7 @@ void ncmi_help_eval(FILE *f);
 void ncmi_help_score(FILE *f);
 void ncmi_help_measure(FILE *f);
 void ncmi_help_report(FILE *f);
+void ncmi_help_cohort(FILE *f);
 void ncmi_help_version(FILE *f);
 
 /* The command table (cli.c), NULL-name terminated, and lookup by name. */
