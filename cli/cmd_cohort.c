@@ -135,7 +135,7 @@ static const ncmi_cfg_key cohort_keys[] = {
     {"path_column", NCMI_CFG_STRING, "rel_path", "manifest column with the slide file relative to DATA_ROOT", OFF(path_column), NULL, 0, 0, 0, 0},
     {"split_column", NCMI_CFG_STRING, "split", "manifest column with train / val / test", OFF(split_column), NULL, 0, 0, 0, 0},
     {"classes", NCMI_CFG_STRING_LIST, "[]", "class names in order; every label must be one of them", OFF(classes), NULL, 0, 0, 0, 0},
-    {"data_root", NCMI_CFG_STRING, "", "default DATA_ROOT (empty: it must be given)", OFF(data_root), NULL, 0, 0, 0, 0},
+    {"data_root", NCMI_CFG_STRING, "", "default DATA_ROOT ({work} = the work folder; empty: it must be given)", OFF(data_root), NULL, 0, 0, 0, 0},
     {"generate", NCMI_CFG_STRING, "", "synthetic cohorts: the arguments of tools/make_slides that make DATA_ROOT (--out is added)", OFF(generate), NULL, 0, 0, 0, 0},
     {"tile.target_mpp", NCMI_CFG_FLOAT, "0.5", "patch resolution, um/px", OFF(tile_target_mpp), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"tile.patch_size", NCMI_CFG_INT, "256", "patch side at the target resolution, px", OFF(tile_patch_size), NULL, NCMI_CFG_MIN, 8, 0, 0},
@@ -322,6 +322,17 @@ static int cohort_load(cohort *co, const opts *o, int need_root)
         snprintf(co->work, sizeof co->work, "%s", o->work);
     else
         snprintf(co->work, sizeof co->work, "work/%s", c->name);
+    if (!o->data_root || !*o->data_root) {
+        /* "{work}" in the config's data_root: the work folder */
+        char r[4400];
+        const char *w = strstr(c->data_root, "{work}");
+        if (w) {
+            snprintf(r, sizeof r, "%.*s%s%s", (int)(w - c->data_root), c->data_root, co->work, w + 6);
+            free(c->data_root);
+            c->data_root = strdup(r);
+            if (!c->data_root) return NCMI_EXIT_INTERNAL;
+        }
+    }
     if (need_root) {
         const char *r = o->data_root && *o->data_root ? o->data_root : c->data_root;
         if (!r || !*r) {

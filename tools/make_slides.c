@@ -26,6 +26,7 @@
  * --tumour-um R the slides labelled "tumor" or "tumour" get a tumour disk of
  * radius R µm (its own texture) in their first tissue piece; its centre and
  * radius (level-0 px) are in truth.csv (empty for the others). Slide i uses seed + i. Exit 0, 1 usage, 2 error. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -214,6 +215,19 @@ static int cohort_main(int argc, char **argv)
         fprintf(stderr, "make_slides: %s: cannot create: %s\n", out, strerror(errno));
         return 2;
     }
+    /* temporary files of an interrupted run (slides and tables are written
+       under <name>.tmp.<pid> and renamed) */
+    DIR *dd = opendir(out);
+    for (struct dirent *e; dd && (e = readdir(dd)) != NULL;) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) && strncmp(e->d_name, "manifest.csv", 12) &&
+            strncmp(e->d_name, "truth.csv", 9))
+            continue;
+        if (!strstr(e->d_name, ".tmp.")) continue;
+        char tp[4400];
+        snprintf(tp, sizeof tp, "%s/%s", out, e->d_name);
+        unlink(tp);
+    }
+    if (dd) closedir(dd);
     tl_synth_texture tex;
     memset(&tex, 0, sizeof tex);
     if (texture) {
