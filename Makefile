@@ -161,7 +161,7 @@ demo: setup
 	@bash tools/demo.sh $(BUILD)
 
 test: setup
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 	@NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
 
 # GPU tests: every op on CPU and GPU compared, the golden tests on the GPU, a
@@ -239,10 +239,11 @@ clean:
 #   make report   DATASET=camelyon17                             (the table from the runs there are)
 # Options: WORK=work/<dataset>, SHARD=K/N (slides for tile/features, runs for
 # train/eval), SEEDS="0 1 2" (mean +- std in the table), ALLOW_MISSING=1,
-# FORCE=1, JOBS=J (tile), DEVICE=cpu|cuda|auto. DATASET=synthetic (the
-# default) generates its slides (tools/make_slides --cohort) into
-# work/synthetic/slides and needs no DATA_ROOT.
+# FORCE=1, JOBS=J (tile), DEVICE=cpu|cuda|auto, REPORTS=reports. DATASET=synthetic
+# (the default) generates its slides (tools/make_slides --cohort) into
+# WORK/slides and needs no DATA_ROOT; make test-cohort is its CI check.
 DATASET ?= synthetic
+REPORTS ?= reports
 cohort_comma := ,
 cohort_empty :=
 cohort_space := $(cohort_empty) $(cohort_empty)
@@ -275,14 +276,19 @@ eval: cohort-build
 	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS)
 
 report: cohort-build
-	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out reports/table3_$(COHORT_NAME)
+	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out $(REPORTS)/table3_$(COHORT_NAME)
 
 table3: features
 	@$(COHORT_NCMI) train $(COHORT_ARGS) $(COHORT_RUNS)
 	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS)
-	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out reports/table3_$(COHORT_NAME)
+	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out $(REPORTS)/table3_$(COHORT_NAME)
 
-.PHONY: cohort-build slides tile features train eval report table3
+# CI: make table3 DATASET=synthetic in a fresh work folder, then the acceptance
+# check of its table (every head with CE and NCMI rows, macro-F1 well above chance)
+test-cohort: setup
+	@bash tools/ci_table3.sh
+
+.PHONY: cohort-build slides tile features train eval report table3 test-cohort
 
 .PHONY: all buildinfo setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 
