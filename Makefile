@@ -239,7 +239,8 @@ clean:
 #   make report   DATASET=camelyon17                             (the table from the runs there are)
 # Options: WORK=work/<dataset>, SHARD=K/N (slides for tile/features, runs for
 # train/eval), SEEDS="0 1 2" (mean +- std in the table), ALLOW_MISSING=1,
-# FORCE=1, JOBS=J (tile), DEVICE=cpu|cuda|auto, REPORTS=reports. DATASET=synthetic
+# FORCE=1, JOBS=J (tile), DEVICE=cpu|cuda|auto, SPLIT=test|val (eval, report),
+# REPORTS=reports, NO_BUILD=1 (do not rebuild first: parallel jobs on one tree). DATASET=synthetic
 # (the default) generates its slides (tools/make_slides --cohort) into
 # WORK/slides and needs no DATA_ROOT; make test-cohort is its CI check.
 DATASET ?= synthetic
@@ -257,10 +258,13 @@ COHORT_RUNS = $(if $(HEAD),--head $(HEAD)) $(if $(LOSS),--loss $(LOSS)) \
 # OpenMP threads that wait instead of spinning: stages share the machine with their readers
 COHORT_NCMI = OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/ncmi cohort
 
+# NO_BUILD=1: use the binaries as they are (several stages started at once on one
+# source tree, e.g. Slurm tasks, must not rebuild them at the same time)
+COHORT_BUILD = $(if $(filter 1,$(NO_BUILD)),,cohort-build)
 cohort-build: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 
-slides: cohort-build
+slides: $(COHORT_BUILD)
 	@$(COHORT_NCMI) slides $(COHORT_ARGS)
 
 tile: slides
@@ -269,14 +273,15 @@ tile: slides
 features: tile
 	@$(COHORT_NCMI) features $(COHORT_ARGS)
 
-train: cohort-build
+train: $(COHORT_BUILD)
 	@$(COHORT_NCMI) train $(COHORT_ARGS) $(COHORT_RUNS)
 
-eval: cohort-build
-	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS)
+eval: $(COHORT_BUILD)
+	@$(COHORT_NCMI) eval $(COHORT_ARGS) $(COHORT_RUNS) $(if $(SPLIT),--split $(SPLIT))
 
-report: cohort-build
-	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) --out $(REPORTS)/table3_$(COHORT_NAME)
+report: $(COHORT_BUILD)
+	@$(BUILD)/ncmi report table3 --runs $(COHORT_WORK)/runs --dataset $(COHORT_NAME) $(if $(SPLIT),--split $(SPLIT)) \
+	  --out $(REPORTS)/table3_$(COHORT_NAME)$(if $(filter-out test,$(SPLIT)),_$(SPLIT))
 
 table3: features
 	@$(COHORT_NCMI) train $(COHORT_ARGS) $(COHORT_RUNS)

@@ -102,6 +102,7 @@ void ncmi_help_cohort(FILE *f)
             "  --set key=value    train: extra config overrides (repeatable)\n"
             "  --split S          eval: split to evaluate (default test)\n"
             "  --force            redo the stage's work even where it is up to date\n"
+            "  --help-config[=md] every key of a dataset config (md: markdown)\n"
             "  -h, --help         this help\n"
             "\n"
             "The global --device applies (features default: auto).\n"
@@ -156,7 +157,7 @@ static const ncmi_cfg_key cohort_keys[] = {
     {"train.losses", NCMI_CFG_STRING_LIST, "[ce, ncmi]", "losses of the table ({loss} in train.recipe)", OFF(train_losses), NULL, 0, 0, 0, 0},
     {"train.seeds", NCMI_CFG_INT_LIST, "[0]", "seeds: several give mean +- std in the report", OFF(train_seeds), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"train.set", NCMI_CFG_STRING_LIST, "[]", "extra key=value overrides for every run", OFF(train_set), NULL, 0, 0, 0, 0},
-    {"eval.split", NCMI_CFG_STRING, "test", "split of ncmi cohort eval and the report", OFF(eval_split), NULL, 0, 0, 0, 0},
+    {"eval.split", NCMI_CFG_STRING, "test", "split that ncmi cohort eval evaluates (make eval / report SPLIT=...)", OFF(eval_split), NULL, 0, 0, 0, 0},
 };
 static const ncmi_cfg_schema cohort_schema = {"dataset config", cohort_keys,
                                               (int)(sizeof cohort_keys / sizeof *cohort_keys)};
@@ -1271,6 +1272,11 @@ int ncmi_cmd_cohort(int argc, char **argv)
         int m;
         if (cli_is_help(a)) {
             ncmi_help_cohort(stdout);
+            free(o.sets);
+            return NCMI_EXIT_OK;
+        }
+        if (!strcmp(a, "--help-config") || !strcmp(a, "--help-config=md")) {
+            ncmi_cfg_print_schema(&cohort_schema, stdout, !strcmp(a, "--help-config=md"));
             free(o.sets);
             return NCMI_EXIT_OK;
         }
