@@ -22,8 +22,8 @@ TEST(cli_help_lists_commands)
     char *out = NULL;
     int rc = test_ncmi(&out, "--help");
     EXPECT(rc == 0, "exit %d", rc);
-    const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "report", "version"};
-    for (int i = 0; i < 8; i++) {
+    const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "cohort", "report", "version"};
+    for (int i = 0; i < 9; i++) {
         char want[64];
         snprintf(want, sizeof want, "\n  %s ", cmds[i]);
         EXPECT(out && strstr(out, want), "--help does not list %s", cmds[i]);
@@ -42,8 +42,8 @@ TEST(cli_help_lists_commands)
 TEST(cli_every_command_has_help)
 {
     if (!have_binary()) SKIP("%s not built", test_ncmi_bin());
-    const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "report", "version"};
-    for (int i = 0; i < 8; i++) {
+    const char *cmds[] = {"tile", "features", "train", "eval", "score", "measure", "cohort", "report", "version"};
+    for (int i = 0; i < 9; i++) {
         char *out = NULL;
         int rc = test_ncmi(&out, "%s --help", cmds[i]);
         char want[64];
