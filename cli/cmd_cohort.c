@@ -346,11 +346,27 @@ static int cohort_load(cohort *co, const opts *o, int need_root)
             cli_error(CMD, "DATA_ROOT %s: %s", r, strerror(errno));
             return NCMI_EXIT_INPUT;
         }
+        /* the resolved config (WORK/dataset.yaml) records the DATA_ROOT used */
+        free(c->data_root);
+        c->data_root = strdup(co->root);
+        if (!c->data_root) return NCMI_EXIT_INTERNAL;
     }
     return NCMI_EXIT_OK;
 }
 
 static void cohort_free(cohort *co) { ncmi_cfg_free(&cohort_schema, &co->c); }
+
+/* the resolved dataset config beside the work it describes: WORK/dataset.yaml */
+static int save_dataset_config(const cohort *co)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/dataset.yaml", co->work);
+    if (cli_mkdir_p(co->work) || ncmi_cfg_write_yaml(&cohort_schema, &co->c, p)) {
+        cli_error(CMD, "%s", ncmi_error());
+        return NCMI_EXIT_INPUT;
+    }
+    return NCMI_EXIT_OK;
+}
 
 /* The manifest's rows, checked. Every problem is listed (up to 40 lines) and
  * the manifest refused: duplicate slide ids (with all their rows), labels
@@ -601,6 +617,10 @@ static int stage_check(const cohort *co, const opts *o, mrow **rows_out, int *n_
         cli_error(CMD, "no slide of %s is under DATA_ROOT %s", co->c.name, co->root);
         mrows_free(v, n);
         return NCMI_EXIT_INPUT;
+    }
+    if ((rc = save_dataset_config(co))) {
+        mrows_free(v, n);
+        return rc;
     }
     fprintf(stderr, "ncmi: cohort: %s: %d slide%s under %s%s; resolved manifest %s\n", co->c.name, k,
             k == 1 ? "" : "s", co->root, n_missing ? " (missing ones left out)" : "", path);
@@ -1111,6 +1131,7 @@ static int stage_train(const cohort *co, const opts *o)
     int rc = read_manifest(&tmp, 0, &v, &n);
     if (rc) return rc;
     mrows_free(v, n);
+    if ((rc = save_dataset_config(co))) return rc;
     run *runs;
     int nr;
     if ((rc = run_grid(co, o, &runs, &nr))) return rc;
@@ -1366,18 +1387,22 @@ int ncmi_cmd_cohort(int argc, char **argv)
         cli_usage_error(CMD, "--split %s: test, val or train", o.split);
         goto out;
     }
-    const int need_root = si <= 3;
+    int need_root = si <= 3;
     cohort co;
     if (si == 1) {
-        /* the generator creates DATA_ROOT */
+        /* the generator creates DATA_ROOT; datasets without one have nothing to do here */
         cohort probe;
         int prc = cohort_load(&probe, &o, 0);
-        if (!prc && probe.c.generate[0]) {
+        int gen = !prc && probe.c.generate[0];
+        if (gen) {
             const char *r = o.data_root && *o.data_root ? o.data_root : probe.c.data_root;
             if (r && *r && cli_mkdir_p(r)) cli_error(CMD, "%s", ncmi_error());
+        } else if (!prc) {
+            fprintf(stderr, "ncmi: cohort: %s: no generator (its slides are under DATA_ROOT): nothing to make\n",
+                    probe.c.name);
         }
         cohort_free(&probe);
-        if (prc) {
+        if (prc || !gen) {
             rc = prc;
             goto out;
         }
