@@ -296,6 +296,7 @@ static int root_string(hid_t file, const char *name, char *buf, size_t n)
                 char *v = NULL;
                 hid_t mt = H5Tcopy(H5T_C_S1);
                 H5Tset_size(mt, H5T_VARIABLE);
+                H5Tset_cset(mt, H5Tget_cset(t)); /* ncmi writes UTF-8: an ASCII memory type does not convert */
                 if (H5Aread(a, mt, &v) >= 0 && v) {
                     snprintf(buf, n, "%s", v);
                     H5free_memory(v);
