@@ -572,10 +572,14 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         if (lowres_robust(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy, r) != 0) goto done;
     }
     r->seg_mpp = s.mpp_x * dsx;
+    r->seg_w = w;
+    r->seg_h = h;
+    r->seg_dsx = dsx;
+    r->seg_dsy = dsy;
     double t1 = now_s();
     r->t_lowres = t1 - t0 - r->t_open;
 
-    if (tl_segment(img, w, h, dsx, dsy, &p->seg, &tissue, NULL) != 0) {
+    if (tl_segment(img, w, h, dsx, dsy, &p->seg, &tissue, p->keep_mask ? &r->seg_mask : NULL) != 0) {
         ncmi_error_prefix("%s: segmentation", path);
         goto done;
     }
@@ -610,32 +614,35 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
     if (tl_geojson_write(out, &tissue) != 0) goto done;
     /* the preview: the segmentation image when it has 1000 px a side or more
      * (or the whole slide is smaller), else a finer one for small slides and
-     * biopsies (up to preview_max_side a side, never finer than level 0) */
-    uint8_t *pimg = img;
-    int pw = w, ph = h;
-    double pdsx = dsx, pdsy = dsy;
-    int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
-    int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
-    if ((w > h ? w : h) < 1000 && (w > h ? w : h) < 0.9 * want) {
-        int r0 = s.reopen_count;
-        uint8_t *fine = NULL;
-        if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
-                            &pdsx, &pdsy) == 0) {
-            pimg = fine;
-            if (s.reopen_count > r0)
-                note_add(r, "preview: %d unreadable block(s) painted white", s.reopen_count - r0);
-        } else {
-            if (!s.osr) goto done;
-            note_add(r, "preview from the segmentation image (%s)", ncmi_error());
-            ncmi_error_clear();
-            pw = w, ph = h, pdsx = dsx, pdsy = dsy;
+     * biopsies (up to preview_max_side a side, never finer than level 0);
+     * none when preview_max_side is 0 */
+    if (p->preview_max_side > 0) {
+        uint8_t *pimg = img;
+        int pw = w, ph = h;
+        double pdsx = dsx, pdsy = dsy;
+        int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
+        int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
+        if ((w > h ? w : h) < 1000 && (w > h ? w : h) < 0.9 * want) {
+            int r0 = s.reopen_count;
+            uint8_t *fine = NULL;
+            if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
+                                &pdsx, &pdsy) == 0) {
+                pimg = fine;
+                if (s.reopen_count > r0)
+                    note_add(r, "preview: %d unreadable block(s) painted white", s.reopen_count - r0);
+            } else {
+                if (!s.osr) goto done;
+                note_add(r, "preview from the segmentation image (%s)", ncmi_error());
+                ncmi_error_clear();
+                pw = w, ph = h, pdsx = dsx, pdsy = dsy;
+            }
         }
+        tl_tile_output_path(out, sizeof out, out_dir, "previews", slide_id);
+        int prc = write_preview(out, pimg, pw, ph, pdsx, pdsy, p->preview_max_side, &tissue, coords, n,
+                                r->patch_size_level0);
+        if (pimg != img) free(pimg);
+        if (prc != 0) goto done;
     }
-    tl_tile_output_path(out, sizeof out, out_dir, "previews", slide_id);
-    int prc = write_preview(out, pimg, pw, ph, pdsx, pdsy, p->preview_max_side, &tissue, coords, n,
-                            r->patch_size_level0);
-    if (pimg != img) free(pimg);
-    if (prc != 0) goto done;
     double t4 = now_s();
     r->t_preview = t4 - t3;
 
@@ -668,6 +675,10 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
     r->t_write = now_s() - t4;
     rc = 0;
 done:
+    if (rc != 0) {
+        free(r->seg_mask);
+        r->seg_mask = NULL;
+    }
     free(img);
     free(coords);
     tl_tissue_free(&tissue);

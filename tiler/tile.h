@@ -28,7 +28,8 @@ typedef struct tl_tile_params {
     double min_tissue;      /* global grid */
     double seg_mpp;         /* resolution of the segmentation image (8 µm/px) */
     int seg_max_side;       /* its longest side at most (coarser for huge slides) */
-    int preview_max_side;   /* longest side of the preview PNG (2000) */
+    int preview_max_side;   /* longest side of the preview PNG (2000); 0: no preview written */
+    int keep_mask;          /* 1: return the tissue mask in tl_tile_result.seg_mask */
 } tl_tile_params;
 
 /* ncmi's defaults: 0.5 µm/px, 256 px, no overlap, the "default" preset,
@@ -62,6 +63,10 @@ typedef struct tl_tile_result {
     int64_t width, height;    /* level 0 */
     double tissue_area;       /* level-0 px^2 inside the tissue contours, holes excluded */
     double seg_mpp;           /* µm/px of the segmentation image actually used */
+    int seg_w, seg_h;         /* its size */
+    double seg_dsx, seg_dsy;  /* level-0 px per segmentation px */
+    uint8_t *seg_mask;        /* keep_mask: the tissue mask [seg_h*seg_w] 0/255 (malloc'd, the caller
+                                 frees it); NULL otherwise and on failure */
     int n_read_errors;        /* corrupt regions met (handle reopened, region white) */
     char note[512];           /* warnings + regions that could not be read ("" if none) */
     /* seconds: open, low-res read, segmentation, grid, GeoJSON + preview, coords file */
