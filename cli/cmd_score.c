@@ -602,6 +602,8 @@ static void slide_open_message(char *buf, size_t n, const char *path, const sc_m
                  "resolution, give it with --slide-mpp (e.g. 0.25 for a 40x scan, 0.5 for 20x), or in the "
                  "manifest's mpp column. (%s)",
                  path, m->tiling.target_mpp, e);
+    } else if (access(path, F_OK) != 0) {
+        snprintf(buf, n, "the slide file %s does not exist: check the path (%s)", path, e);
     } else {
         snprintf(buf, n,
                  "cannot read the slide %s: check that it is a complete whole-slide image file (.svs, .tif, "
@@ -650,14 +652,15 @@ static int score_slide(sc_model *m, const cli_slide *sl, const char *out_dir, in
     have_slide = 1;
     const double tgt = m->tiling.target_mpp, mpp = s.mpp_x;
     if (mpp > tgt * MPP_TOLERANCE)
-        FAIL("the slide %s was scanned at %.4g um/px (about %.0fx), coarser than the %.4g um/px (%.0fx) the model "
+        FAIL("the slide %s was scanned at %.4g um/px (about %.3gx), coarser than the %.4g um/px (%.3gx) the model "
              "%s was trained on: its patches would have to be enlarged %.1f times, and the model would see "
-             "blurred tissue it never saw in training. Scan the slide at %.0fx or finer, or use a model trained "
+             "blurred tissue it never saw in training. Scan the slide at %.3gx or finer, or use a model trained "
              "at this resolution. (If the recorded resolution is wrong, give the right one with --slide-mpp.)",
              path, mpp, 10.0 / mpp, tgt, 10.0 / tgt, m->run, mpp / tgt, 10.0 / tgt);
-    snprintf(r.mpp_source, sizeof r.mpp_source, "%s", s.mpp_source);
+    snprintf(r.mpp_source, sizeof r.mpp_source, "%s",
+             !strcmp(s.mpp_source, "override") ? "given with --slide-mpp or the manifest" : s.mpp_source);
     sc_report_flag(&r, 0, "resolution %.4g um/px (%s), patches taken at the training resolution %.4g um/px", mpp,
-                   s.mpp_source, tgt);
+                   r.mpp_source, tgt);
     if (mpp > tgt * 1.001)
         sc_report_flag(&r, 1,
                        "the slide is slightly coarser (%.4g um/px) than the training resolution (%.4g um/px): "
@@ -681,7 +684,9 @@ static int score_slide(sc_model *m, const cli_slide *sl, const char *out_dir, in
         if (cli_mkdir_p(p)) FAIL("%s", ncmi_error());
     }
     if (tl_tile_slide(path, id, sl->mpp, work, &m->tiling, &tr) != 0)
-        FAIL("cannot tile the slide %s: %s", path, ncmi_error());
+        FAIL("cannot read the image of the slide %s: the file opens but its image data cannot be decoded "
+             "(a damaged or incompletely copied file?). Copy or export the slide again. (%s)",
+             path, ncmi_error());
     const double t_tile = cli_now() - t0;
     const double mm2 = tr.tissue_area * mpp * mpp * 1e-6;
     if (tr.n_patches == 0)

@@ -137,8 +137,7 @@ void sc_report_print(const sc_report *r, FILE *f)
     fprintf(f, "  tissue            %.2f mm2 in %d piece%s, %lld patches used", r->tissue_mm2, r->n_contours,
             r->n_contours == 1 ? "" : "s", (long long)r->n_patches);
     if (r->read_errors) fprintf(f, " (%d unreadable, encoded as white)", r->read_errors);
-    fprintf(f, "\n  resolution        %.4g um/px read from %s; patches read at level %d\n", r->mpp, r->mpp_source,
-            r->level);
+    fprintf(f, "\n  resolution        %.4g um/px (%s); patches read at level %d\n", r->mpp, r->mpp_source, r->level);
     json_t *v = json_object_get(r->model, "validation");
     fprintf(f, "  model             %s (%s, %s head", jstr(r->model, "run"), jstr(r->model, "model"),
             jstr(r->model, "head"));
