@@ -32,6 +32,7 @@
 #include "../tiler/coords_h5.h"
 #include "../tiler/synth_slide.h"
 #include "../tiler/tile.h"
+#include "../cli/data_params.h"
 #include "test.h"
 
 #if NCMI_HAVE_OPENSLIDE && NCMI_HAVE_VIPS && NCMI_HAVE_HDF5
@@ -172,6 +173,60 @@ TEST(score_tiling_params_json_roundtrip)
     EXPECT(tl_tile_params_from_json("{\"target_mpp\": 0.5}", &q) != 0 && strstr(ncmi_error(), "patch_size"),
            "missing key: %s", ncmi_error());
     EXPECT(tl_tile_params_from_json("not json", &q) != 0, "not JSON accepted");
+}
+
+/* data_params.json: collected from the training files' attributes, written,
+ * read back; files made another way are named */
+static const char *dp_id(const tr_dataset *d, int i)
+{
+    (void)d;
+    static const char *ids[3] = {"a", "b", "c"};
+    return ids[i];
+}
+
+TEST(score_data_params_collect_write_read_and_disagreement)
+{
+    if (!features_h5_available()) SKIP("built without HDF5");
+    const char *dir = test_tmp_path("dp");
+    char p[1200];
+    snprintf(p, sizeof p, "mkdir -p %s/f %s/run", dir, dir);
+    test_run(p, NULL);
+    tl_tile_params tp;
+    tl_tile_params_default(&tp);
+    char t1[1024], t2[1024];
+    tl_tile_params_json(&tp, t1, sizeof t1);
+    tp.patch_size = 512;
+    tl_tile_params_json(&tp, t2, sizeof t2);
+    float x[4 * 3] = {0};
+    for (int i = 0; i < 3; i++) {
+        features_h5_attrs at = {.encoder = "resnet50_trunc", .weights_sha256 = "ab12", .precision = "fp32",
+                                .patch_size = 256, .input_size = 224, .target_mpp = 0.5, .weights_source = "random:7",
+                                .tiling = i == 2 ? t2 : t1, .level0_mpp = 0.25 + 0.25 * i};
+        snprintf(p, sizeof p, "%s/f/%s.h5", dir, dp_id(NULL, i));
+        REQUIRE(features_h5_write_attrs(p, x, 2 + i, 3, NULL, &at) == 0, "%s", ncmi_error());
+    }
+    tr_dataset d = {0};
+    d.n = 2;
+    d.sample_id = dp_id;
+    cli_data_params a, b;
+    snprintf(p, sizeof p, "%s/f", dir);
+    REQUIRE(cli_data_params_collect(p, &d, &a) == 0, "%s", ncmi_error());
+    EXPECT(!a.problems[0] && a.dim == 3 && a.n_files == 2 && !strcmp(a.encoder, "resnet50_trunc") &&
+               !strcmp(a.weights_source, "random:7") && !strcmp(a.tiling, t1) && a.bag_min == 2 && a.bag_max == 3 &&
+               a.mpp_min == 0.25 && a.mpp_max == 0.5,
+           "collected: problems '%s' dim %d files %d tiling %s", a.problems, a.dim, a.n_files, a.tiling);
+    snprintf(p, sizeof p, "%s/run", dir);
+    EXPECT(cli_data_params_missing(p), "data_params.json before it was written");
+    REQUIRE(cli_data_params_write(p, &a) == 0, "%s", ncmi_error());
+    REQUIRE(cli_data_params_read(p, &b) == 0, "%s", ncmi_error());
+    tl_tile_params q;
+    EXPECT(b.dim == 3 && !strcmp(b.weights_sha256, "ab12") && b.input_size == 224 && b.bag_median == a.bag_median &&
+               tl_tile_params_from_json(b.tiling, &q) == 0 && q.patch_size == 256 && q.target_mpp == 0.5,
+           "read back: dim %d tiling %s", b.dim, b.tiling);
+    d.n = 3;
+    snprintf(p, sizeof p, "%s/f", dir);
+    REQUIRE(cli_data_params_collect(p, &d, &a) == 0, "%s", ncmi_error());
+    EXPECT(strstr(a.problems, "c.h5") && strstr(a.problems, "tiling parameters"), "disagreement: '%s'", a.problems);
 }
 
 /* ------------------------------------------------------------------ */
@@ -580,6 +635,21 @@ TEST(score_refuses_bad_inputs_exit_2_nothing_left)
         snprintf(a, sizeof a, "%s/slide_000.tif --run %s", c->slides, p);
         expect_refusal("not a slide model", a, test_tmp_path("sc_out9"), "is not a slide model", "data.kind");
     }
+    /* a manifest with one unreadable slide: the others are scored, exit 3, the CSV says which failed */
+    snprintf(p, sizeof p, "%s/mixed.csv", d);
+    write_text(p, "slide_id,label,path\nslide_011,normal,%s/slide_011.tif\nempty,normal,%s/empty.svs\n", c->slides, d);
+    const char *mo = test_tmp_path("sc_out_mixed");
+    rc = ncmi_run(&o, "score --device cpu --manifest %s --run %s --out %s --top-k 2", p, c->run, mo);
+    EXPECT(rc == 3 && o && strstr(o, "empty: cannot read the slide"), "mixed manifest: exit %d\n%s", rc, o ? o : "");
+    free(o);
+    snprintf(p, sizeof p, "%s/score_predictions.csv", mo);
+    char *csv = slurp(p);
+    EXPECT(csv && strstr(csv, "slide_011,normal,normal,") && strstr(csv, ",0,failed,") &&
+               strstr(csv, "empty,normal,,,,0,failed,"),
+           "%s:\n%s", p, csv ? csv : "(missing)");
+    free(csv);
+    snprintf(p, sizeof p, "%s/empty.score.json", mo);
+    EXPECT(!exists(p), "outputs of the failed slide were left");
     /* usage */
     rc = ncmi_run(&o, "score %s/slide_000.tif", c->slides);
     EXPECT(rc == 1 && o && strstr(o, "--run DIR is required"), "no --run: exit %d\n%s", rc, o ? o : "");
