@@ -35,7 +35,6 @@
 #include "../nn/cuda.h"
 #include "../nn/error.h"
 #include "../nn/sha256.h"
-#include "../tiler/coords_h5.h"
 #include "../tiler/heatmap.h"
 #include "../tiler/seg.h"
 #include "../tiler/slide.h"
@@ -772,16 +771,7 @@ static int score_slide(sc_model *m, const cli_slide *sl, const char *out_dir, in
         FAIL("out of memory");
     }
     memcpy(drawn, thumb, (size_t)tw * (size_t)th * 3);
-    tl_coords_attrs ca;
-    int64_t *cc = NULL;
-    size_t cn = 0;
-    char nm[256];
-    if (tl_coords_h5_read(cpath, &cc, &cn, &ca, nm, sizeof nm) != 0) {
-        free(drawn);
-        FAIL("%s", ncmi_error());
-    }
-    free(cc);
-    const int64_t patch0 = ca.patch_size_level0;
+    const int64_t patch0 = tr.patch_size_level0;
     if (tl_heatmap_draw(drawn, tw, th, 1.0 / dsx, 1.0 / dsy, f.coords, (size_t)n, patch0, rank, 0.5f) != 0) {
         free(drawn);
         FAIL("%s", ncmi_error());

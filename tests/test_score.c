@@ -856,6 +856,10 @@ TEST(score_cmu1_resnet50_trunc_under_10s)
            SEC("load_model"), SEC("tile"), SEC("read_and_features"), SEC("head"), SEC("outputs"));
 #undef SEC
     EXPECT(json_integer_value(json_object_get(json_object_get(j, "quality"), "patches")) == 41, "41 patches");
+#if defined(__SANITIZE_ADDRESS__)
+    if (wall >= 10.0) printf("    (sanitizer build: the 10 s goal is not checked)\n");
+#else
     EXPECT(wall < 10.0, "ncmi score took %.1f s on cmu-1-small-region.svs (goal < 10 s)", wall);
+#endif
     json_decref(j);
 }
