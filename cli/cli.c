@@ -64,7 +64,7 @@ const ncmi_command ncmi_commands[] = {
      ncmi_cmd_train, ncmi_help_train},
     {"eval", "metrics of a predictions file: accuracy, macro-F1, macro-AUC, top-k, CIs", ncmi_cmd_eval,
      ncmi_help_eval},
-    {"score", "score one slide for a pathologist: JSON, heatmap PNG, HTML page", ncmi_cmd_score,
+    {"score", "score slides with a trained model: summary, JSON, heatmap, HTML page", ncmi_cmd_score,
      ncmi_help_score},
     {"measure", "CMI, separation (Gamma), NCMI and centroid accuracy of a feature set", ncmi_cmd_measure,
      ncmi_help_measure},

@@ -93,6 +93,9 @@ static const char eval_help[] =
     "Methods: linear (a linear head); NCMI: cc (class-mean centroids of the training set,\n"
     "the default unless ncmi.eval says learned), learned (sigma(xi)), lp (linear probing,\n"
     "retrained with the config's lp.* and seed: the same result as at the end of training).\n"
+    "cc and lp use the class-mean centroids and the probe stored in best.safetensors at the\n"
+    "end of training; for a run trained before they were stored, eval computes them from the\n"
+    "training set and stores them there (ncmi score needs them).\n"
     "\n"
     "Metrics of a predictions file (slide_id,label,pred,p_<class>...; the class list and\n"
     "order are those of the p_<class> columns; label and pred are class names or indices).\n"
@@ -160,6 +163,18 @@ static int eval_run(const char *run, const char *split, const char *ckpt, const 
         goto out;
     }
     if (tr_load_weights(&tr, ckpt_path)) goto out;
+    if (tc.head == TR_HEAD_NCMI && !last && !tr_predictors_stored(&tr)) {
+        /* a run from before the predictors were stored: compute them once from
+         * the training set and store them, so ncmi score can use the run */
+        if (tr_compute_predictors(&tr)) goto out;
+        if (tr_save_predictors(&tr, ckpt_path))
+            fprintf(stderr, "ncmi: eval: warning: cannot store the class-mean centroids and the linear probe in "
+                            "%s (ncmi score needs them): %s\n", ckpt_path, ncmi_error());
+        else
+            fprintf(stderr, "ncmi: eval: stored the class-mean centroids and the linear probe in %s (for ncmi "
+                            "score)\n", ckpt_path);
+        ncmi_error_clear();
+    }
     const char *sp = split ? split : c.eval_split == NCMI_EVAL_SPLIT_VAL ? "val" : "test";
     const tr_dataset *d = !strcmp(sp, "train") ? &job.train : !strcmp(sp, "val") ? &job.val : &job.test;
     if (!strcmp(sp, "test") && !job.have_test) {

@@ -378,6 +378,7 @@ end_args:
         free(slides);
         return rc;
     }
+    snprintf(c.params.preset, sizeof c.params.preset, "%s", preset);
     /* otsu keeps a preset's Otsu variant (the default floors Otsu at sthresh) */
     if (seg) c.params.seg.use_otsu = strcmp(seg, "otsu") ? 0 : c.params.seg.use_otsu ? c.params.seg.use_otsu : 1;
     c.params.target_mpp = target_mpp > 0 ? target_mpp : mag > 0 ? 10.0 / mag : 0.5;

@@ -12,6 +12,7 @@
  *   last.safetensors   weights + both optimizers' state + metadata (epoch, rng, best), every epoch
  *   best.safetensors   weights of the best validation score (train.select)
  *   predictions_<split>[_<method>].csv, metrics_<split>[_<method>].json  at the best epoch
+ *   data_params.json   slide models: how the training features were made (data_params.h)
  * Every file is written to a temporary name and renamed into place.
  * --resume continues from last.safetensors; the result is bit-identical to
  * an uninterrupted run with the same config and thread count. */
@@ -33,6 +34,7 @@
 #include "cli.h"
 
 #include "../nn/cuda.h"
+#include "data_params.h"
 #include "train_config.h"
 #include "train_cv.h"
 #include "train_job.h"
@@ -223,6 +225,16 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
     if (rank == 0 && (cli_mkdir_p(dir) || ncmi_cfg_write_yaml(&ncmi_train_schema, c, path_cfg))) {
         cli_error(CMD, "%s", ncmi_error());
         goto done;
+    }
+    /* slide models: how their features were made, for ncmi score */
+    if (rank == 0 && c->data_kind == NCMI_DATA_BAGS) {
+        cli_data_params dp;
+        if (cli_data_params_collect(c->features, &job.train, &dp) || cli_data_params_write(dir, &dp))
+            cli_error(CMD, "warning: cannot record how the training features were made (ncmi score will "
+                           "need them): %s", ncmi_error());
+        else if (dp.problems[0])
+            cli_error(CMD, "warning: the training features were not all made the same way (ncmi score will "
+                           "refuse this run): %s", dp.problems);
     }
 
     const char *head = c->head_kind == NCMI_HEAD_NCMI

@@ -48,6 +48,9 @@ int fx_encoder_open(fx_encoder *e, const char *name, const char *weights, nn_dev
     }
     rn_fold_bn(&e->m);
     snprintf(e->name, sizeof e->name, "%s", name);
+    char *abs = realpath(weights, NULL);
+    snprintf(e->weights_source, sizeof e->weights_source, "%s", abs ? abs : weights);
+    free(abs);
     e->dev = dev;
     e->prec = prec;
     e->input_size = input_size;
@@ -183,5 +186,7 @@ int fx_encoder_open_random(fx_encoder *e, const char *name, unsigned long long s
     int rc = nn_params_save(&m.P, save_path, keys, vals, 3);
     rn_free(&m);
     if (rc != 0) return -1;
-    return fx_encoder_open(e, name, save_path, dev, prec, input_size);
+    if (fx_encoder_open(e, name, save_path, dev, prec, input_size) != 0) return -1;
+    snprintf(e->weights_source, sizeof e->weights_source, "random:%llu", seed);
+    return 0;
 }

@@ -11,6 +11,8 @@
 typedef struct fx_encoder {
     rn_model m;
     char name[64];      /* "resnet50_trunc" | "resnet50" | "resnet18" */
+    char weights_source[1024]; /* where the weights came from: the file's absolute path, or
+                                  "random:SEED" (recorded in the features files) */
     nn_device dev;
     nn_precision prec;  /* GPU convolution arithmetic (FP32 on the CPU) */
     int input_size;     /* side of the square input (224) */

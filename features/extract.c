@@ -343,6 +343,9 @@ int fx_extract_slide(fx_encoder *e, const fx_slide_job *j, const fx_extract_para
         at.target_mpp = a.target_mpp;
         at.patch_level = level;
         at.patch_size_level0 = a.patch_size_level0;
+        at.weights_source = e->weights_source[0] ? e->weights_source : NULL;
+        at.tiling = a.tiling;
+        at.level0_mpp = a.level0_mpp;
         rc = features_h5_write_attrs(j->out_path, feats, (int64_t)n, D, coords, &at);
         r->t_write = now_s() - t0;
     }

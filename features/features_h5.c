@@ -249,9 +249,10 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
     }
     if (!bad && at) {
         what = "attributes";
-        const char *sk[] = {"encoder", "weights_sha256", "precision", "name"};
-        const char *sv[] = {at->encoder, at->weights_sha256, at->precision, at->slide_id};
-        for (int i = 0; i < 4 && !bad; i++)
+        const char *sk[] = {"encoder", "weights_sha256", "precision", "name", "weights_source", "tiling"};
+        const char *sv[] = {at->encoder, at->weights_sha256, at->precision, at->slide_id, at->weights_source,
+                            at->tiling && at->tiling[0] ? at->tiling : NULL};
+        for (int i = 0; i < 6 && !bad; i++)
             if (sv[i]) bad = attr_string(file, sk[i], sv[i]);
         const char *ik[] = {"patch_size", "input_size", "patch_level"};
         const int64_t iv[] = {at->patch_size, at->input_size, at->patch_level};
@@ -262,6 +263,8 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
             bad = attr_num(file, "patch_size_level0", H5T_STD_I64LE, H5T_NATIVE_INT64, &at->patch_size_level0);
         if (!bad && at->target_mpp > 0)
             bad = attr_num(file, "target_mpp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &at->target_mpp);
+        if (!bad && at->level0_mpp > 0)
+            bad = attr_num(file, "level0_mpp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &at->level0_mpp);
     }
     if (H5Fclose(file) < 0) bad = 1;
     if (bad) {
@@ -289,10 +292,9 @@ int features_h5_write(const char *path, const float *features, int64_t n, int d,
     return features_h5_write_attrs(path, features, n, d, coords, &a);
 }
 
-int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n)
+/* string attribute of the root group: 0, or -1 (absent, not a string) */
+static int root_string(hid_t file, const char *name, char *buf, size_t n)
 {
-    hid_t file = open_file(path);
-    if (file < 0) return -1;
     int rc = -1;
     if (H5Aexists(file, name) > 0) {
         hid_t a = H5Aopen(file, name, H5P_DEFAULT);
@@ -302,6 +304,7 @@ int features_h5_attr_string(const char *path, const char *name, char *buf, size_
                 char *v = NULL;
                 hid_t mt = H5Tcopy(H5T_C_S1);
                 H5Tset_size(mt, H5T_VARIABLE);
+                H5Tset_cset(mt, H5Tget_cset(t)); /* ncmi writes UTF-8: an ASCII memory type does not convert */
                 if (H5Aread(a, mt, &v) >= 0 && v) {
                     snprintf(buf, n, "%s", v);
                     H5free_memory(v);
@@ -321,9 +324,65 @@ int features_h5_attr_string(const char *path, const char *name, char *buf, size_
         if (t >= 0) H5Tclose(t);
         if (a >= 0) H5Aclose(a);
     }
+    return rc;
+}
+
+int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n)
+{
+    hid_t file = open_file(path);
+    if (file < 0) return -1;
+    int rc = root_string(file, name, buf, n);
     H5Fclose(file);
     if (rc) ncmi_error_set("%s: no string attribute '%s'", path, name);
     return rc;
+}
+
+/* numeric scalar attribute of the root group (0 when absent or not numeric) */
+static double root_number(hid_t file, const char *name)
+{
+    double v = 0;
+    if (H5Aexists(file, name) <= 0) return 0;
+    hid_t a = H5Aopen(file, name, H5P_DEFAULT);
+    if (a < 0) return 0;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    H5T_class_t c = H5Tget_class(t);
+    if ((c == H5T_INTEGER || c == H5T_FLOAT) && H5Sget_simple_extent_npoints(sp) == 1 &&
+        H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0)
+        v = 0;
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Aclose(a);
+    return v;
+}
+
+int features_h5_info_read(const char *path, features_h5_info *info)
+{
+    memset(info, 0, sizeof *info);
+    hid_t file = open_file(path);
+    if (file < 0) return -1;
+    int64_t rows, cols;
+    hid_t ds = open_2d(file, path, "features", 1, &rows, &cols);
+    if (ds < 0) {
+        H5Fclose(file);
+        return -1;
+    }
+    H5Dclose(ds);
+    info->n = rows;
+    info->d = (int)cols;
+    root_string(file, "encoder", info->encoder, sizeof info->encoder);
+    root_string(file, "weights_sha256", info->weights_sha256, sizeof info->weights_sha256);
+    root_string(file, "precision", info->precision, sizeof info->precision);
+    root_string(file, "name", info->name, sizeof info->name);
+    root_string(file, "weights_source", info->weights_source, sizeof info->weights_source);
+    root_string(file, "tiling", info->tiling, sizeof info->tiling);
+    info->patch_size = (int)root_number(file, "patch_size");
+    info->input_size = (int)root_number(file, "input_size");
+    info->patch_level = (int)root_number(file, "patch_level");
+    info->patch_size_level0 = (int64_t)root_number(file, "patch_size_level0");
+    info->target_mpp = root_number(file, "target_mpp");
+    info->level0_mpp = root_number(file, "level0_mpp");
+    H5Fclose(file);
+    return 0;
 }
 
 #else /* no libhdf5 */
@@ -367,6 +426,12 @@ int features_h5_attr_string(const char *path, const char *name, char *buf, size_
     (void)name;
     (void)buf;
     (void)n;
+    return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
+}
+
+int features_h5_info_read(const char *path, features_h5_info *info)
+{
+    memset(info, 0, sizeof *info);
     return ncmi_error_set("%s: ncmi was built without HDF5 (install libhdf5-dev and rebuild)", path);
 }
 

@@ -52,6 +52,9 @@ typedef struct features_h5_attrs {
     double target_mpp;          /* um/px of the patches */
     int patch_level;            /* pyramid level the patches were read from */
     int64_t patch_size_level0;
+    const char *weights_source; /* the weights file (absolute path) or "random:SEED" */
+    const char *tiling;         /* JSON of the tiling parameters (the coords file's `tiling`) */
+    double level0_mpp;          /* the slide's level-0 um/px */
 } features_h5_attrs;
 
 /* features_h5_write with all of features_h5_attrs as root attributes. */
@@ -61,6 +64,19 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
 /* A string attribute of the file's root group into buf (n bytes). 0, or -1
  * (no such attribute, not a string, unreadable file). */
 int features_h5_attr_string(const char *path, const char *name, char *buf, size_t n);
+
+/* Shape and every attribute ncmi writes, in one open (absent attributes:
+ * "" / 0; CLAM and TRIDENT files have none of them). 0 or -1. */
+typedef struct features_h5_info {
+    int64_t n;
+    int d;
+    char encoder[64], weights_sha256[80], precision[16], name[256];
+    char weights_source[1024], tiling[1024];
+    int patch_size, input_size, patch_level;
+    int64_t patch_size_level0;
+    double target_mpp, level0_mpp;
+} features_h5_info;
+int features_h5_info_read(const char *path, features_h5_info *info);
 
 /* 1 when ncmi was built with libhdf5. */
 int features_h5_available(void);

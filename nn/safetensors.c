@@ -22,8 +22,8 @@
 
 /* ---- dtype helpers ---- */
 
-static const char *const dtype_names[] = {"F32", "F16", "BF16", "I64", "I32"};
-static const size_t dtype_sizes[] = {4, 2, 2, 8, 4};
+static const char *const dtype_names[] = {"F32", "F16", "BF16", "I64", "I32", "F64"};
+static const size_t dtype_sizes[] = {4, 2, 2, 8, 4, 8};
 
 const char *nn_st_dtype_name(nn_st_dtype d)
 {
@@ -56,6 +56,20 @@ static float bits_f32(uint32_t u)
 {
     float f;
     memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint64_t f64_bits(double f)
+{
+    uint64_t u;
+    memcpy(&u, &f, 8);
+    return u;
+}
+
+static double bits_f64(uint64_t u)
+{
+    double f;
+    memcpy(&f, &u, 8);
     return f;
 }
 
@@ -215,7 +229,7 @@ static int parse_entry(const char *path, const char *name, json_t *v, size_t dat
     if (!jo) return ncmi_error_set("%s: tensor '%s': no data_offsets", path, name);
     if (!json_is_string(jd)) return ncmi_error_set("%s: tensor '%s': dtype is not a string", path, name);
     if (dtype_parse(json_string_value(jd), &e->dtype) != 0)
-        return ncmi_error_set("%s: tensor '%s': unsupported dtype '%s' (F32, F16, BF16, I64, I32)",
+        return ncmi_error_set("%s: tensor '%s': unsupported dtype '%s' (F32, F16, BF16, F64, I64, I32)",
                               path, name, json_string_value(jd));
     if (!json_is_array(js)) return ncmi_error_set("%s: tensor '%s': shape is not an array", path, name);
     size_t nd = json_array_size(js);
@@ -457,7 +471,30 @@ int nn_st_read_f32(const nn_safetensors *st, const char *name, float *out, size_
     case NN_ST_I32:
         for (size_t i = 0; i < numel; i++) out[i] = (float)(int32_t)ld32(p + 4 * i);
         break;
+    case NN_ST_F64:
+        for (size_t i = 0; i < numel; i++) out[i] = (float)bits_f64(ld64(p + 8 * i));
+        break;
     }
+    return 0;
+}
+
+int nn_st_read_f64(const nn_safetensors *st, const char *name, double *out, size_t numel, int ndim,
+                   const int *shape)
+{
+    const nn_st_entry *e = nn_st_find(st, name);
+    if (!e) return ncmi_error_set("%s: tensor '%s' not found", st->path, name);
+    if (ndim >= 0 && nn_st_check_shape(st, e, ndim, shape) != 0) return -1;
+    if (e->numel != numel)
+        return ncmi_error_set("%s: tensor '%s': %zu elements in file, %zu expected", st->path, name,
+                              e->numel, numel);
+    if (e->dtype != NN_ST_F64 && e->dtype != NN_ST_F32)
+        return ncmi_error_set("%s: tensor '%s': dtype %s, F64 or F32 expected", st->path, name,
+                              nn_st_dtype_name(e->dtype));
+    const uint8_t *p = st->data + e->offset;
+    if (e->dtype == NN_ST_F64)
+        for (size_t i = 0; i < numel; i++) out[i] = bits_f64(ld64(p + 8 * i));
+    else
+        for (size_t i = 0; i < numel; i++) out[i] = bits_f32(ld32(p + 4 * i));
     return 0;
 }
 
@@ -499,6 +536,7 @@ static int write_tensor_data(FILE *f, const nn_st_tensor *t, size_t numel)
             case NN_ST_BF16: st16(q, nn_f32_to_bf16(((const float *)t->data)[i0 + i])); break;
             case NN_ST_I64: st64(q, (uint64_t)((const int64_t *)t->data)[i0 + i]); break;
             case NN_ST_I32: st32(q, (uint32_t)((const int32_t *)t->data)[i0 + i]); break;
+            case NN_ST_F64: st64(q, f64_bits(((const double *)t->data)[i0 + i])); break;
             }
         }
         if (write_all(f, chunk, n * es) != 0) return -1;

@@ -2,8 +2,9 @@
  * 8-byte little-endian header length, a JSON header (parsed with jansson)
  * mapping names to {dtype, shape, data_offsets} plus optional
  * "__metadata__" (string -> string), then the raw little-endian data.
- * Dtypes: F32, F16, BF16, I64 (and I32 on read). Reading converts to float32
- * (I64/I32 -> float). Every problem is reported with the file's path. */
+ * Dtypes: F32, F16, BF16, F64, I64 (and I32 on read). Reading converts to
+ * float32 (I64/I32/F64 -> float); nn_st_read_f64 reads F64 (or F32) exactly.
+ * Every problem is reported with the file's path. */
 #ifndef NCMI_SAFETENSORS_H
 #define NCMI_SAFETENSORS_H
 
@@ -12,7 +13,7 @@
 
 #define NN_ST_MAX_DIMS 8
 
-typedef enum nn_st_dtype { NN_ST_F32 = 0, NN_ST_F16, NN_ST_BF16, NN_ST_I64, NN_ST_I32 } nn_st_dtype;
+typedef enum nn_st_dtype { NN_ST_F32 = 0, NN_ST_F16, NN_ST_BF16, NN_ST_I64, NN_ST_I32, NN_ST_F64 } nn_st_dtype;
 
 typedef struct nn_st_entry {
     char *name;
@@ -49,11 +50,15 @@ int nn_st_read_f32(const nn_safetensors *st, const char *name, float *out, size_
 /* 0 when entry e has exactly shape[0..ndim), else -1 with
  * "<path>: tensor 'x': shape [3,4] in file, [4,3] expected". */
 int nn_st_check_shape(const nn_safetensors *st, const nn_st_entry *e, int ndim, const int *shape);
+/* Read an F64 tensor (or an F32 one, widened) as double, exactly; shape as
+ * nn_st_read_f32. */
+int nn_st_read_f64(const nn_safetensors *st, const char *name, double *out, size_t numel, int ndim,
+                   const int *shape);
 /* Read an I64 tensor as int64 (also accepts I32). */
 int nn_st_read_i64(const nn_safetensors *st, const char *name, int64_t *out, size_t numel);
 
 /* One tensor to write: F32/F16/BF16 take float data (converted, round to
- * nearest even); I64 takes int64_t data. */
+ * nearest even); F64 takes double data; I64 takes int64_t data. */
 typedef struct nn_st_tensor {
     const char *name;
     nn_st_dtype dtype;

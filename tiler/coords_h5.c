@@ -84,6 +84,7 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
         bad |= put_i64(ds, "overlap", a->overlap);
         bad |= put_i64(ds, "level0_width", a->level0_width);
         bad |= put_i64(ds, "level0_height", a->level0_height);
+        if (a->tiling[0]) bad |= put_str(ds, "tiling", a->tiling);
     }
     if (ds >= 0) H5Dclose(ds);
     H5Pclose(pl);
@@ -255,6 +256,7 @@ int tl_coords_h5_read(const char *path, int64_t **coords, size_t *n, tl_coords_a
         if (!a->patch_size_level0 && a->patch_size && a->downsample[0] > 0)
             a->patch_size_level0 = (int64_t)(a->patch_size * a->downsample[0] + 0.5);
         if (bad) rc = ncmi_error_set("%s: attribute '%s' of 'coords' is not numeric", path, bad);
+        if (get_str(ds, file, "tiling", a->tiling, sizeof a->tiling) <= 0) a->tiling[0] = 0;
         if (rc == 0 && name_buf && name_n) {
             int r = get_str(ds, file, "name", name_buf, name_n);
             if (r <= 0) {

@@ -3,8 +3,9 @@
  * patch_size, patch_level, downsample [2], level_dim [2],
  * downsampled_level_dim [2], name, save_path, patch_size_level0,
  * target_mpp, target_magnification, level0_mpp, level0_magnification,
- * overlap, level0_width, level0_height. Written to a temporary name and
- * renamed. */
+ * overlap, level0_width, level0_height, and `tiling` (the JSON of the
+ * tiling parameters, tl_tile_params_json; absent in CLAM/TRIDENT files and
+ * older ncmi ones). Written to a temporary name and renamed. */
 #ifndef NCMI_TILER_COORDS_H5_H
 #define NCMI_TILER_COORDS_H5_H
 
@@ -26,6 +27,7 @@ typedef struct tl_coords_attrs {
     double level0_magnification;
     int overlap;
     int64_t level0_width, level0_height;
+    char tiling[1024];         /* JSON of the tiling parameters; "" = none (not written / absent) */
 } tl_coords_attrs;
 
 int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const tl_coords_attrs *a);

@@ -145,3 +145,34 @@ int tl_png_write(const char *path, const uint8_t *rgb, int w, int h)
     return ncmi_error_set("%s: built without libvips: no PNG", path);
 #endif
 }
+
+int tl_jpeg_encode(const uint8_t *rgb, int w, int h, int q, uint8_t **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+#if NCMI_HAVE_VIPS
+    VipsImage *im = vips_image_new_from_memory(rgb, (size_t)w * (size_t)h * 3, w, h, 3, VIPS_FORMAT_UCHAR);
+    void *vb = NULL;
+    size_t vn = 0;
+    int rc = -1;
+    if (im && vips_jpegsave_buffer(im, &vb, &vn, "Q", q, "strip", TRUE, NULL) == 0) rc = 0;
+    if (im) g_object_unref(im);
+    if (rc != 0) {
+        ncmi_error_set("cannot encode a %dx%d JPEG: %s", w, h, vips_error_buffer());
+        vips_error_clear();
+        return -1;
+    }
+    *buf = malloc(vn ? vn : 1);
+    if (!*buf) {
+        g_free(vb);
+        return ncmi_error_set("out of memory for a %zu-byte JPEG", vn);
+    }
+    memcpy(*buf, vb, vn);
+    *len = vn;
+    g_free(vb);
+    return 0;
+#else
+    (void)rgb, (void)w, (void)h, (void)q;
+    return ncmi_error_set("built without libvips: no JPEG");
+#endif
+}

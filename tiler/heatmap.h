@@ -36,4 +36,9 @@ void tl_heatmap_colorbar(uint8_t *rgb, int w, int h, int x0, int y0, int bw, int
  * an error saying so). */
 int tl_png_write(const char *path, const uint8_t *rgb, int w, int h);
 
+/* Encode an RGB image as JPEG (quality q, 1-100) in memory through libvips:
+ * *buf malloc'd (caller frees), *len bytes. For pages that embed images.
+ * 0, or -1 with an error (built without libvips: an error saying so). */
+int tl_jpeg_encode(const uint8_t *rgb, int w, int h, int q, uint8_t **buf, size_t *len);
+
 #endif

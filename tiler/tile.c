@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "../nn/error.h"
 #include "coords_h5.h"
 #include "heatmap.h"
@@ -25,6 +27,7 @@
 void tl_tile_params_default(tl_tile_params *p)
 {
     memset(p, 0, sizeof *p);
+    snprintf(p->preset, sizeof p->preset, "default");
     p->target_mpp = 0.5;
     p->patch_size = 256;
     p->overlap = 0;
@@ -35,6 +38,88 @@ void tl_tile_params_default(tl_tile_params *p)
     p->seg_mpp = 8.0;
     p->seg_max_side = 4096;
     p->preview_max_side = 2000;
+}
+
+/* ------------------------------------------------------------------ */
+/* the tiling parameters as JSON (coords file attribute `tiling`)      */
+
+static const char *const grid_names[] = {"contour", "global"};
+static const char *const check_names[] = {"four_pt", "four_pt_hard", "center"};
+
+int tl_tile_params_json(const tl_tile_params *p, char *buf, size_t n)
+{
+    const tl_seg_params *s = &p->seg;
+    int k = snprintf(buf, n,
+                     "{\"preset\":\"%s\",\"target_mpp\":%.17g,\"patch_size\":%d,\"overlap\":%d,"
+                     "\"seg\":{\"use_otsu\":%d,\"sthresh\":%d,\"mthresh\":%d,\"close\":%d,\"a_t\":%.17g,"
+                     "\"a_h\":%.17g,\"max_n_holes\":%d},\"seg_mpp\":%.17g,\"seg_max_side\":%d,"
+                     "\"grid\":\"%s\",\"contour_check\":\"%s\",\"min_tissue\":%.17g}",
+                     p->preset[0] ? p->preset : "custom", p->target_mpp, p->patch_size, p->overlap, s->use_otsu,
+                     s->sthresh, s->mthresh, s->close, s->a_t, s->a_h, s->max_n_holes, p->seg_mpp, p->seg_max_side,
+                     (unsigned)p->grid < 2 ? grid_names[p->grid] : "contour",
+                     (unsigned)p->check < 3 ? check_names[p->check] : "four_pt", p->min_tissue);
+    return k < 0 || (size_t)k >= n ? -1 : 0;
+}
+
+static int json_num(json_t *o, const char *key, double *v)
+{
+    json_t *x = json_object_get(o, key);
+    if (!json_is_number(x)) return ncmi_error_set("tiling parameters: key '%s' missing or not a number", key);
+    *v = json_number_value(x);
+    return 0;
+}
+
+static int json_int(json_t *o, const char *key, int *v)
+{
+    double d = 0;
+    if (json_num(o, key, &d)) return -1;
+    if (d != floor(d) || fabs(d) > 1e9) return ncmi_error_set("tiling parameters: key '%s' is not an integer", key);
+    *v = (int)d;
+    return 0;
+}
+
+static int json_choice(json_t *o, const char *key, const char *const *names, int nn, int *v)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    for (int i = 0; s && i < nn; i++)
+        if (!strcmp(s, names[i])) {
+            *v = i;
+            return 0;
+        }
+    return ncmi_error_set("tiling parameters: key '%s' missing or not one of the known values", key);
+}
+
+int tl_tile_params_from_json(const char *text, tl_tile_params *p)
+{
+    tl_tile_params_default(p);
+    json_error_t err;
+    json_t *j = json_loads(text ? text : "", 0, &err);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return ncmi_error_set("tiling parameters: not a JSON object (%s)", err.text);
+    }
+    json_t *s = json_object_get(j, "seg");
+    const char *pre = json_string_value(json_object_get(j, "preset"));
+    snprintf(p->preset, sizeof p->preset, "%s", pre ? pre : "custom");
+    int g = 0, c = 0;
+    int rc = json_num(j, "target_mpp", &p->target_mpp) || json_int(j, "patch_size", &p->patch_size) ||
+             json_int(j, "overlap", &p->overlap) || json_num(j, "seg_mpp", &p->seg_mpp) ||
+             json_int(j, "seg_max_side", &p->seg_max_side) || json_choice(j, "grid", grid_names, 2, &g) ||
+             json_choice(j, "contour_check", check_names, 3, &c) || json_num(j, "min_tissue", &p->min_tissue);
+    if (!rc && !json_is_object(s)) rc = ncmi_error_set("tiling parameters: key 'seg' missing or not an object");
+    if (!rc)
+        rc = json_int(s, "use_otsu", &p->seg.use_otsu) || json_int(s, "sthresh", &p->seg.sthresh) ||
+             json_int(s, "mthresh", &p->seg.mthresh) || json_int(s, "close", &p->seg.close) ||
+             json_num(s, "a_t", &p->seg.a_t) || json_num(s, "a_h", &p->seg.a_h) ||
+             json_int(s, "max_n_holes", &p->seg.max_n_holes);
+    p->grid = (tl_grid_kind)g;
+    p->check = (tl_contour_check)c;
+    json_decref(j);
+    if (!rc && (p->target_mpp <= 0 || p->patch_size <= 0 || p->overlap < 0 || p->overlap >= p->patch_size ||
+                p->seg_mpp <= 0 || p->seg_max_side < 16))
+        rc = ncmi_error_set("tiling parameters out of range (target_mpp %g, patch_size %d, overlap %d, seg_mpp %g)",
+                            p->target_mpp, p->patch_size, p->overlap, p->seg_mpp);
+    return rc ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -487,14 +572,19 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         if (lowres_robust(&s, p->seg_mpp, p->seg_max_side, &img, &w, &h, &dsx, &dsy, r) != 0) goto done;
     }
     r->seg_mpp = s.mpp_x * dsx;
+    r->seg_w = w;
+    r->seg_h = h;
+    r->seg_dsx = dsx;
+    r->seg_dsy = dsy;
     double t1 = now_s();
     r->t_lowres = t1 - t0 - r->t_open;
 
-    if (tl_segment(img, w, h, dsx, dsy, &p->seg, &tissue, NULL) != 0) {
+    if (tl_segment(img, w, h, dsx, dsy, &p->seg, &tissue, p->keep_mask ? &r->seg_mask : NULL) != 0) {
         ncmi_error_prefix("%s: segmentation", path);
         goto done;
     }
     r->n_contours = tissue.n;
+    for (int k = 0; k < tissue.n; k++) r->tissue_area += tissue.c[k].area;
     tl_grid_params gp = {
         .kind = p->grid,
         .check = p->check,
@@ -524,32 +614,35 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
     if (tl_geojson_write(out, &tissue) != 0) goto done;
     /* the preview: the segmentation image when it has 1000 px a side or more
      * (or the whole slide is smaller), else a finer one for small slides and
-     * biopsies (up to preview_max_side a side, never finer than level 0) */
-    uint8_t *pimg = img;
-    int pw = w, ph = h;
-    double pdsx = dsx, pdsy = dsy;
-    int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
-    int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
-    if ((w > h ? w : h) < 1000 && (w > h ? w : h) < 0.9 * want) {
-        int r0 = s.reopen_count;
-        uint8_t *fine = NULL;
-        if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
-                            &pdsx, &pdsy) == 0) {
-            pimg = fine;
-            if (s.reopen_count > r0)
-                note_add(r, "preview: %d unreadable block(s) painted white", s.reopen_count - r0);
-        } else {
-            if (!s.osr) goto done;
-            note_add(r, "preview from the segmentation image (%s)", ncmi_error());
-            ncmi_error_clear();
-            pw = w, ph = h, pdsx = dsx, pdsy = dsy;
+     * biopsies (up to preview_max_side a side, never finer than level 0);
+     * none when preview_max_side is 0 */
+    if (p->preview_max_side > 0) {
+        uint8_t *pimg = img;
+        int pw = w, ph = h;
+        double pdsx = dsx, pdsy = dsy;
+        int64_t longest = s.w[0] > s.h[0] ? s.w[0] : s.h[0];
+        int want = longest < p->preview_max_side ? (int)longest : p->preview_max_side;
+        if ((w > h ? w : h) < 1000 && (w > h ? w : h) < 0.9 * want) {
+            int r0 = s.reopen_count;
+            uint8_t *fine = NULL;
+            if (tl_slide_lowres(&s, s.mpp_x * (double)longest / want, p->preview_max_side, &fine, &pw, &ph,
+                                &pdsx, &pdsy) == 0) {
+                pimg = fine;
+                if (s.reopen_count > r0)
+                    note_add(r, "preview: %d unreadable block(s) painted white", s.reopen_count - r0);
+            } else {
+                if (!s.osr) goto done;
+                note_add(r, "preview from the segmentation image (%s)", ncmi_error());
+                ncmi_error_clear();
+                pw = w, ph = h, pdsx = dsx, pdsy = dsy;
+            }
         }
+        tl_tile_output_path(out, sizeof out, out_dir, "previews", slide_id);
+        int prc = write_preview(out, pimg, pw, ph, pdsx, pdsy, p->preview_max_side, &tissue, coords, n,
+                                r->patch_size_level0);
+        if (pimg != img) free(pimg);
+        if (prc != 0) goto done;
     }
-    tl_tile_output_path(out, sizeof out, out_dir, "previews", slide_id);
-    int prc = write_preview(out, pimg, pw, ph, pdsx, pdsy, p->preview_max_side, &tissue, coords, n,
-                            r->patch_size_level0);
-    if (pimg != img) free(pimg);
-    if (prc != 0) goto done;
     double t4 = now_s();
     r->t_preview = t4 - t3;
 
@@ -573,11 +666,19 @@ int tl_tile_slide(const char *path, const char *slide_id, double mpp_override, c
         .level0_width = s.w[0],
         .level0_height = s.h[0],
     };
+    if (tl_tile_params_json(p, a.tiling, sizeof a.tiling) != 0) {
+        ncmi_error_set("%s: tiling parameters too long to record", path);
+        goto done;
+    }
     tl_tile_output_path(out, sizeof out, out_dir, "patches", slide_id);
     if (tl_coords_h5_write(out, coords, n, &a) != 0) goto done;
     r->t_write = now_s() - t4;
     rc = 0;
 done:
+    if (rc != 0) {
+        free(r->seg_mask);
+        r->seg_mask = NULL;
+    }
     free(img);
     free(coords);
     tl_tissue_free(&tissue);

@@ -18,6 +18,7 @@
 #include "seg.h"
 
 typedef struct tl_tile_params {
+    char preset[32];        /* name of the segmentation preset (recorded only; seg holds the values) */
     double target_mpp;      /* µm/px of the patches (0.5 ~ "20x") */
     int patch_size;         /* patch side at the target resolution (256) */
     int overlap;            /* at the target resolution (0) */
@@ -27,13 +28,29 @@ typedef struct tl_tile_params {
     double min_tissue;      /* global grid */
     double seg_mpp;         /* resolution of the segmentation image (8 µm/px) */
     int seg_max_side;       /* its longest side at most (coarser for huge slides) */
-    int preview_max_side;   /* longest side of the preview PNG (2000) */
+    int preview_max_side;   /* longest side of the preview PNG (2000); 0: no preview written */
+    int keep_mask;          /* 1: return the tissue mask in tl_tile_result.seg_mask */
 } tl_tile_params;
 
 /* ncmi's defaults: 0.5 µm/px, 256 px, no overlap, the "default" preset,
  * contour grid with four_pt, min_tissue 0.25, segmentation at 8 µm/px (at
  * most 4096 px a side), previews at most 2000 px a side. */
 void tl_tile_params_default(tl_tile_params *p);
+
+/* The parameters that decide a slide's patches, as one JSON object (the
+ * coords file's attribute `tiling`, copied into the features files, so that
+ * ncmi score can tile a new slide exactly as the training slides were):
+ *   {"preset":"default","target_mpp":0.5,"patch_size":256,"overlap":0,
+ *    "seg":{"use_otsu":2,"sthresh":8,"mthresh":7,"close":4,"a_t":0.25,
+ *           "a_h":1,"max_n_holes":8},
+ *    "seg_mpp":8,"seg_max_side":4096,"grid":"contour",
+ *    "contour_check":"four_pt","min_tissue":0.25}
+ * Numbers are written with 17 significant digits (they read back exactly).
+ * tl_tile_params_json: 0, or -1 when buf (n bytes) is too small.
+ * tl_tile_params_from_json: the defaults overwritten by every key (all are
+ * required: -1 with "tiling parameters: key 'x' missing or not a number"). */
+int tl_tile_params_json(const tl_tile_params *p, char *buf, size_t n);
+int tl_tile_params_from_json(const char *json, tl_tile_params *p);
 
 typedef struct tl_tile_result {
     size_t n_patches;
@@ -44,7 +61,12 @@ typedef struct tl_tile_result {
     double level_mpp;         /* its µm/px */
     int64_t patch_size_level0;
     int64_t width, height;    /* level 0 */
+    double tissue_area;       /* level-0 px^2 inside the tissue contours, holes excluded */
     double seg_mpp;           /* µm/px of the segmentation image actually used */
+    int seg_w, seg_h;         /* its size */
+    double seg_dsx, seg_dsy;  /* level-0 px per segmentation px */
+    uint8_t *seg_mask;        /* keep_mask: the tissue mask [seg_h*seg_w] 0/255 (malloc'd, the caller
+                                 frees it); NULL otherwise and on failure */
     int n_read_errors;        /* corrupt regions met (handle reopened, region white) */
     char note[512];           /* warnings + regions that could not be read ("" if none) */
     /* seconds: open, low-res read, segmentation, grid, GeoJSON + preview, coords file */

@@ -246,6 +246,7 @@ void tr_free(tr_trainer *t)
     for (int i = 0; i < t->n_log; i++) free(t->log_lines[i]);
     free(t->log_lines);
     free(t->prior);
+    tr_predictors_clear(t);
     memset(t, 0, sizeof *t);
 }
 
@@ -392,12 +393,16 @@ static int check_format(const tr_trainer *t, const nn_safetensors *st)
     return 0;
 }
 
+static int predictors_load(tr_trainer *t, const nn_safetensors *st);
+
 int tr_load_weights(tr_trainer *t, const char *path)
 {
     nn_safetensors st;
     if (nn_st_open(&st, path)) return -1;
     int rc = check_format(t, &st);
     if (!rc) rc = nn_params_load_st(&t->P_all, &st, 0);
+    if (!rc) rc = predictors_load(t, &st);
+    else tr_predictors_clear(t);
     nn_st_close(&st);
     return rc;
 }
@@ -430,6 +435,7 @@ int tr_resume(tr_trainer *t, const char *path)
     if (!rc && t->have_opt_xi) rc = nn_optim_state_load(&t->opt_xi, &st);
     nn_st_close(&st);
     if (rc) return rc;
+    tr_predictors_clear(t);
     t->st = s;
     t->resumed_from = s.epoch;
     return 0;
@@ -578,13 +584,11 @@ static void centroid_predict(const tr_trainer *t, const float *Z, int n, const d
     free(p);
 }
 
-/* Class-mean centroids of the training set's eval-mode p (classes without a
- * sample: uniform). */
-static int class_mean_centroids(tr_trainer *t, double *q)
+/* Class-mean centroids of the training set's eval-mode p from its
+ * embeddings Z [train n, D] (classes without a sample: uniform). */
+static void class_mean_centroids_z(tr_trainer *t, const float *Z, double *q)
 {
     const int D = t->D, C = t->C;
-    float *Z;
-    if (tr_embed(t, t->train, &Z)) return -1;
     float *p = malloc((size_t)D * sizeof *p);
     int *cnt = calloc((size_t)C, sizeof *cnt);
     NCMI_CHECK(p && cnt, "out of memory");
@@ -600,23 +604,28 @@ static int class_mean_centroids(tr_trainer *t, double *q)
             q[(size_t)c * D + j] = cnt[c] ? q[(size_t)c * D + j] / cnt[c] : 1.0 / D;
     free(p);
     free(cnt);
+}
+
+static int class_mean_centroids(tr_trainer *t, double *q)
+{
+    float *Z;
+    if (tr_embed(t, t->train, &Z)) return -1;
+    class_mean_centroids_z(t, Z, q);
     free(Z);
     return 0;
 }
 
 /* Linear probing: a Linear(D, C) trained with CE and SGD on z' of the
- * training set (encoder frozen), seeded; returns its weights. */
-static int linear_probe(tr_trainer *t, float *W, float *b)
+ * training set (encoder frozen; its embeddings Z), seeded; returns its
+ * weights. */
+static void linear_probe_z(tr_trainer *t, const float *Z, float *W, float *b)
 {
     const int D = t->D, C = t->C, n = t->train->n;
-    float *Z;
-    if (tr_embed(t, t->train, &Z)) return -1;
     float *F = malloc((size_t)n * D * sizeof *F);
     int *perm = malloc((size_t)n * sizeof *perm);
     int *yb = malloc((size_t)t->cfg.lp_batch_size * sizeof *yb);
     NCMI_CHECK(F && perm && yb, "out of memory");
     nn_ncmi_project(&t->ncmi, Z, n, F, NULL);
-    free(Z);
     nn_rng root;
     nn_rng_seed(&root, t->cfg.seed);
     for (int k = 1; k < 4; k++) nn_rng_fork(&root, (uint64_t)k);
@@ -658,13 +667,23 @@ static int linear_probe(tr_trainer *t, float *W, float *b)
     free(F);
     free(perm);
     free(yb);
+}
+
+static int linear_probe(tr_trainer *t, float *W, float *b)
+{
+    float *Z;
+    if (tr_embed(t, t->train, &Z)) return -1;
+    linear_probe_z(t, Z, W, b);
+    free(Z);
     return 0;
 }
 
 /* Predictions from embeddings Z of d with a method; q_cc: precomputed
- * class-mean centroids (NULL: computed here). */
+ * class-mean centroids (NULL: the stored ones when use_stored and present,
+ * else computed here); LP: the stored probe when use_stored and present,
+ * else trained here. */
 static int predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method, const double *q_cc,
-                          int *pred, double *prob)
+                          int use_stored, int *pred, double *prob)
 {
     const int C = t->C, D = t->D;
     if (method == TR_METHOD_LINEAR) {
@@ -681,7 +700,13 @@ static int predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method
         float *W = malloc((size_t)C * D * sizeof *W), *b = malloc((size_t)C * sizeof *b);
         float *F = malloc((size_t)(n > 0 ? n : 1) * D * sizeof *F);
         NCMI_CHECK(W && b && F, "out of memory");
-        int rc = linear_probe(t, W, b);
+        int rc = 0;
+        if (use_stored && t->stored_lp_w) {
+            memcpy(W, t->stored_lp_w, (size_t)C * D * sizeof *W);
+            memcpy(b, t->stored_lp_b, (size_t)C * sizeof *b);
+        } else {
+            rc = linear_probe(t, W, b);
+        }
         if (!rc) {
             nn_ncmi_project(&t->ncmi, Z, n, F, NULL);
             linear_predict(W, b, F, n, D, C, pred, prob);
@@ -702,6 +727,8 @@ static int predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method
         free(qf);
     } else if (q_cc) {
         memcpy(q, q_cc, (size_t)C * D * sizeof *q);
+    } else if (use_stored && t->stored_cc) {
+        memcpy(q, t->stored_cc, (size_t)C * D * sizeof *q);
     } else {
         rc = class_mean_centroids(t, q);
     }
@@ -714,8 +741,136 @@ int tr_predict(tr_trainer *t, const tr_dataset *d, tr_method method, int *pred, 
 {
     float *Z;
     if (tr_embed(t, d, &Z)) return -1;
-    int rc = predict_from_z(t, Z, d->n, method, NULL, pred, prob);
+    int rc = predict_from_z(t, Z, d->n, method, NULL, 1, pred, prob);
     free(Z);
+    return rc;
+}
+
+int tr_predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method, int *pred, double *prob)
+{
+    return predict_from_z(t, Z, n, method, NULL, 1, pred, prob);
+}
+
+/* ------------------------------------------------------------------ */
+/* stored predictors (class-mean centroids, linear probe)              */
+
+#define ST_CC "ncmi.cc_centroids"
+#define ST_LP_W "ncmi.lp.weight"
+#define ST_LP_B "ncmi.lp.bias"
+
+void tr_predictors_clear(tr_trainer *t)
+{
+    free(t->stored_cc);
+    free(t->stored_lp_w);
+    free(t->stored_lp_b);
+    t->stored_cc = NULL;
+    t->stored_lp_w = t->stored_lp_b = NULL;
+}
+
+int tr_predictors_stored(const tr_trainer *t) { return !t->have_ncmi || (t->stored_cc && t->stored_lp_w); }
+
+int tr_compute_predictors(tr_trainer *t)
+{
+    if (!t->have_ncmi) return 0;
+    const int C = t->C, D = t->D;
+    float *Z;
+    if (tr_embed(t, t->train, &Z)) return -1;
+    double *q = malloc((size_t)C * D * sizeof *q);
+    float *W = malloc((size_t)C * D * sizeof *W), *b = malloc((size_t)C * sizeof *b);
+    NCMI_CHECK(q && W && b, "out of memory");
+    class_mean_centroids_z(t, Z, q);
+    linear_probe_z(t, Z, W, b);
+    free(Z);
+    tr_predictors_clear(t);
+    t->stored_cc = q;
+    t->stored_lp_w = W;
+    t->stored_lp_b = b;
+    return 0;
+}
+
+/* The stored predictors of an open checkpoint into t (absent: cleared). */
+static int predictors_load(tr_trainer *t, const nn_safetensors *st)
+{
+    tr_predictors_clear(t);
+    if (!t->have_ncmi || !nn_st_find(st, ST_CC) || !nn_st_find(st, ST_LP_W) || !nn_st_find(st, ST_LP_B)) return 0;
+    const int C = t->C, D = t->D;
+    double *q = malloc((size_t)C * D * sizeof *q);
+    float *W = malloc((size_t)C * D * sizeof *W), *b = malloc((size_t)C * sizeof *b);
+    NCMI_CHECK(q && W && b, "out of memory");
+    const int s2[2] = {C, D}, s1[1] = {C};
+    if (nn_st_read_f64(st, ST_CC, q, (size_t)C * D, 2, s2) || nn_st_read_f32(st, ST_LP_W, W, (size_t)C * D, 2, s2) ||
+        nn_st_read_f32(st, ST_LP_B, b, (size_t)C, 1, s1)) {
+        free(q);
+        free(W);
+        free(b);
+        return -1;
+    }
+    t->stored_cc = q;
+    t->stored_lp_w = W;
+    t->stored_lp_b = b;
+    return 0;
+}
+
+int tr_save_predictors(tr_trainer *t, const char *path)
+{
+    if (!t->have_ncmi) return 0;
+    if (!t->stored_cc || !t->stored_lp_w) return ncmi_error_set("%s: no predictors computed to store", path);
+    nn_safetensors st;
+    if (nn_st_open(&st, path)) return -1;
+    /* every tensor of the file (typed host copies; our three replaced), then ours */
+    nn_st_tensor *ts = calloc((size_t)st.n + 3, sizeof *ts);
+    void **bufs = calloc((size_t)st.n + 1, sizeof *bufs);
+    const char **mk = calloc((size_t)st.n_meta + 1, sizeof *mk), **mv = calloc((size_t)st.n_meta + 1, sizeof *mv);
+    NCMI_CHECK(ts && bufs && mk && mv, "out of memory");
+    int n = 0, rc = 0;
+    for (int i = 0; i < st.n && !rc; i++) {
+        const nn_st_entry *e = &st.entries[i];
+        if (!strcmp(e->name, ST_CC) || !strcmp(e->name, ST_LP_W) || !strcmp(e->name, ST_LP_B)) continue;
+        nn_st_tensor *o = &ts[n];
+        o->name = e->name;
+        o->dtype = e->dtype;
+        o->ndim = e->ndim;
+        memcpy(o->shape, e->shape, sizeof o->shape);
+        size_t k = e->numel ? e->numel : 1;
+        if (e->dtype == NN_ST_I64 || e->dtype == NN_ST_I32) {
+            int64_t *v = malloc(k * sizeof *v);
+            NCMI_CHECK(v, "out of memory");
+            rc = nn_st_read_i64(&st, e->name, v, e->numel);
+            o->dtype = NN_ST_I64;
+            bufs[n] = v;
+        } else if (e->dtype == NN_ST_F64) {
+            double *v = malloc(k * sizeof *v);
+            NCMI_CHECK(v, "out of memory");
+            rc = nn_st_read_f64(&st, e->name, v, e->numel, -1, NULL);
+            bufs[n] = v;
+        } else {
+            float *v = malloc(k * sizeof *v);
+            NCMI_CHECK(v, "out of memory");
+            rc = nn_st_read_f32(&st, e->name, v, e->numel, -1, NULL);
+            bufs[n] = v;
+        }
+        o->data = bufs[n];
+        n++;
+    }
+    const int C = t->C, D = t->D;
+    ts[n++] = (nn_st_tensor){ST_CC, NN_ST_F64, 2, {C, D}, t->stored_cc};
+    ts[n++] = (nn_st_tensor){ST_LP_W, NN_ST_F32, 2, {C, D}, t->stored_lp_w};
+    ts[n++] = (nn_st_tensor){ST_LP_B, NN_ST_F32, 1, {C}, t->stored_lp_b};
+    int m = 0;
+    for (int i = 0; i < st.n_meta; i++)
+        if (strcmp(st.meta_keys[i], "stored_predictors")) {
+            mk[m] = st.meta_keys[i];
+            mv[m++] = st.meta_vals[i];
+        }
+    mk[m] = "stored_predictors";
+    mv[m++] = "cc,lp";
+    if (!rc) rc = nn_st_write(path, ts, n, mk, mv, m);
+    for (int i = 0; i < st.n; i++) free(bufs[i]);
+    free(bufs);
+    free(ts);
+    free(mk);
+    free(mv);
+    nn_st_close(&st);
     return rc;
 }
 
@@ -766,7 +921,7 @@ static int validate(tr_trainer *t, tr_epoch_stats *es)
     double *prob = malloc((size_t)n * C * sizeof *prob);
     NCMI_CHECK(pred && prob, "out of memory");
     tr_method m = t->have_ncmi ? t->cfg.ncmi_eval : TR_METHOD_LINEAR;
-    int rc = predict_from_z(t, Z, n, m, NULL, pred, prob);
+    int rc = predict_from_z(t, Z, n, m, NULL, 0, pred, prob); /* the weights of this epoch */
     eval_report r;
     if (!rc) rc = eval_report_compute(&r, d->labels, pred, prob, n, C);
     if (!rc) {
@@ -1053,6 +1208,7 @@ int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out,
     int *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
     NCMI_CHECK(y, "out of memory");
     for (int i = 0; i < n; i++) y[i] = tr->labels[idx[i]];
+    tr_predictors_clear(t); /* the weights change: stored predictors no longer hold */
     int rc = 0;
     *loss_out = NAN;
     *hits = 0;
@@ -1452,6 +1608,11 @@ int tr_final_eval(tr_trainer *t, const tr_dataset *d)
                     d->name, epoch, acc, c->run_dir, d->name, d->name);
         return 0;
     }
+    /* class-mean centroids and linear probe of the selected weights, stored
+     * in best.safetensors: eval and score predict with them, without the
+     * training set */
+    if (tr_compute_predictors(t)) return -1;
+    if (file_exists(path_best) && tr_save_predictors(t, path_best)) return -1;
     const tr_method ms[3] = {TR_METHOD_CC, TR_METHOD_LEARNED, TR_METHOD_LP};
     for (int k = 0; k < 3; k++) {
         double acc;

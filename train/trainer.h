@@ -239,6 +239,13 @@ typedef struct tr_trainer {
     int n_log;
     int resumed_from;     /* epoch resumed after (-1: fresh) */
     nn_dist_reducer *reducer; /* gradient all-reduce (world size > 1) */
+    /* NCMI predictors that depend on the training set, for the weights
+     * loaded (tr_compute_predictors, or stored in the checkpoint that
+     * tr_load_weights read): class-mean centroids [C, D] and the linear probe
+     * W [C, D], b [C]. NULL: none (tr_predict computes them from the training
+     * set). Cleared by a training step and by tr_resume. */
+    double *stored_cc;
+    float *stored_lp_w, *stored_lp_b;
 } tr_trainer;
 
 /* Set up the head, optimizers and state. val and test may be NULL. The
@@ -255,7 +262,9 @@ void tr_free(tr_trainer *t);
 /* Load <run_dir>/last.safetensors (weights, both optimizers, centre, epoch,
  * RNG, best-so-far) to continue from it. */
 int tr_resume(tr_trainer *t, const char *path);
-/* Load weights (and the NCMI state) only, e.g. best.safetensors for eval. */
+/* Load weights (and the NCMI state) only, e.g. best.safetensors for eval;
+ * also the stored NCMI predictors when the file has them (tensors
+ * ncmi.cc_centroids F64 [C, D], ncmi.lp.weight [C, D], ncmi.lp.bias [C]). */
 int tr_load_weights(tr_trainer *t, const char *path);
 
 /* Train from t->st.epoch to cfg.epochs (or early stop). Writes log.csv,
@@ -279,8 +288,24 @@ int tr_embed(tr_trainer *t, const tr_dataset *d, float **Z);
 
 /* Predictions of d with a method (linear head: TR_METHOD_LINEAR; NCMI: CC,
  * LEARNED, LP): pred[n], prob[n*C] (class probabilities / softmax scores).
- * CC and LP use the training set's eval-mode embeddings. */
+ * CC and LP use the stored predictors when t has them (tr_load_weights of a
+ * checkpoint that holds them, tr_compute_predictors), else the training
+ * set's eval-mode embeddings. */
 int tr_predict(tr_trainer *t, const tr_dataset *d, tr_method method, int *pred, double *prob);
+/* The same from embeddings Z [n, D] already computed (tr_embed). */
+int tr_predict_from_z(tr_trainer *t, const float *Z, int n, tr_method method, int *pred, double *prob);
+
+/* NCMI predictors (no-ops for a linear head): tr_compute_predictors computes
+ * the class-mean centroids and the linear probe (cfg.lp_*, seeded: the same
+ * as tr_predict would) from the training set with the current weights and
+ * keeps them in t; tr_save_predictors rewrites checkpoint `path` (atomically)
+ * with them added (tensors ncmi.cc_centroids, ncmi.lp.weight, ncmi.lp.bias;
+ * metadata stored_predictors "cc,lp"), so that predictions need no training
+ * data (ncmi score). tr_predictors_stored: 1 when t has them (or needs none). */
+int tr_compute_predictors(tr_trainer *t);
+int tr_save_predictors(tr_trainer *t, const char *path);
+int tr_predictors_stored(const tr_trainer *t);
+void tr_predictors_clear(tr_trainer *t);
 
 /* The final evaluation: predictions + metrics of d ("test" or "val") with
  * method written to <dir>/predictions_<split>[_<method>].csv and
@@ -290,9 +315,10 @@ int tr_write_eval(tr_trainer *t, const tr_dataset *d, tr_method method, const ch
                   int suffix, int primary, int epoch, double *acc);
 
 /* Everything the end of a run does: load best.safetensors (when run_dir is
- * set and it exists), then write the evaluation files of d for every method
- * of the head (NCMI: cc, learned, lp; primary = cfg.ncmi_eval, also written
- * without suffix). Prints a line per method to cfg.out. */
+ * set and it exists), for NCMI compute the predictors and store them in it
+ * (tr_save_predictors), then write the evaluation files of d for every
+ * method of the head (NCMI: cc, learned, lp; primary = cfg.ncmi_eval, also
+ * written without suffix). Prints a line per method to cfg.out. */
 int tr_final_eval(tr_trainer *t, const tr_dataset *d);
 
 /* Metadata value of a checkpoint (malloc'd, NULL if absent/unreadable). */
