@@ -633,3 +633,31 @@ TEST(cohort_kill9_and_rerun_identical)
     EXPECT(st == 0 && out && strstr(out, "0 metrics files written, 8 up to date"), "eval: %s", out ? out : "");
     free(out);
 }
+
+/* ------------------------------------------------------------------ */
+/* make table3 DATASET=synthetic, reduced, as CI runs it (tools/ci_table3.sh):
+ * slides generated, tiled, encoded, 4 heads x {CE, NCMI} trained, the table
+ * written, and every head's CE, NCMI-LP and NCMI-CC macro-F1 >= 0.4 (chance
+ * 0.25). Uses the binaries under test (BUILD = the folder of NCMI_BIN). */
+TEST(cohort_table3_synthetic_make_target)
+{
+    if (system("command -v make >/dev/null 2>&1") != 0) SKIP("make absent");
+    char build[1024], cmd[4096], *out = NULL;
+    snprintf(build, sizeof build, "%s", test_ncmi_bin());
+    char *slash = strrchr(build, '/');
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(build, sizeof build, ".");
+    snprintf(cmd, sizeof cmd,
+             "BUILD='%s' NO_BUILD=1 WORK='%s/table3_work' REPORTS='%s/table3_reports' bash tools/ci_table3.sh",
+             build, test_tmpdir(), test_tmpdir());
+    int rc = test_run(cmd, &out);
+    const char *ok = out ? strstr(out, "test-cohort: ok") : NULL;
+    if (ok) printf("    %.*s\n", (int)strcspn(ok, "\n"), ok);
+    EXPECT(rc == 0 && ok, "tools/ci_table3.sh: exit %d\n%s", rc, out ? out : "");
+    char md[2048];
+    snprintf(md, sizeof md, "%s/table3_reports/table3_synthetic.md", test_tmpdir());
+    EXPECT(access(md, R_OK) == 0, "%s not written", md);
+    free(out);
+}
