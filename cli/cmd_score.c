@@ -34,6 +34,7 @@
 #include "../mil/mil.h"
 #include "../nn/cuda.h"
 #include "../nn/error.h"
+#include "../nn/safetensors.h"
 #include "../nn/sha256.h"
 #include "../tiler/heatmap.h"
 #include "../tiler/seg.h"
@@ -195,6 +196,8 @@ typedef struct sc_model {
     fx_extract_params xp;
     char warn_precision[300]; /* a warning that applies to every slide ("" = none) */
     double t_load;
+    float *std_mean, *std_inv; /* data.standardize: the training statistics (NULL: off) */
+    int std_dim;
 } sc_model;
 
 static void model_free(sc_model *m)
@@ -210,6 +213,8 @@ static void model_free(sc_model *m)
     json_decref(m->tiling_j);
     json_decref(m->features_j);
     json_decref(m->model_j);
+    free(m->std_mean);
+    free(m->std_inv);
     memset(m, 0, sizeof *m);
 }
 
@@ -323,10 +328,34 @@ static int model_load(sc_model *m, const char *run, const char *weights, const c
         return NCMI_EXIT_INPUT;
     }
     if (c->standardize) {
-        cli_error(CMD, "%s was trained with data.standardize: true (features z-scored with statistics of the "
-                       "training set that the run does not keep): ncmi score cannot reproduce its inputs.",
-                  run);
-        return NCMI_EXIT_INPUT;
+        /* features z-scored with the training set's statistics, which ncmi train keeps */
+        char sp[4600];
+        snprintf(sp, sizeof sp, "%s/standardize.safetensors", run);
+        nn_safetensors st;
+        const nn_st_entry *e;
+        if (nn_st_open(&st, sp) != 0) {
+            cli_error(CMD, "%s was trained with data.standardize: true, but the training statistics the features "
+                           "must be z-scored with (standardize.safetensors) are not in the run folder (a run made "
+                           "before ncmi kept them, or the file was moved): retrain the model. (%s)",
+                      run, ncmi_error());
+            return NCMI_EXIT_INPUT;
+        }
+        int ok = (e = nn_st_find(&st, "mean")) != NULL && e->ndim == 1 && e->shape[0] > 0;
+        if (ok) {
+            m->std_dim = (int)e->shape[0];
+            m->std_mean = malloc((size_t)m->std_dim * sizeof(float));
+            m->std_inv = malloc((size_t)m->std_dim * sizeof(float));
+            int shape[1] = {m->std_dim};
+            ok = m->std_mean && m->std_inv &&
+                 nn_st_read_f32(&st, "mean", m->std_mean, (size_t)m->std_dim, 1, shape) == 0 &&
+                 nn_st_read_f32(&st, "inv_sd", m->std_inv, (size_t)m->std_dim, 1, shape) == 0;
+        }
+        nn_st_close(&st);
+        if (!ok) {
+            cli_error(CMD, "%s: not a standardization file of ncmi train (tensors mean and inv_sd [D]): retrain "
+                           "the model. (%s)", sp, ncmi_error());
+            return NCMI_EXIT_INPUT;
+        }
     }
 
     /* how the training features were made */
@@ -718,6 +747,13 @@ static int score_slide(sc_model *m, const cli_slide *sl, const char *out_dir, in
     /* 4. the head */
     const double t2 = cli_now();
     const int64_t n = f.n;
+    if (m->std_mean) {
+        if (f.d != m->std_dim)
+            FAIL("the features of %s have %d dimensions, the run's standardization %d", path, (int)f.d, m->std_dim);
+        for (int64_t r0 = 0; r0 < n; r0++) /* as mil/bags.c does for the training bags */
+            for (int j = 0; j < m->std_dim; j++)
+                f.features[r0 * m->std_dim + j] = (f.features[r0 * m->std_dim + j] - m->std_mean[j]) * m->std_inv[j];
+    }
     m->bagc.x = f.features;
     m->bagc.n = n;
     m->bagc.d = f.d;

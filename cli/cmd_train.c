@@ -30,6 +30,7 @@
 #include "../nn/dist.h"
 #include "../nn/error.h"
 #include "../nn/safetensors.h"
+#include "../mil/bags.h"
 #include "../train/trainer.h"
 #include "cli.h"
 
@@ -235,6 +236,18 @@ static int train_run(const ncmi_train_config *c, const train_opts *opt)
         else if (dp.problems[0])
             cli_error(CMD, "warning: the training features were not all made the same way (ncmi score will "
                            "refuse this run): %s", dp.problems);
+        /* data.standardize: the training statistics, so that score z-scores a new slide the same way */
+        const float *mean, *inv_sd;
+        int dim;
+        if (mil_bags_standardization(&job.train, &mean, &inv_sd, &dim) == 1) {
+            char sp[4600];
+            snprintf(sp, sizeof sp, "%s/standardize.safetensors", dir);
+            nn_st_tensor ts[2] = {{.name = "mean", .dtype = NN_ST_F32, .ndim = 1, .shape = {dim}, .data = mean},
+                                  {.name = "inv_sd", .dtype = NN_ST_F32, .ndim = 1, .shape = {dim}, .data = inv_sd}};
+            if (nn_st_write(sp, ts, 2, NULL, NULL, 0))
+                cli_error(CMD, "warning: cannot record the feature standardization (ncmi score will refuse this "
+                               "run): %s", ncmi_error());
+        }
     }
 
     const char *head = c->head_kind == NCMI_HEAD_NCMI

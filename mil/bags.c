@@ -333,6 +333,19 @@ static void bag_free(tr_dataset *d)
     d->ctx = NULL;
 }
 
+int mil_bags_standardization(const tr_dataset *d, const float **mean, const float **inv_sd, int *dim)
+{
+    *mean = *inv_sd = NULL;
+    *dim = 0;
+    if (!d || d->free != bag_free || !d->ctx) return -1;
+    const store *s = ((bagset *)d->ctx)->s;
+    if (!s->mean) return 0;
+    *mean = s->mean;
+    *inv_sd = s->inv_sd;
+    *dim = s->d;
+    return 1;
+}
+
 int mil_bags_get_stats(const tr_dataset *d, mil_bags_stats *st)
 {
     memset(st, 0, sizeof *st);

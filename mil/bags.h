@@ -81,5 +81,9 @@ typedef struct mil_bags_stats {
     size_t cap_bytes;     /* the bound */
 } mil_bags_stats;
 int mil_bags_get_stats(const tr_dataset *d, mil_bags_stats *s); /* -1 when d is not a bag set */
+/* data.standardize: the training mean and 1/std of each feature ([*dim]
+ * floats each, owned by the set) that every bag of d is z-scored with:
+ * x' = (x - mean) * inv_sd. 1 when on, 0 when off, -1 when d is not a bag set. */
+int mil_bags_standardization(const tr_dataset *d, const float **mean, const float **inv_sd, int *dim);
 
 #endif

@@ -863,3 +863,62 @@ TEST(score_cmu1_resnet50_trunc_under_10s)
 #endif
     json_decref(j);
 }
+
+/* data.standardize: true (features z-scored with the training statistics):
+ * ncmi train keeps the statistics (standardize.safetensors), score applies
+ * them and gives eval's probabilities; without the file score refuses. */
+TEST(score_standardized_run_same_as_eval)
+{
+    NEED_SLIDES();
+    NEED_COHORT(c);
+    char p[2400], run[1400], od[1400], *o = NULL;
+    snprintf(p, sizeof p, "%s/std.yaml", c->dir);
+    write_text(p,
+               "name: synth_abmil_std\nout: %s/runs\nseed: 1\n"
+               "data:\n  kind: bags\n  features: %s/tiles/features\n  manifest: %s/manifest.csv\n"
+               "  classes: [normal, tumor]\n  standardize: true\n"
+               "model:\n  kind: abmil\nmil:\n  d_inner: 32\n  attn_hidden: 16\n  dropout: 0.0\n"
+               "head:\n  kind: linear\n"
+               "optim:\n  name: adamw\n  lr: 1.0e-3\n  weight_decay: 1.0e-5\n"
+               "schedule:\n  kind: cosine\ntrain:\n  epochs: 40\n  select: loss\n  threads: 1\n",
+               c->dir, c->dir, c->dir);
+    int rc = ncmi_run(&o, "train --config %s", p);
+    REQUIRE(rc == 0, "ncmi train (standardize): exit %d\n%s", rc, o ? o : "");
+    free(o);
+    snprintf(run, sizeof run, "%s/runs/synth_abmil_std", c->dir);
+    snprintf(p, sizeof p, "%s/standardize.safetensors", run);
+    REQUIRE(access(p, R_OK) == 0, "%s not written", p);
+    rc = ncmi_run(&o, "eval --run %s --split test", run);
+    REQUIRE(rc == 0, "eval: exit %d\n%s", rc, o ? o : "");
+    free(o);
+    snprintf(od, sizeof od, "%s/scored_std", c->dir);
+    rc = ncmi_run(&o, "score --device cpu %s/slide_010.tif --run %s --out %s --top-k 2", c->slides, run, od);
+    REQUIRE(rc == 0, "score: exit %d\n%s", rc, o ? o : "");
+    free(o);
+    const char *classes[2] = {"normal", "tumor"};
+    double pe[2];
+    char pred[64];
+    snprintf(p, sizeof p, "%s/predictions_test.csv", run);
+    REQUIRE(csv_probs(p, "slide_010", classes, 2, pe, pred, sizeof pred) == 0, "slide_010 not in %s", p);
+    snprintf(p, sizeof p, "%s/slide_010.score.json", od);
+    json_t *j = json_load_file(p, 0, NULL);
+    json_t *pr = json_object_get(json_object_get(j, "prediction"), "probabilities");
+    for (int k = 0; k < 2; k++) {
+        double ps = json_number_value(json_object_get(pr, classes[k]));
+        EXPECT(fabs(ps - pe[k]) <= 1e-8, "p_%s: score %.12g, eval %.12g", classes[k], ps, pe[k]);
+    }
+    printf("    standardized run, slide_010: score p(tumor) %.9f, eval %.9f\n",
+           json_number_value(json_object_get(pr, "tumor")), pe[1]);
+    json_decref(j);
+    /* the statistics gone: a clear refusal, exit 2, nothing written */
+    char sp[1500], moved[1600];
+    snprintf(sp, sizeof sp, "%s/standardize.safetensors", run);
+    snprintf(moved, sizeof moved, "%s.moved", sp);
+    REQUIRE(rename(sp, moved) == 0, "rename %s", sp);
+    snprintf(od, sizeof od, "%s/scored_std_missing", c->dir);
+    rc = ncmi_run(&o, "score --device cpu %s/slide_010.tif --run %s --out %s", c->slides, run, od);
+    EXPECT(rc == 2 && o && strstr(o, "standardize.safetensors"), "exit %d:\n%s", rc, o ? o : "");
+    EXPECT(access(od, F_OK) != 0 || rmdir(od) == 0, "%s left behind", od);
+    free(o);
+    rename(moved, sp);
+}
