@@ -26,7 +26,7 @@ static const char *const ratio_kinds[] = {"per_sample", "of_means", NULL};
 static const char *const centroid_kinds[] = {"learned", "fixed", NULL};
 static const char *const ncmi_eval_kinds[] = {"cc", "learned", NULL};
 static const char *const split_kinds[] = {"test", "val", NULL};
-static const char *const optim_names[] = {"sgd", "adamw", NULL};
+static const char *const optim_names[] = {"sgd", "adamw", "adam", NULL};
 static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NULL};
 
 /* key, type, default, help, offset, choices, bounds, lo, hi, list_len */
@@ -105,13 +105,13 @@ static const ncmi_cfg_key keys[] = {
     {"lp.batch_size", NCMI_CFG_INT, "128", "linear probing: batch size", OFF(lp_batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"lp.momentum", NCMI_CFG_FLOAT, "0.9", "linear probing: SGD momentum", OFF(lp_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"lp.weight_decay", NCMI_CFG_FLOAT, "0.0", "linear probing: weight decay", OFF(lp_weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"optim.name", NCMI_CFG_ENUM, "sgd", "optimizer", OFF(optim_name), optim_names, 0, 0, 0, 0},
+    {"optim.name", NCMI_CFG_ENUM, "sgd", "optimizer: sgd, adamw (decoupled weight decay, torch.optim.AdamW) or adam (torch.optim.Adam: weight decay as L2 added to the gradient)", OFF(optim_name), optim_names, 0, 0, 0, 0},
     {"optim.lr", NCMI_CFG_FLOAT, "0.1", "base learning rate", OFF(lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"optim.momentum", NCMI_CFG_FLOAT, "0.9", "SGD momentum", OFF(momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"optim.nesterov", NCMI_CFG_BOOL, "false", "SGD Nesterov momentum", OFF(nesterov), NULL, 0, 0, 0, 0},
-    {"optim.weight_decay", NCMI_CFG_FLOAT, "0.0005", "weight decay (SGD: L2 added to the gradient; AdamW: decoupled)", OFF(weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"optim.betas", NCMI_CFG_FLOAT_LIST, "[0.9, 0.999]", "AdamW beta1, beta2", OFF(betas), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 2},
-    {"optim.eps", NCMI_CFG_FLOAT, "1.0e-8", "AdamW epsilon", OFF(eps), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"optim.weight_decay", NCMI_CFG_FLOAT, "0.0005", "weight decay (SGD and Adam: L2 added to the gradient; AdamW: decoupled)", OFF(weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"optim.betas", NCMI_CFG_FLOAT_LIST, "[0.9, 0.999]", "Adam/AdamW beta1, beta2", OFF(betas), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 2},
+    {"optim.eps", NCMI_CFG_FLOAT, "1.0e-8", "Adam/AdamW epsilon", OFF(eps), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"schedule.kind", NCMI_CFG_ENUM, "constant", "learning-rate schedule, evaluated once per epoch", OFF(schedule_kind), sched_kinds, 0, 0, 0, 0},
     {"schedule.milestones", NCMI_CFG_INT_LIST, "[]", "multistep: epochs (counted after the warm-up) where the lr is multiplied by gamma (increasing, at most 16)", OFF(milestones), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"schedule.gamma", NCMI_CFG_FLOAT, "0.1", "multistep: factor at each milestone", OFF(gamma), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},

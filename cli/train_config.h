@@ -44,7 +44,7 @@ typedef enum {
     NCMI_LOSS_ANTICLASS
 } ncmi_loss_kind;
 typedef enum { NCMI_EVAL_SPLIT_TEST = 0, NCMI_EVAL_SPLIT_VAL = 1 } ncmi_eval_split;
-typedef enum { NCMI_OPTIM_NAME_SGD = 0, NCMI_OPTIM_NAME_ADAMW = 1 } ncmi_optim_name;
+typedef enum { NCMI_OPTIM_NAME_SGD = 0, NCMI_OPTIM_NAME_ADAMW = 1, NCMI_OPTIM_NAME_ADAM = 2 } ncmi_optim_name;
 typedef enum { NCMI_SCHED_CONSTANT = 0, NCMI_SCHED_MULTISTEP, NCMI_SCHED_COSINE } ncmi_sched_kind;
 
 typedef struct ncmi_train_config {

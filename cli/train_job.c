@@ -396,7 +396,9 @@ void cli_train_job_tr_config(const ncmi_train_config *c, const cli_train_job *j,
     t->batch_size = c->batch_size;
     t->clip_grad_norm = (float)c->clip_grad_norm;
     t->seed = (uint64_t)c->seed;
-    t->optim = c->optim_name == NCMI_OPTIM_NAME_ADAMW ? NN_OPTIM_ADAMW : NN_OPTIM_SGD;
+    t->optim = c->optim_name == NCMI_OPTIM_NAME_ADAMW  ? NN_OPTIM_ADAMW
+               : c->optim_name == NCMI_OPTIM_NAME_ADAM ? NN_OPTIM_ADAM
+                                                       : NN_OPTIM_SGD;
     t->lr = (float)c->lr;
     t->momentum = (float)c->momentum;
     t->nesterov = c->nesterov;
