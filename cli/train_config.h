@@ -84,6 +84,9 @@ typedef struct ncmi_train_config {
     int in_channels;        /* conv1's input channels */
     /* MIL heads (mil/mil.h mil_opts) */
     int mil_d_inner, mil_attn_hidden;
+    ncmi_cfg_ints mil_instance_layers; /* abmil/aem: Ilse et al.'s instance network ([]: off) */
+    double mil_instance_dropout;
+    int mil_gated;
     double mil_dropout;
     double aem_lambda;
     int aem_topk, aem_cosine;
