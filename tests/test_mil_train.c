@@ -69,6 +69,7 @@ static void synth_config(const char *path, const char *dir, const char *head, in
             "model:\n  kind: %s\n"
             "mil:\n  d_inner: 32\n  attn_hidden: 16\n  dropout: 0.0\n"
             "  asmil:\n    tokens: 4\n    heads: 4\n"
+            "  transmil:\n    landmarks: 65\n"
             "head:\n  kind: %s\n"
             "ncmi:\n  tau: 1.0\n  momentum: %s\n  ratio: %s\n  gamma: %s\n"
             "lp:\n  epochs: 20\n  batch_size: 16\n"
@@ -264,6 +265,55 @@ TEST(mil_train_cv_folds)
         int st = test_run(cmd, &out);
         EXPECT(st == 2 && out && strstr(out, "already holds a run") && strstr(out, "fold 0 ("), "exit %d: %s",
                st, out ? out : "");
+        free(out);
+    }
+    /* --seeds: the cross-validation once per seed in seed_<s>/, and the mean +- std of the seeds' fold means */
+    {
+        char cmd[16384], *out = NULL;
+        snprintf(cmd, sizeof cmd,
+                 "%s train --config %s/cv_ce.yaml --out %s/runs --folds %s/folds --seeds 4,7 --set name=cv_seeds "
+                 "2>/dev/null",
+                 test_ncmi_bin(), dir, dir, dir);
+        if (run_ok(cmd, &out)) {
+            EXPECT(strstr(out, "2 x 3-fold cross-validation") && strstr(out, "seeds 4,7") &&
+                       strstr(out, "(std: sample standard deviation over the seeds)"),
+                   "table: %s", out);
+            json_error_t err;
+            json_t *j = json_load_file(test_tmp_path("mil_cv/runs/cv_seeds/cv_seeds_summary.json"), 0, &err);
+            REQUIRE(j, "cv_seeds_summary.json: %s", err.text);
+            double a[2], sum = 0;
+            for (int i = 0; i < 2; i++) {
+                const char *f = test_tmp_path("mil_cv/runs/cv_seeds/seed_%d/cv_summary.json", i ? 7 : 4);
+                json_t *js = json_load_file(f, 0, &err);
+                EXPECT(js != NULL, "%s: %s", f, err.text);
+                a[i] = js ? json_number_value(json_object_get(
+                                json_object_get(json_object_get(json_object_get(js, "summary"), "linear"), "accuracy"),
+                                "mean"))
+                          : NAN;
+                json_decref(js);
+                json_t *row = json_array_get(json_object_get(j, "seeds"), (size_t)i);
+                EXPECT(json_integer_value(json_object_get(row, "seed")) == (i ? 7 : 4) &&
+                           json_number_value(json_object_get(json_object_get(row, "linear"), "accuracy")) == a[i],
+                       "seed row %d", i);
+                sum += a[i];
+            }
+            json_t *acc = json_object_get(json_object_get(json_object_get(j, "summary"), "linear"), "accuracy");
+            EXPECT(fabs(json_number_value(json_object_get(acc, "mean")) - sum / 2) < 1e-12 &&
+                       fabs(json_number_value(json_object_get(acc, "std")) - fabs(a[0] - a[1]) / sqrt(2.0)) < 1e-12 &&
+                       json_integer_value(json_object_get(j, "n_folds")) == 3,
+                   "seeds summary: mean %g std %g, seeds %g %g", json_number_value(json_object_get(acc, "mean")),
+                   json_number_value(json_object_get(acc, "std")), a[0], a[1]);
+            json_decref(j);
+        }
+        free(out);
+        snprintf(cmd, sizeof cmd, "%s train --config %s/cv_ce.yaml --seeds 1-3 2>&1", test_ncmi_bin(), dir);
+        int st = test_run(cmd, &out);
+        EXPECT(st == 1 && out && strstr(out, "needs --folds"), "exit %d: %s", st, out ? out : "");
+        free(out);
+        snprintf(cmd, sizeof cmd, "%s train --config %s/cv_ce.yaml --folds %s/folds --seeds 3,3 2>&1", test_ncmi_bin(),
+                 dir, dir);
+        st = test_run(cmd, &out);
+        EXPECT(st == 1 && out && strstr(out, "--seeds '3,3'"), "exit %d: %s", st, out ? out : "");
         free(out);
     }
     /* a folder without fold manifests */
