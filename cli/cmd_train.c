@@ -46,7 +46,7 @@ void ncmi_help_train(FILE *f)
 {
     fprintf(f,
             "usage: ncmi train [--config FILE] [--set key=value ...] [--out DIR] [--resume | --force]\n"
-            "                  [--folds DIR]\n"
+            "                  [--folds DIR [--seeds LIST]]\n"
             "\n"
             "Train a model from a YAML config into the run folder <out>/<name>/:\n"
             "config.yaml (resolved), log.csv (one row per epoch), last.safetensors (weights,\n"
@@ -74,6 +74,11 @@ void ncmi_help_train(FILE *f)
             "                      in <out>/<name>/fold_<k>/, then <out>/<name>/cv_summary.json\n"
             "                      and a table of every fold's test accuracy, macro-F1 and\n"
             "                      macro-AUC (NCMI: CC, learned, LP) with mean +- std\n"
+            "  --seeds LIST        with --folds: repeat the cross-validation once per seed\n"
+            "                      (0-4, or 0,1,7; replaces the config's seed) in\n"
+            "                      <out>/<name>/seed_<s>/fold_<k>/, then\n"
+            "                      <out>/<name>/cv_seeds_summary.json and a table of each\n"
+            "                      seed's fold means with mean +- std over the seeds\n"
             "  --skip-missing      bags: leave out slides whose feature file is missing or\n"
             "                      unreadable, with a warning (data.skip_missing: true)\n"
             "  --print-config      print the resolved config and exit\n"
@@ -314,9 +319,12 @@ done:
 /* cross-validation: --folds DIR                                       */
 
 /* Every fold manifest of folds_dir in turn as data.manifest, the run in
- * <out>/<name>/fold_<k>/; then cv_summary.json and the table. c is restored
- * before returning. Returns an exit code. */
-static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *folds_dir)
+ * <out>/<name>/fold_<k>/ (seeds != NULL: <out>/<name>/seed_<c->seed>/fold_<k>/);
+ * then cv_summary.json and the table in that folder; with seeds, a row of
+ * fold means added to *seeds and *n_folds set. c is restored before
+ * returning. Returns an exit code. */
+static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *folds_dir, cli_cv *seeds,
+                       int *n_folds)
 {
     char **paths = NULL;
     int *ks = NULL;
@@ -325,8 +333,10 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
         cli_error(CMD, "%s", ncmi_error());
         return NCMI_EXIT_INPUT;
     }
-    char cv_dir[4096], path_sum[4200];
-    if (snprintf(cv_dir, sizeof cv_dir, "%s/%s", c->out, c->name) >= (int)sizeof cv_dir ||
+    char cv_dir[4096], path_sum[4200], sub[32] = "";
+    if (seeds) snprintf(sub, sizeof sub, "/seed_%d", c->seed);
+    if (n_folds) *n_folds = n;
+    if (snprintf(cv_dir, sizeof cv_dir, "%s/%s%s", c->out, c->name, sub) >= (int)sizeof cv_dir ||
         snprintf(path_sum, sizeof path_sum, "%s/cv_summary.json", cv_dir) >= (int)sizeof path_sum) {
         cli_error(CMD, "run folder path too long");
         cli_cv_free_folds(paths, n);
@@ -381,12 +391,85 @@ static int train_folds(ncmi_train_config *c, const train_opts *opt, const char *
         } else {
             cli_cv_print(&cv, stdout, c->name, folds_dir);
             printf("summary: %s\n", path_sum);
+            if (seeds && cli_cv_add_means(seeds, c->seed, &cv, folds_dir, cv_dir)) {
+                cli_error(CMD, "%s", ncmi_error());
+                rc = NCMI_EXIT_INTERNAL;
+            }
         }
     }
     cli_cv_free(&cv);
     cli_cv_free_folds(paths, n);
     free(ks);
     return rc;
+}
+
+/* Repeated cross-validation (--seeds): train_folds once per seed (the
+ * config's seed replaced) into <out>/<name>/seed_<s>/, then
+ * <out>/<name>/cv_seeds_summary.json and a table of the fold means per seed
+ * with their mean +- std over the seeds. Returns an exit code. */
+static int train_folds_seeds(ncmi_train_config *c, const train_opts *opt, const char *folds_dir,
+                             const int *seed_list, int n_seeds)
+{
+    const int base_seed = c->seed;
+    cli_cv seeds;
+    cli_cv_init(&seeds);
+    int rc = NCMI_EXIT_OK, n_folds = 0;
+    for (int i = 0; i < n_seeds && rc == NCMI_EXIT_OK; i++) {
+        c->seed = seed_list[i];
+        printf("=== seed %d (%d of %d)\n", seed_list[i], i + 1, n_seeds);
+        fflush(stdout);
+        rc = train_folds(c, opt, folds_dir, &seeds, &n_folds);
+    }
+    c->seed = base_seed;
+    if (rc == NCMI_EXIT_OK && nn_dist_rank(opt->dist) == 0) {
+        char path[4400];
+        if (snprintf(path, sizeof path, "%s/%s/cv_seeds_summary.json", c->out, c->name) >= (int)sizeof path) {
+            cli_error(CMD, "run folder path too long");
+            rc = NCMI_EXIT_INPUT;
+        } else if (cli_cv_write_seeds_json(&seeds, path, c->name, opt->config_path, folds_dir, n_folds)) {
+            cli_error(CMD, "%s", ncmi_error());
+            rc = NCMI_EXIT_INTERNAL;
+        } else {
+            cli_cv_print_seeds(&seeds, stdout, c->name, folds_dir, n_folds);
+            printf("summary: %s\n", path);
+        }
+    }
+    cli_cv_free(&seeds);
+    return rc;
+}
+
+/* --seeds LIST: comma-separated seeds or ranges a-b ("0-4", "0,2,7-9"), at
+ * most 1000, each >= 0 and at most once. *out malloc'd. Count or -1. */
+static int parse_seeds(const char *s, int **out)
+{
+    int *v = malloc(1000 * sizeof *v), n = 0;
+    if (!v) return -1;
+    const char *p = s;
+    while (*p) {
+        char *e;
+        long a = strtol(p, &e, 10), b = a;
+        if (e == p || a < 0 || a > 2147483647L) goto bad;
+        p = e;
+        if (*p == '-') {
+            b = strtol(p + 1, &e, 10);
+            if (e == p + 1 || b < a || b > 2147483647L) goto bad;
+            p = e;
+        }
+        for (long x = a; x <= b; x++) {
+            if (n == 1000) goto bad;
+            for (int i = 0; i < n; i++)
+                if (v[i] == (int)x) goto bad;
+            v[n++] = (int)x;
+        }
+        if (*p == ',') p++;
+        else if (*p) goto bad;
+    }
+    if (n == 0) goto bad;
+    *out = v;
+    return n;
+bad:
+    free(v);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -458,7 +541,7 @@ int ncmi_cmd_train(int argc, char **argv)
 {
     const ncmi_cfg_schema *S = &ncmi_train_schema;
     train_opts opt = {0, 0, NULL, NULL};
-    const char *out_dir = NULL, *folds_dir = NULL;
+    const char *out_dir = NULL, *folds_dir = NULL, *seeds_arg = NULL;
     const char **sets = calloc((size_t)argc, sizeof *sets);
     int n_sets = 0, print_config = 0, skip_missing = 0;
     if (!sets) return NCMI_EXIT_INTERNAL;
@@ -500,12 +583,29 @@ int ncmi_cmd_train(int argc, char **argv)
             folds_dir = v;
             continue;
         }
+        if ((m = cli_opt_value(argc, argv, &i, CMD, "--seeds", &v)) != 0) {
+            if (m < 0) goto usage;
+            seeds_arg = v;
+            continue;
+        }
         cli_usage_error(CMD, a[0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", a);
         goto usage;
     }
     if (opt.resume && opt.force) {
         cli_usage_error(CMD, "--resume and --force exclude each other");
         goto usage;
+    }
+    int *seed_list = NULL, n_seeds = 0;
+    if (seeds_arg) {
+        if (!folds_dir) {
+            cli_usage_error(CMD, "--seeds repeats a cross-validation: it needs --folds");
+            goto usage;
+        }
+        if ((n_seeds = parse_seeds(seeds_arg, &seed_list)) < 0) {
+            cli_usage_error(CMD, "--seeds '%s': expected seeds >= 0 or ranges a-b separated by commas "
+                                 "(0-4, 0,2,7), each at most once, at most 1000", seeds_arg);
+            goto usage;
+        }
     }
 
     ncmi_train_config c;
@@ -560,11 +660,14 @@ int ncmi_cmd_train(int argc, char **argv)
         goto out;
     }
     if ((rc = dist_open(&c, &opt.dist)) != NCMI_EXIT_OK) goto out;
-    rc = folds_dir ? train_folds(&c, &opt, folds_dir) : train_run(&c, &opt);
+    rc = seed_list ? train_folds_seeds(&c, &opt, folds_dir, seed_list, n_seeds)
+         : folds_dir ? train_folds(&c, &opt, folds_dir, NULL, NULL)
+                     : train_run(&c, &opt);
     nn_dist_free(opt.dist);
 out:
     ncmi_cfg_free(S, &c);
     free(sets);
+    free(seed_list);
     return rc;
 usage:
     free(sets);

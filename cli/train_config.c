@@ -26,7 +26,7 @@ static const char *const ratio_kinds[] = {"per_sample", "of_means", NULL};
 static const char *const centroid_kinds[] = {"learned", "fixed", NULL};
 static const char *const ncmi_eval_kinds[] = {"cc", "learned", NULL};
 static const char *const split_kinds[] = {"test", "val", NULL};
-static const char *const optim_names[] = {"sgd", "adamw", NULL};
+static const char *const optim_names[] = {"sgd", "adamw", "adam", NULL};
 static const char *const sched_kinds[] = {"constant", "multistep", "cosine", NULL};
 
 /* key, type, default, help, offset, choices, bounds, lo, hi, list_len */
@@ -65,6 +65,9 @@ static const ncmi_cfg_key keys[] = {
     {"model.in_channels", NCMI_CFG_INT, "3", "ResNets: channels of the input images, conv1's input (3: RGB; mnist: 1)", OFF(in_channels), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX, 1, 64, 0},
     {"mil.d_inner", NCMI_CFG_INT, "512", "MIL heads: size of the bag embedding z (the first Linear(D_feat, d_inner)): 512 for 1024-d features, 256 for 512-d, 128 for 384-d", OFF(mil_d_inner), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"mil.attn_hidden", NCMI_CFG_INT, "128", "abmil/aem: hidden size of the gated attention (V, U: Linear(d_inner, attn_hidden))", OFF(mil_attn_hidden), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.instance_layers", NCMI_CFG_INT_LIST, "[]", "abmil/aem: Ilse et al.'s instance network for the MIL benchmarks instead of the WSI variant's Linear(D_feat, d_inner, no bias) + ReLU: Linear (with bias) + ReLU + Dropout(mil.instance_dropout) layers of these widths (Musk: [256, 128, 64]); the last width is the size of z (mil.d_inner is not used); tensors feature_extractor.<3 i> (at most 8 layers)", OFF(mil_instance_layers), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"mil.instance_dropout", NCMI_CFG_FLOAT, "0.0", "abmil/aem with mil.instance_layers: dropout after each instance layer's ReLU (training only)", OFF(mil_instance_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
+    {"mil.gated", NCMI_CFG_BOOL, "true", "abmil/aem: gated attention w^T (tanh(V h) * sigmoid(U h)); false: w^T tanh(V h) (Ilse et al.'s attention without the gate; no attention.attention_U.0)", OFF(mil_gated), NULL, 0, 0, 0, 0},
     {"mil.dropout", NCMI_CFG_FLOAT, "0.1", "transmil/asmil: attention dropout (training only); transmil needs mil.d_inner divisible by its 8 heads", OFF(mil_dropout), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"mil.aem.lambda", NCMI_CFG_FLOAT, "0.1", "aem: weight lambda of the attention-entropy term (loss += lambda * sum_i a_i ln a_i)", OFF(aem_lambda), NULL, NCMI_CFG_MIN, 0, 0, 0},
     {"mil.aem.topk", NCMI_CFG_INT, "0", "aem: entropy of the renormalised k largest attention weights (0: all instances)", OFF(aem_topk), NULL, NCMI_CFG_MIN, 0, 0, 0},
@@ -105,13 +108,13 @@ static const ncmi_cfg_key keys[] = {
     {"lp.batch_size", NCMI_CFG_INT, "128", "linear probing: batch size", OFF(lp_batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"lp.momentum", NCMI_CFG_FLOAT, "0.9", "linear probing: SGD momentum", OFF(lp_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"lp.weight_decay", NCMI_CFG_FLOAT, "0.0", "linear probing: weight decay", OFF(lp_weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"optim.name", NCMI_CFG_ENUM, "sgd", "optimizer", OFF(optim_name), optim_names, 0, 0, 0, 0},
+    {"optim.name", NCMI_CFG_ENUM, "sgd", "optimizer: sgd, adamw (decoupled weight decay, torch.optim.AdamW) or adam (torch.optim.Adam: weight decay as L2 added to the gradient)", OFF(optim_name), optim_names, 0, 0, 0, 0},
     {"optim.lr", NCMI_CFG_FLOAT, "0.1", "base learning rate", OFF(lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"optim.momentum", NCMI_CFG_FLOAT, "0.9", "SGD momentum", OFF(momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"optim.nesterov", NCMI_CFG_BOOL, "false", "SGD Nesterov momentum", OFF(nesterov), NULL, 0, 0, 0, 0},
-    {"optim.weight_decay", NCMI_CFG_FLOAT, "0.0005", "weight decay (SGD: L2 added to the gradient; AdamW: decoupled)", OFF(weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
-    {"optim.betas", NCMI_CFG_FLOAT_LIST, "[0.9, 0.999]", "AdamW beta1, beta2", OFF(betas), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 2},
-    {"optim.eps", NCMI_CFG_FLOAT, "1.0e-8", "AdamW epsilon", OFF(eps), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"optim.weight_decay", NCMI_CFG_FLOAT, "0.0005", "weight decay (SGD and Adam: L2 added to the gradient; AdamW: decoupled)", OFF(weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
+    {"optim.betas", NCMI_CFG_FLOAT_LIST, "[0.9, 0.999]", "Adam/AdamW beta1, beta2", OFF(betas), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 2},
+    {"optim.eps", NCMI_CFG_FLOAT, "1.0e-8", "Adam/AdamW epsilon", OFF(eps), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"schedule.kind", NCMI_CFG_ENUM, "constant", "learning-rate schedule, evaluated once per epoch", OFF(schedule_kind), sched_kinds, 0, 0, 0, 0},
     {"schedule.milestones", NCMI_CFG_INT_LIST, "[]", "multistep: epochs (counted after the warm-up) where the lr is multiplied by gamma (increasing, at most 16)", OFF(milestones), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"schedule.gamma", NCMI_CFG_FLOAT, "0.1", "multistep: factor at each milestone", OFF(gamma), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
@@ -196,6 +199,11 @@ int ncmi_train_config_check(const ncmi_train_config *c)
             return ncmi_error_set("key 'data.fold': '{fold}' in data.manifest or data.split_column needs "
                                   "data.fold >= 0");
     }
+    if (c->mil_instance_layers.n > 8)
+        return ncmi_error_set("key 'mil.instance_layers': %d layers (at most 8)", c->mil_instance_layers.n);
+    if (c->mil_instance_layers.n > 0 && c->model_kind != NCMI_MODEL_ABMIL && c->model_kind != NCMI_MODEL_AEM)
+        return ncmi_error_set("key 'mil.instance_layers': only abmil and aem have an instance network (model.kind %s)",
+                              model_kinds[c->model_kind]);
     if (c->model_kind == NCMI_MODEL_TRANSMIL && c->mil_d_inner % 8)
         return ncmi_error_set("key 'mil.d_inner': %d is not divisible by TransMIL's 8 heads", c->mil_d_inner);
     if (c->model_kind == NCMI_MODEL_ASMIL) {

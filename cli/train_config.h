@@ -44,7 +44,7 @@ typedef enum {
     NCMI_LOSS_ANTICLASS
 } ncmi_loss_kind;
 typedef enum { NCMI_EVAL_SPLIT_TEST = 0, NCMI_EVAL_SPLIT_VAL = 1 } ncmi_eval_split;
-typedef enum { NCMI_OPTIM_NAME_SGD = 0, NCMI_OPTIM_NAME_ADAMW = 1 } ncmi_optim_name;
+typedef enum { NCMI_OPTIM_NAME_SGD = 0, NCMI_OPTIM_NAME_ADAMW = 1, NCMI_OPTIM_NAME_ADAM = 2 } ncmi_optim_name;
 typedef enum { NCMI_SCHED_CONSTANT = 0, NCMI_SCHED_MULTISTEP, NCMI_SCHED_COSINE } ncmi_sched_kind;
 
 typedef struct ncmi_train_config {
@@ -84,6 +84,9 @@ typedef struct ncmi_train_config {
     int in_channels;        /* conv1's input channels */
     /* MIL heads (mil/mil.h mil_opts) */
     int mil_d_inner, mil_attn_hidden;
+    ncmi_cfg_ints mil_instance_layers; /* abmil/aem: Ilse et al.'s instance network ([]: off) */
+    double mil_instance_dropout;
+    int mil_gated;
     double mil_dropout;
     double aem_lambda;
     int aem_topk, aem_cosine;

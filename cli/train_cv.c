@@ -306,15 +306,15 @@ static void print_cell(FILE *f, double v)
         fprintf(f, " %6s", "-");
 }
 
-void cli_cv_print(const cli_cv *cv, FILE *f, const char *name, const char *folds_dir)
+/* The rows of cv (label: "fold" or "seed"), the mean and std rows and the
+ * "method: accuracy m +- s, ..." lines; `unit` names what the std is over. */
+static void print_table(const cli_cv *cv, FILE *f, const char *label, const char *unit)
 {
-    fprintf(f, "\n%s: %d-fold cross-validation (%s), %s metrics at each fold's selected epoch\n", name, cv->n,
-            folds_dir, cv->split);
     /* header: method names over their three columns (acc, F1, AUC: 7 characters each) */
     fprintf(f, "%-5s", "");
     for (int t = 0; t < CLI_CV_METHODS; t++)
         if (cv->have[t]) fprintf(f, "  %-21s", method_titles[t]);
-    fprintf(f, "\n%-5s", "fold");
+    fprintf(f, "\n%-5s", label);
     for (int t = 0; t < CLI_CV_METHODS; t++)
         if (cv->have[t]) fprintf(f, "  %6s %6s %6s", "acc", "F1", "AUC");
     fprintf(f, "\n");
@@ -349,9 +349,118 @@ void cli_cv_print(const cli_cv *cv, FILE *f, const char *name, const char *folds
             int n;
             column_stats(cv, t, q, &mu, &sd, &n);
             fprintf(f, "%s %s %.4f +- %.4f", q ? "," : "", metric_titles[q], mu, sd);
-            if (n < cv->n) fprintf(f, " (%d folds)", n);
+            if (n < cv->n) fprintf(f, " (%d %s)", n, unit);
         }
         fprintf(f, "\n");
     }
-    fprintf(f, "(std: sample standard deviation over the folds)\n");
+    fprintf(f, "(std: sample standard deviation over the %s)\n", unit);
+}
+
+void cli_cv_print(const cli_cv *cv, FILE *f, const char *name, const char *folds_dir)
+{
+    fprintf(f, "\n%s: %d-fold cross-validation (%s), %s metrics at each fold's selected epoch\n", name, cv->n,
+            folds_dir, cv->split);
+    print_table(cv, f, "fold", "folds");
+}
+
+/* ------------------------------------------------------------------ */
+/* repeated cross-validation (--seeds)                                  */
+
+int cli_cv_add_means(cli_cv *seeds, int seed, const cli_cv *cv, const char *folds_dir, const char *cv_dir)
+{
+    if (seeds->n == seeds->cap) {
+        int cap = seeds->cap ? 2 * seeds->cap : 16;
+        int *nk = realloc(seeds->k, (size_t)cap * sizeof *nk);
+        if (nk) seeds->k = nk;
+        char **nm = realloc(seeds->manifest, (size_t)cap * sizeof *nm);
+        if (nm) seeds->manifest = nm;
+        char **nr = realloc(seeds->run, (size_t)cap * sizeof *nr);
+        if (nr) seeds->run = nr;
+        double(*mm)[CLI_CV_METHODS][CLI_CV_METRICS] = realloc(seeds->m, (size_t)cap * sizeof *mm);
+        if (mm) seeds->m = mm;
+        if (!nk || !nm || !nr || !mm) return ncmi_error_set("out of memory");
+        seeds->cap = cap;
+    }
+    const int i = seeds->n;
+    for (int t = 0; t < CLI_CV_METHODS; t++) {
+        for (int q = 0; q < CLI_CV_METRICS; q++) {
+            double sd;
+            int n;
+            seeds->m[i][t][q] = NAN;
+            if (cv->have[t]) column_stats(cv, t, q, &seeds->m[i][t][q], &sd, &n);
+        }
+        if (cv->have[t]) seeds->have[t] = 1;
+    }
+    seeds->k[i] = seed;
+    seeds->manifest[i] = strdup(folds_dir);
+    seeds->run[i] = strdup(cv_dir);
+    if (!seeds->manifest[i] || !seeds->run[i]) {
+        free(seeds->manifest[i]);
+        free(seeds->run[i]);
+        return ncmi_error_set("out of memory");
+    }
+    snprintf(seeds->split, sizeof seeds->split, "%s", cv->split);
+    seeds->n++;
+    return 0;
+}
+
+int cli_cv_write_seeds_json(const cli_cv *seeds, const char *path, const char *name, const char *config,
+                            const char *folds_dir, int n_folds)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "name", json_string(name));
+    json_object_set_new(j, "config", config ? json_string(config) : json_null());
+    json_object_set_new(j, "folds_dir", json_string(folds_dir));
+    json_object_set_new(j, "split", json_string(seeds->split));
+    json_object_set_new(j, "n_folds", json_integer(n_folds));
+    json_object_set_new(j, "n_seeds", json_integer(seeds->n));
+    json_t *methods = json_array();
+    for (int t = 0; t < CLI_CV_METHODS; t++)
+        if (seeds->have[t]) json_array_append_new(methods, json_string(tr_method_name((tr_method)t)));
+    json_object_set_new(j, "methods", methods);
+    json_object_set_new(j, "std_note", json_string("per seed: the mean over its folds; summary: mean and sample "
+                                                   "standard deviation (n - 1) of those means over the seeds"));
+    json_t *mean = json_object();
+    for (int t = 0; t < CLI_CV_METHODS; t++) {
+        if (!seeds->have[t]) continue;
+        json_t *mo = json_object();
+        for (int q = 0; q < CLI_CV_METRICS; q++) {
+            double mu, sd;
+            int n;
+            column_stats(seeds, t, q, &mu, &sd, &n);
+            json_t *s = json_object();
+            json_object_set_new(s, "mean", eval_json_num(mu));
+            json_object_set_new(s, "std", eval_json_num(sd));
+            json_object_set_new(s, "n", json_integer(n));
+            json_object_set_new(mo, metric_keys[q], s);
+        }
+        json_object_set_new(mean, tr_method_name((tr_method)t), mo);
+    }
+    json_object_set_new(j, "summary", mean);
+    json_t *arr = json_array();
+    for (int i = 0; i < seeds->n; i++) {
+        json_t *f = json_object();
+        json_object_set_new(f, "seed", json_integer(seeds->k[i]));
+        json_object_set_new(f, "cv", json_string(seeds->run[i]));
+        for (int t = 0; t < CLI_CV_METHODS; t++) {
+            if (!seeds->have[t]) continue;
+            json_t *mo = json_object();
+            for (int q = 0; q < CLI_CV_METRICS; q++)
+                json_object_set_new(mo, metric_keys[q], eval_json_num(seeds->m[i][t][q]));
+            json_object_set_new(f, tr_method_name((tr_method)t), mo);
+        }
+        json_array_append_new(arr, f);
+    }
+    json_object_set_new(j, "seeds", arr);
+    int rc = eval_json_write_atomic(path, j);
+    json_decref(j);
+    return rc;
+}
+
+void cli_cv_print_seeds(const cli_cv *seeds, FILE *f, const char *name, const char *folds_dir, int n_folds)
+{
+    fprintf(f, "\n%s: %d x %d-fold cross-validation (%s), seeds", name, seeds->n, n_folds, folds_dir);
+    for (int i = 0; i < seeds->n; i++) fprintf(f, "%s%d", i ? "," : " ", seeds->k[i]);
+    fprintf(f, "; per seed the mean %s metrics of its folds\n", seeds->split);
+    print_table(seeds, f, "seed", "seeds");
 }

@@ -41,6 +41,16 @@ int cli_cv_write_json(const cli_cv *cv, const char *path, const char *name, cons
 /* The table: one row per fold, a column per method and metric, mean and std
  * rows, then "method: accuracy m +- s, macro-F1 ..., macro-AUC ..." lines. */
 void cli_cv_print(const cli_cv *cv, FILE *f, const char *name, const char *folds_dir);
+/* Repeated cross-validation (ncmi train --folds DIR --seeds LIST): one row
+ * per seed (k = the seed, manifest = folds_dir, run = the seed's folder)
+ * holding the mean over the folds of cv for every method and metric. */
+int cli_cv_add_means(cli_cv *seeds, int seed, const cli_cv *cv, const char *folds_dir, const char *cv_dir);
+/* <path> (atomic): config, folds folder, per seed {seed, cv, <method>: fold means},
+ * per method and metric {mean, std, n} over the seeds. */
+int cli_cv_write_seeds_json(const cli_cv *seeds, const char *path, const char *name, const char *config,
+                            const char *folds_dir, int n_folds);
+/* The table: one row per seed (its fold means), mean and std rows over the seeds. */
+void cli_cv_print_seeds(const cli_cv *seeds, FILE *f, const char *name, const char *folds_dir, int n_folds);
 /* mean and sample std (n - 1; 0 for one value) of the finite values; *n_out
  * their count (mean NAN when none). */
 void cli_cv_mean_std(const double *v, int n, double *mean, double *std, int *n_out);

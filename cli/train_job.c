@@ -292,6 +292,10 @@ void cli_train_job_mil_opts(const ncmi_train_config *c, int d_feat, mil_opts *o)
     o->d_feat = d_feat;
     o->d_inner = c->mil_d_inner;
     o->attn_hidden = c->mil_attn_hidden;
+    o->n_instance_layers = c->mil_instance_layers.n <= MIL_MAX_INSTANCE_LAYERS ? c->mil_instance_layers.n : 0;
+    for (int i = 0; i < o->n_instance_layers; i++) o->instance_layers[i] = c->mil_instance_layers.v[i];
+    o->instance_dropout = (float)c->mil_instance_dropout;
+    o->gated = c->mil_gated;
     o->dropout = (float)c->mil_dropout;
     o->aem_lambda = (float)c->aem_lambda;
     o->aem_topk = c->aem_topk;
@@ -396,7 +400,9 @@ void cli_train_job_tr_config(const ncmi_train_config *c, const cli_train_job *j,
     t->batch_size = c->batch_size;
     t->clip_grad_norm = (float)c->clip_grad_norm;
     t->seed = (uint64_t)c->seed;
-    t->optim = c->optim_name == NCMI_OPTIM_NAME_ADAMW ? NN_OPTIM_ADAMW : NN_OPTIM_SGD;
+    t->optim = c->optim_name == NCMI_OPTIM_NAME_ADAMW  ? NN_OPTIM_ADAMW
+               : c->optim_name == NCMI_OPTIM_NAME_ADAM ? NN_OPTIM_ADAM
+                                                       : NN_OPTIM_SGD;
     t->lr = (float)c->lr;
     t->momentum = (float)c->momentum;
     t->nesterov = c->nesterov;

@@ -11,6 +11,18 @@
  *   z     = alpha h                             [1, D_inner]
  *   logits = classifier.fc(z)                   the trainer's linear head (tr_model.classifier)
  *
+ * Ilse et al.'s network for the MIL benchmarks (opts n_instance_layers > 0,
+ * e.g. Musk: fc-256 + ReLU + dropout, fc-128 + ReLU + dropout, fc-64 + ReLU +
+ * dropout, attention with 64 hidden units, fc-1 + sigmoid) replaces
+ * dimreduction.fc1 by
+ *   h = drop(relu(... drop(relu(H W_0^T + b_0)) ...  W_{n-1}^T + b_{n-1}))   [N, layers[n-1]]
+ * named as the PyTorch nn.Sequential(Linear, ReLU, Dropout, Linear, ...) module
+ * `feature_extractor`: `feature_extractor.<3 i>` for layer i (the paper
+ * publishes no code for this network; the name follows the official MNIST
+ * model's feature_extractor_part*). Dropout (instance_dropout) in training only.
+ * gated = 0: a = w^T tanh(V h) + b (no U; Ilse et al.'s "attention", the gated
+ * form being their "gated attention").
+ *
  * Parameter names are the state_dict keys of `ABMIL` in dazhangyu123/AEM
  * architecture/transformer.py (the same module is in dazhangyu123/ACMIL):
  * DimReduction -> `dimreduction.fc1`, Attention_Gated -> `attention.attention_V.0`
@@ -43,6 +55,8 @@ typedef struct abmil {
     mil_opts o;
     nn_params P;
     nn_linear_m fc1, att_v, att_u, att_w;
+    nn_linear_m inst[MIL_MAX_INSTANCE_LAYERS]; /* n_instance_layers > 0: instead of fc1 */
+    int D; /* embedding size: d_inner, or the last instance layer's width */
     float lambda_scale; /* AEM: the trainer's cosine factor (1 by default) */
     int *topk_idx;      /* AEM top-k scratch */
     int topk_cap;
@@ -115,8 +129,6 @@ static nn_tensor *aem_term(abmil *s, nn_graph *g, nn_tensor *a, nn_tensor *alpha
 static nn_tensor *abmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in,
                                 int training, nn_rng *rng, nn_tensor **aux)
 {
-    (void)training; /* no dropout, no batch statistics */
-    (void)rng;
     abmil *s = m->ctx;
     NCMI_CHECK(n_in == 1, "%s: one input tensor (the bag) expected, got %d",
                mil_head_kind_name(s->o.kind), n_in);
@@ -135,9 +147,20 @@ static nn_tensor *abmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, 
     }
     /* fused ops: the same values as relu(linear) and tanh * sigmoid (tests/test_grad_fused.c),
      * with fewer [N, .] buffers */
-    nn_tensor *h = nn_linear_relu(g, x, s->fc1.weight, NULL);                  /* [N, Di] */
-    nn_tensor *gate = nn_tanh_sigmoid_gate(g, nn_linear_m_forward(g, &s->att_v, h),
-                                           nn_linear_m_forward(g, &s->att_u, h)); /* [N, A] */
+    nn_tensor *h;                                                              /* [N, Di] */
+    if (s->o.n_instance_layers > 0) {
+        h = x;
+        for (int i = 0; i < s->o.n_instance_layers; i++) {
+            h = nn_linear_relu(g, h, s->inst[i].weight, s->inst[i].bias);
+            if (s->o.instance_dropout > 0.f)
+                h = nn_dropout(g, h, s->o.instance_dropout, training, training ? rng : NULL);
+        }
+    } else {
+        h = nn_linear_relu(g, x, s->fc1.weight, NULL);
+    }
+    nn_tensor *gate = s->o.gated ? nn_tanh_sigmoid_gate(g, nn_linear_m_forward(g, &s->att_v, h),
+                                                        nn_linear_m_forward(g, &s->att_u, h))
+                                 : nn_tanh(g, nn_linear_m_forward(g, &s->att_v, h)); /* [N, A] */
     nn_tensor *a = nn_linear_m_forward(g, &s->att_w, gate);                   /* [N, 1] */
     int row[2] = {1, N};
     a = nn_reshape(g, a, 2, row);                                             /* [1, N] */
@@ -173,6 +196,16 @@ int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng)
     if (o->d_feat < 1 || o->d_inner < 1 || o->attn_hidden < 1)
         return ncmi_error_set("%s: d_feat %d, d_inner %d, attn_hidden %d must be >= 1",
                               mil_head_kind_name(o->kind), o->d_feat, o->d_inner, o->attn_hidden);
+    if (o->n_instance_layers < 0 || o->n_instance_layers > MIL_MAX_INSTANCE_LAYERS)
+        return ncmi_error_set("%s: %d instance layers (at most %d)", mil_head_kind_name(o->kind),
+                              o->n_instance_layers, MIL_MAX_INSTANCE_LAYERS);
+    for (int i = 0; i < o->n_instance_layers; i++)
+        if (o->instance_layers[i] < 1)
+            return ncmi_error_set("%s: instance layer %d has width %d", mil_head_kind_name(o->kind), i,
+                                  o->instance_layers[i]);
+    if (!(o->instance_dropout >= 0.f && o->instance_dropout < 1.f))
+        return ncmi_error_set("%s: instance dropout %g not in [0, 1)", mil_head_kind_name(o->kind),
+                              (double)o->instance_dropout);
     if (o->kind == MIL_AEM && (!isfinite(o->aem_lambda) || o->aem_topk < 0))
         return ncmi_error_set("aem: lambda %g must be finite and top_k %d >= 0",
                               (double)o->aem_lambda, o->aem_topk);
@@ -181,25 +214,47 @@ int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng)
     s->o = *o;
     s->lambda_scale = 1.f;
     nn_params_init(&s->P);
-    /* the official module order: DimReduction, Attention_Gated (V, U, weights) */
-    nn_linear_m_init(&s->fc1, &s->P, "dimreduction.fc1", o->d_feat, o->d_inner, 0, rng);
-    nn_linear_m_init(&s->att_v, &s->P, "attention.attention_V.0", o->d_inner, o->attn_hidden, 1,
-                     rng);
-    nn_linear_m_init(&s->att_u, &s->P, "attention.attention_U.0", o->d_inner, o->attn_hidden, 1,
-                     rng);
+    /* the official module order: DimReduction (or the instance layers), Attention_Gated
+     * (V, U, weights) */
+    if (o->n_instance_layers > 0) {
+        int in = o->d_feat;
+        for (int i = 0; i < o->n_instance_layers; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "feature_extractor.%d", 3 * i);
+            nn_linear_m_init(&s->inst[i], &s->P, name, in, o->instance_layers[i], 1, rng);
+            in = o->instance_layers[i];
+        }
+        s->D = in;
+    } else {
+        nn_linear_m_init(&s->fc1, &s->P, "dimreduction.fc1", o->d_feat, o->d_inner, 0, rng);
+        s->D = o->d_inner;
+    }
+    nn_linear_m_init(&s->att_v, &s->P, "attention.attention_V.0", s->D, o->attn_hidden, 1, rng);
+    if (o->gated)
+        nn_linear_m_init(&s->att_u, &s->P, "attention.attention_U.0", s->D, o->attn_hidden, 1, rng);
     nn_linear_m_init(&s->att_w, &s->P, "attention.attention_weights", o->attn_hidden, 1, 1, rng);
     m->params = &s->P;
-    m->dim = o->d_inner;
+    m->dim = s->D;
+    /* "abmil 166-256-128-64 (dropout 0.5), attention 64" or "abmil 1024-512, gated attention 128" */
+    char net[160];
+    int len = snprintf(net, sizeof net, "%d", o->d_feat);
+    if (o->n_instance_layers > 0) {
+        for (int i = 0; i < o->n_instance_layers && len < (int)sizeof net; i++)
+            len += snprintf(net + len, sizeof net - (size_t)len, "-%d", o->instance_layers[i]);
+        if (o->instance_dropout > 0.f && len < (int)sizeof net)
+            snprintf(net + len, sizeof net - (size_t)len, " (dropout %g)", (double)o->instance_dropout);
+    } else {
+        snprintf(net + len, sizeof net - (size_t)len, "-%d", o->d_inner);
+    }
+    const char *att = o->gated ? "gated attention" : "attention";
     snprintf(m->classifier, sizeof m->classifier, "classifier.fc");
     if (o->kind == MIL_AEM) {
         char topk[32] = "";
         if (o->aem_topk > 0) snprintf(topk, sizeof topk, ", top-%d", o->aem_topk);
-        snprintf(m->desc, sizeof m->desc, "aem %d-%d, gated attention %d, lambda %g%s%s",
-                 o->d_feat, o->d_inner, o->attn_hidden, (double)o->aem_lambda, topk,
-                 o->aem_cosine ? ", cosine" : "");
+        snprintf(m->desc, sizeof m->desc, "aem %s, %s %d, lambda %g%s%s", net, att, o->attn_hidden,
+                 (double)o->aem_lambda, topk, o->aem_cosine ? ", cosine" : "");
     } else {
-        snprintf(m->desc, sizeof m->desc, "abmil %d-%d, gated attention %d", o->d_feat,
-                 o->d_inner, o->attn_hidden);
+        snprintf(m->desc, sizeof m->desc, "abmil %s, %s %d", net, att, o->attn_hidden);
     }
     m->forward = abmil_forward;
     m->free = abmil_free;

@@ -42,6 +42,9 @@ void mil_opts_default(mil_opts *o, mil_head_kind kind)
     o->d_feat = 1024;
     o->d_inner = 512;
     o->attn_hidden = 128;
+    o->n_instance_layers = 0;
+    o->instance_dropout = 0.f;
+    o->gated = 1;
     o->dropout = 0.1f;
     o->aem_lambda = 0.1f;
     o->aem_topk = 0;

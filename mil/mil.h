@@ -38,12 +38,23 @@ typedef enum mil_head_kind {
     MIL_ASMIL = 3,
 } mil_head_kind;
 
+#define MIL_MAX_INSTANCE_LAYERS 8
+
 /* Options of every head (unused ones ignored); defaults from mil_opts_default. */
 typedef struct mil_opts {
     mil_head_kind kind;
     int d_feat;          /* input feature size (1024 for resnet50_trunc) */
     int d_inner;         /* embedding size (512 / 256 / 128) */
     int attn_hidden;     /* ABMIL/AEM gated attention hidden size (128) */
+    /* ABMIL/AEM instance network. n_instance_layers 0 (default): the WSI variant's
+     * Linear(d_feat, d_inner, no bias) + ReLU. n > 0: Ilse et al.'s network for the
+     * MIL benchmarks (Musk, Fox, Tiger, Elephant), n layers Linear (with bias) + ReLU
+     * + Dropout(instance_dropout) of widths instance_layers[0..n), the last being the
+     * embedding size (d_inner is then not used). */
+    int n_instance_layers;
+    int instance_layers[MIL_MAX_INSTANCE_LAYERS];
+    float instance_dropout;
+    int gated;           /* ABMIL/AEM: 1 gated attention (default), 0 tanh attention */
     float dropout;       /* TransMIL / ASMIL attention dropout (0.1) */
     /* AEM: loss += lambda * sum_i a_i ln a_i (minus lambda x attention entropy) */
     float aem_lambda;    /* 0.1 */

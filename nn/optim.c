@@ -97,17 +97,30 @@ void nn_optim_sgd_init(nn_optim *o, nn_params *P, float lr, float momentum, floa
     o->nesterov = nesterov != 0;
 }
 
-void nn_optim_adamw_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
-                         float weight_decay)
+static void adam_common_init(nn_optim *o, nn_params *P, nn_optim_kind kind, float lr, float beta1,
+                             float beta2, float eps, float weight_decay)
 {
-    NCMI_CHECK(lr >= 0 && eps >= 0 && weight_decay >= 0, "AdamW: negative hyper-parameter");
-    NCMI_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW: betas %g %g not in [0,1)",
-               beta1, beta2);
-    optim_common_init(o, P, NN_OPTIM_ADAMW, lr);
+    const char *name = kind == NN_OPTIM_ADAM ? "Adam" : "AdamW";
+    NCMI_CHECK(lr >= 0 && eps >= 0 && weight_decay >= 0, "%s: negative hyper-parameter", name);
+    NCMI_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "%s: betas %g %g not in [0,1)",
+               name, beta1, beta2);
+    optim_common_init(o, P, kind, lr);
     o->beta1 = beta1;
     o->beta2 = beta2;
     o->eps = eps;
     o->weight_decay = weight_decay;
+}
+
+void nn_optim_adamw_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
+                         float weight_decay)
+{
+    adam_common_init(o, P, NN_OPTIM_ADAMW, lr, beta1, beta2, eps, weight_decay);
+}
+
+void nn_optim_adam_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
+                        float weight_decay)
+{
+    adam_common_init(o, P, NN_OPTIM_ADAM, lr, beta1, beta2, eps, weight_decay);
 }
 
 void nn_optim_free(nn_optim *o)
@@ -164,7 +177,9 @@ static void sgd_param(nn_optim *o, int i)
     }
 }
 
-/* torch.optim.AdamW (_single_tensor_adamw, amsgrad=False). */
+/* torch.optim.AdamW (_single_tensor_adamw, amsgrad=False); with kind
+ * NN_OPTIM_ADAM torch.optim.Adam (_single_tensor_adam): the weight decay is
+ * L2 added to the gradient (d = g + wd*p) instead of the decoupled p *= 1 - lr*wd. */
 static void adamw_param(nn_optim *o, int i)
 {
     nn_tensor *t = o->params->t[i];
@@ -179,21 +194,24 @@ static void adamw_param(nn_optim *o, int i)
     float *m = o->state1[i], *v = o->state2[i];
     const double lr = o->lr, b1 = o->beta1, b2 = o->beta2;
     const double step = (double)o->step; /* already incremented */
-    const float decay = (float)(1.0 - lr * (double)o->weight_decay);
+    const int coupled = o->kind == NN_OPTIM_ADAM;
+    const float decay = coupled ? 1.f : (float)(1.0 - lr * (double)o->weight_decay);
+    const float l2 = coupled ? o->weight_decay : 0.f;
     const double bc1 = 1.0 - pow(b1, step), bc2 = 1.0 - pow(b2, step);
     const float step_size = (float)(lr / bc1);
     const float bc2_sqrt = (float)sqrt(bc2);
     const float fb1 = o->beta1, fb2 = o->beta2, c1 = (float)(1.0 - b1), c2 = (float)(1.0 - b2);
     const float eps = o->eps;
     if (NN_ON_GPU(t)) {
-        nn_cuda_adamw_step(p, g, m, v, n, decay, fb1, c1, fb2, c2, step_size, bc2_sqrt, eps);
+        nn_cuda_adamw_step(p, g, m, v, n, decay, l2, fb1, c1, fb2, c2, step_size, bc2_sqrt, eps);
         return;
     }
 #pragma omp parallel for if (n > 65536)
     for (size_t k = 0; k < n; k++) {
+        const float gk = l2 != 0.f ? g[k] + l2 * p[k] : g[k];
         float pk = p[k] * decay;
-        float mk = m[k] * fb1 + c1 * g[k];
-        float vk = v[k] * fb2 + c2 * g[k] * g[k];
+        float mk = m[k] * fb1 + c1 * gk;
+        float vk = v[k] * fb2 + c2 * gk * gk;
         m[k] = mk;
         v[k] = vk;
         float denom = sqrtf(vk) / bc2_sqrt + eps;
@@ -388,7 +406,7 @@ static int has_prefix(const char *s, const char *p) { return strncmp(s, p, strle
 static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int64_t *step)
 {
     const nn_params *P = o->params;
-    const char *kname = o->kind == NN_OPTIM_SGD ? "SGD" : "AdamW";
+    const char *kname = o->kind == NN_OPTIM_SGD ? "SGD" : o->kind == NN_OPTIM_ADAM ? "Adam" : "AdamW";
     const char *pre = state_prefix(o);
     char stepname[NN_NAME_MAX + 16];
     snprintf(stepname, sizeof stepname, "%sstep", pre);
@@ -438,8 +456,8 @@ static int optim_state_validate(const nn_optim *o, const nn_safetensors *st, int
             return ncmi_error_set("%s: tensor '%s': dtype %s, a float tensor expected", st->path,
                                   en->name, nn_st_dtype_name(en->dtype));
     }
-    /* AdamW: the two moments come together */
-    if (o->kind == NN_OPTIM_ADAMW)
+    /* Adam/AdamW: the two moments come together */
+    if (o->kind == NN_OPTIM_ADAMW || o->kind == NN_OPTIM_ADAM)
         for (int i = 0; i < P->n; i++) {
             char *a = state_name(o, P->t[i]->name, "exp_avg"), *b = state_name(o, P->t[i]->name, "exp_avg_sq");
             int ha = nn_st_find(st, a) != NULL, hb = nn_st_find(st, b) != NULL;

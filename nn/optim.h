@@ -1,4 +1,4 @@
-/* Optimizers (SGD with momentum/nesterov/weight decay, AdamW), gradient
+/* Optimizers (SGD with momentum/nesterov/weight decay, Adam, AdamW), gradient
  * clipping by global norm, LR schedules. Semantics follow torch.optim so a
  * run matches PyTorch step for step.
  *
@@ -16,7 +16,7 @@
 #include "params.h"
 #include "safetensors.h"
 
-typedef enum nn_optim_kind { NN_OPTIM_SGD = 0, NN_OPTIM_ADAMW = 1 } nn_optim_kind;
+typedef enum nn_optim_kind { NN_OPTIM_SGD = 0, NN_OPTIM_ADAMW = 1, NN_OPTIM_ADAM = 2 } nn_optim_kind;
 
 typedef struct nn_optim {
     nn_optim_kind kind;
@@ -41,6 +41,11 @@ void nn_optim_sgd_init(nn_optim *o, nn_params *P, float lr, float momentum, floa
 /* torch.optim.AdamW: p -= lr*wd*p; m,v moments; bias corrections; p -= lr*mhat/(sqrt(vhat)+eps). */
 void nn_optim_adamw_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
                          float weight_decay);
+/* torch.optim.Adam (amsgrad=False): weight decay as L2 added to the gradient,
+ * d = g + wd*p, then AdamW's moments and update without the decoupled decay.
+ * The same state tensors as AdamW (exp_avg, exp_avg_sq). */
+void nn_optim_adam_init(nn_optim *o, nn_params *P, float lr, float beta1, float beta2, float eps,
+                        float weight_decay);
 /* One step over every trainable parameter that has a gradient. */
 void nn_optim_step(nn_optim *o);
 void nn_optim_free(nn_optim *o);

@@ -7,7 +7,10 @@
  * input gradient; AEM's term (lambda 0.1; all instances, top-5, top-100 >= N)
  * with its gradients; the NCMI head (eval mode, fixed centre) on the z rows
  * of the four bags with the gradients w.r.t. the ABMIL parameters, xi and
- * every bag. Each tensor is compared element by element with
+ * every bag. tests/golden/mil_abmil_mlp.safetensors (the same script): the
+ * head with Ilse et al.'s instance network (mil.instance_layers, dropout 0),
+ * gated and tanh attention, forward and every gradient. Each tensor is
+ * compared element by element with
  *
  *     |ours - ref| <= 1e-4 * max(|ref|, scale)
  *     scale = max(1e-2 * max_j |ref_j| of the tensor, case floor)
@@ -583,3 +586,130 @@ static void fd_check(mil_head_kind kind, int topk)
 TEST(mil_abmil_finite_differences) { fd_check(MIL_ABMIL, 0); }
 TEST(mil_aem_finite_differences) { fd_check(MIL_AEM, 0); }
 TEST(mil_aem_topk_finite_differences) { fd_check(MIL_AEM, 3); }
+
+/* ---- Ilse et al.'s instance network (mil.instance_layers, mil.gated) ---- */
+
+/* ABMIL with instance layers [12, 10], attention hidden 8, dropout p, gated or
+ * not; weights from the golden variant `var` (NULL: as initialised). */
+static int mlp_head_setup(head *h, const nn_safetensors *st, const char *var, int gated, float p)
+{
+    mil_opts o;
+    mil_opts_default(&o, MIL_ABMIL);
+    o.d_feat = 32;
+    o.attn_hidden = 8;
+    o.n_instance_layers = 2;
+    o.instance_layers[0] = 12;
+    o.instance_layers[1] = 10;
+    o.instance_dropout = p;
+    o.gated = gated;
+    nn_rng rng;
+    nn_rng_seed(&rng, 4);
+    if (mil_abmil_init(&h->m, &o, &rng) != 0) {
+        test_fail_at(__FILE__, __LINE__, "mil_abmil_init: %s", ncmi_error());
+        return -1;
+    }
+    nn_params_init(&h->P_head);
+    nn_linear_m_init(&h->fc, &h->P_head, h->m.classifier, 10, 3, 1, &rng);
+    const nn_params *Ps[2] = {h->m.params, &h->P_head};
+    for (int k = 0; var && k < 2; k++)
+        for (int i = 0; i < Ps[k]->n; i++) {
+            nn_tensor *t = Ps[k]->t[i];
+            char name[256];
+            snprintf(name, sizeof name, "%s.%s", var, t->name);
+            if (nn_st_read_f32(st, name, t->data, t->numel, t->ndim, t->shape) != 0) {
+                test_fail_at(__FILE__, __LINE__, "golden %s: %s", name, ncmi_error());
+                head_free(h);
+                return -1;
+            }
+        }
+    return 0;
+}
+
+TEST(mil_abmil_instance_layers_golden)
+{
+    nn_safetensors st;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/mil_abmil_mlp.safetensors", gdir());
+    REQUIRE(nn_st_open(&st, path) == 0, "cannot open golden file (regenerate with `make golden`): %s",
+            ncmi_error());
+    static const int sizes[3] = {1, 7, 50};
+    for (int gated = 1; gated >= 0; gated--) {
+        const char *var = gated ? "mlp_gated" : "mlp_tanh";
+        head h;
+        if (mlp_head_setup(&h, &st, var, gated, 0.f) != 0) break;
+        EXPECT(h.m.dim == 10 && h.m.params->n == (gated ? 10 : 8), "%s: dim %d, %d tensors", var, h.m.dim,
+               h.m.params->n);
+        gstats gs = {0};
+        for (int i = 0; i < 3; i++) {
+            char c[48];
+            snprintf(c, sizeof c, "%s.n%d", var, sizes[i]);
+            run_bag_case(&gs, &st, &h, c, sizes[i], 0);
+        }
+        printf("    mil_abmil_mlp.safetensors %s: %d tensors, max rel err %.3g (%s)\n", var, gs.ncompared,
+               gs.worst, gs.worst_name);
+        /* z, alpha, logits, loss, the gradients of every parameter and of x */
+        EXPECT(gs.ncompared == 3 * (4 + (gated ? 10 : 8) + 2 + 1), "%s: only %d tensors compared", var,
+               gs.ncompared);
+        head_free(&h);
+    }
+    nn_st_close(&st);
+}
+
+TEST(mil_abmil_instance_layers_names_dropout)
+{
+    static const char *const keys[] = {
+        "feature_extractor.0.weight",     "feature_extractor.0.bias",
+        "feature_extractor.3.weight",     "feature_extractor.3.bias",
+        "attention.attention_V.0.weight", "attention.attention_V.0.bias",
+        "attention.attention_weights.weight", "attention.attention_weights.bias",
+    };
+    head h;
+    REQUIRE(mlp_head_setup(&h, NULL, NULL, 0, 0.5f) == 0, "setup");
+    EXPECT(h.m.params->n == 8, "%d tensors", h.m.params->n);
+    for (int i = 0; i < 8 && i < h.m.params->n; i++)
+        EXPECT(strcmp(h.m.params->t[i]->name, keys[i]) == 0, "tensor %d is %s, want %s", i,
+               h.m.params->t[i]->name, keys[i]);
+    EXPECT(strstr(h.m.desc, "32-12-10") && strstr(h.m.desc, "dropout 0.5") && strstr(h.m.desc, ", attention 8"),
+           "desc %s", h.m.desc);
+    /* dropout: training with an rng changes z, evaluation is deterministic and ignores it */
+    nn_rng r;
+    nn_rng_seed(&r, 9);
+    nn_tensor *x = nn_tensor_new2(NULL, 20, 32);
+    nn_rng_fill_normal(&r, x->data, x->numel, 0.f, 1.f);
+    float ze[2][10], zt[10];
+    for (int k = 0; k < 2; k++) {
+        nn_graph *g = nn_graph_new();
+        nn_tensor *z = h.m.forward(&h.m, g, &x, 1, 0, NULL, NULL);
+        memcpy(ze[k], z->data, sizeof ze[k]);
+        nn_graph_free(g);
+    }
+    nn_graph *g = nn_graph_new();
+    nn_tensor *z = h.m.forward(&h.m, g, &x, 1, 1, &r, NULL);
+    memcpy(zt, z->data, sizeof zt);
+    nn_graph_free(g);
+    EXPECT(memcmp(ze[0], ze[1], sizeof ze[0]) == 0, "evaluation is not deterministic");
+    EXPECT(memcmp(ze[0], zt, sizeof zt) != 0, "training with dropout 0.5 gave the evaluation z");
+    /* the same weights without dropout give the same evaluation z */
+    head h0;
+    REQUIRE(mlp_head_setup(&h0, NULL, NULL, 0, 0.f) == 0, "setup");
+    g = nn_graph_new();
+    z = h0.m.forward(&h0.m, g, &x, 1, 0, NULL, NULL);
+    EXPECT(memcmp(ze[0], z->data, sizeof zt) == 0, "dropout changed the evaluation forward");
+    nn_graph_free(g);
+    head_free(&h0);
+    nn_tensor_free(x);
+    head_free(&h);
+    /* bad options */
+    mil_opts o;
+    mil_opts_default(&o, MIL_ABMIL);
+    o.n_instance_layers = 1;
+    o.instance_layers[0] = 0;
+    tr_model m;
+    nn_rng_seed(&r, 1);
+    EXPECT(mil_abmil_init(&m, &o, &r) == -1 && strstr(ncmi_error(), "width 0"), "width 0 accepted (%s)",
+           ncmi_error());
+    o.instance_layers[0] = 4;
+    o.instance_dropout = 1.f;
+    EXPECT(mil_abmil_init(&m, &o, &r) == -1 && strstr(ncmi_error(), "dropout"), "dropout 1 accepted (%s)",
+           ncmi_error());
+}

@@ -1,4 +1,4 @@
-/* Optimizers, clipping and LR schedules against torch (golden file written
+/* Optimizers (SGD, AdamW, Adam), clipping and LR schedules against torch (golden file written
  * by tests/reference/optim_reference.py), optimizer state and checkpoints. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@ TEST(optim_golden_torch)
     nn_safetensors st;
     REQUIRE(nn_st_open(&st, GOLDEN) == 0, "%s (regenerate with tests/reference/optim_reference.py)",
             ncmi_error());
-    int nvar = 0, nsgd = 0, nadam = 0;
+    int nvar = 0, nsgd = 0, nadam = 0, nadaml2 = 0;
     for (int mi = 0; mi < st.n_meta; mi++) {
         if (strncmp(st.meta_keys[mi], "optim.", 6) != 0) continue;
         const char *var = st.meta_keys[mi] + 6;
@@ -40,6 +40,9 @@ TEST(optim_golden_torch)
         if (is_sgd) {
             nn_optim_sgd_init(&o, &P, lr, mom, wd, nest);
             nsgd++;
+        } else if (!strcmp(kind, "adam")) {
+            nn_optim_adam_init(&o, &P, lr, b1, b2, eps, wd); /* torch.optim.Adam: L2 weight decay */
+            nadaml2++;
         } else {
             nn_optim_adamw_init(&o, &P, lr, b1, b2, eps, wd);
             nadam++;
@@ -79,7 +82,8 @@ TEST(optim_golden_torch)
         nn_params_free(&P);
         nvar++;
     }
-    EXPECT(nvar == 8 && nsgd == 5 && nadam == 3, "%d variants (%d SGD, %d AdamW)", nvar, nsgd, nadam);
+    EXPECT(nvar == 10 && nsgd == 5 && nadam == 3 && nadaml2 == 2, "%d variants (%d SGD, %d AdamW, %d Adam)",
+           nvar, nsgd, nadam, nadaml2);
     nn_st_close(&st);
 }
 

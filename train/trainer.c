@@ -207,9 +207,9 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
                 return ncmi_error_set("tensor name '%s' used by the model and the head",
                                       t->P_all.t[i]->name);
 
-    if (cfg->optim == NN_OPTIM_ADAMW)
-        nn_optim_adamw_init(&t->opt, &t->P_opt, cfg->lr, cfg->beta1, cfg->beta2, cfg->eps,
-                            cfg->weight_decay);
+    if (cfg->optim == NN_OPTIM_ADAMW || cfg->optim == NN_OPTIM_ADAM)
+        (cfg->optim == NN_OPTIM_ADAM ? nn_optim_adam_init : nn_optim_adamw_init)(
+            &t->opt, &t->P_opt, cfg->lr, cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay);
     else
         nn_optim_sgd_init(&t->opt, &t->P_opt, cfg->lr, cfg->momentum, cfg->weight_decay,
                           cfg->nesterov);

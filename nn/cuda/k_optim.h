@@ -17,12 +17,14 @@ extern "C" {
 void nn_cuda_sgd_step(float *p, const float *g, float *buf, size_t n, float lr, float momentum,
                       float damp1, float wd, int nesterov, int first);
 
-/* torch.optim.AdamW on one tensor, as nn/optim.c's adamw_param: p *= decay;
- * m = m b1 + c1 g; v = v b2 + c2 g g; p += -step_size m / (sqrt(v) / bc2_sqrt + eps).
+/* torch.optim.AdamW / Adam on one tensor, as nn/optim.c's adamw_param:
+ * g' = l2 != 0 ? g + l2 p : g (Adam's L2 weight decay, with the p before the
+ * step; 0 for AdamW); p *= decay (AdamW: 1 - lr wd; Adam: 1);
+ * m = m b1 + c1 g'; v = v b2 + c2 g' g'; p += -step_size m / (sqrt(v) / bc2_sqrt + eps).
  * The factors come from the host (bias corrections of the step count). */
 void nn_cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t n, float decay,
-                        float b1, float c1, float b2, float c2, float step_size, float bc2_sqrt,
-                        float eps);
+                        float l2, float b1, float c1, float b2, float c2, float step_size,
+                        float bc2_sqrt, float eps);
 
 /* clip_grad_norm_ over k gradient tensors (grads[t] of numel[t] floats):
  * out (device, 2 doubles) = {norm, max_norm / (norm + 1e-6)}, and every

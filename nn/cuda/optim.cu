@@ -25,11 +25,11 @@ __global__ void k_sgd(float *p, const float *g, float *buf, size_t n, float lr, 
     }
 }
 
-__global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float b1,
-                        float c1, float b2, float c2, float step_size, float bc2_sqrt, float eps)
+__global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float l2,
+                        float b1, float c1, float b2, float c2, float step_size, float bc2_sqrt, float eps)
 {
     for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
-        const float gk = g[k];
+        const float gk = l2 != 0.f ? __fadd_rn(g[k], __fmul_rn(l2, p[k])) : g[k];
         const float pk = __fmul_rn(p[k], decay);
         const float mk = __fadd_rn(__fmul_rn(m[k], b1), __fmul_rn(c1, gk));
         const float vk = __fadd_rn(__fmul_rn(v[k], b2), __fmul_rn(__fmul_rn(c2, gk), gk));
@@ -108,11 +108,11 @@ extern "C" void nn_cuda_sgd_step(float *p, const float *g, float *buf, size_t n,
 }
 
 extern "C" void nn_cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t n, float decay,
-                                   float b1, float c1, float b2, float c2, float step_size,
+                                   float l2, float b1, float c1, float b2, float c2, float step_size,
                                    float bc2_sqrt, float eps)
 {
     if (!n) return;
-    k_adamw<<<nn_grid(n), 256, 0, NN_STREAM>>>(p, g, m, v, n, decay, b1, c1, b2, c2, step_size,
+    k_adamw<<<nn_grid(n), 256, 0, NN_STREAM>>>(p, g, m, v, n, decay, l2, b1, c1, b2, c2, step_size,
                                                bc2_sqrt, eps);
     NN_CUDA_LAUNCHED();
 }

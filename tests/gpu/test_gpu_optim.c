@@ -58,7 +58,7 @@ static void set_grads(nn_params *P, int s)
 
 typedef struct optim_cfg {
     const char *name;
-    int adam;
+    int adam; /* 0 SGD, 1 AdamW, 2 Adam */
     float lr, momentum, dampening, wd;
     int nesterov;
 } optim_cfg;
@@ -68,11 +68,14 @@ static const optim_cfg CFGS[] = {
     {"sgd momentum dampening", 0, 0.05f, 0.8f, 0.1f, 1e-3f, 0},
     {"sgd plain wd", 0, 0.1f, 0.f, 0.f, 1e-2f, 0},
     {"adamw", 1, 1e-3f, 0.f, 0.f, 1e-2f, 0},
+    {"adam l2", 2, 1e-3f, 0.f, 0.f, 5e-2f, 0},
 };
 
 static void make_opt(nn_optim *o, nn_params *P, const optim_cfg *c)
 {
-    if (c->adam) {
+    if (c->adam == 2) {
+        nn_optim_adam_init(o, P, c->lr, 0.9f, 0.999f, 1e-8f, c->wd); /* L2 weight decay */
+    } else if (c->adam) {
         nn_optim_adamw_init(o, P, c->lr, 0.9f, 0.999f, 1e-8f, c->wd);
     } else {
         nn_optim_sgd_init(o, P, c->lr, c->momentum, c->wd, c->nesterov);

@@ -1,6 +1,13 @@
 """Golden file for tests/test_mil_abmil.c: the ABMIL / AEM head (mil/abmil.c)
 against the PyTorch reference tests/reference/mil_ref_abmil.py.
 
+Also tests/golden/mil_abmil_mlp.safetensors: ABMIL with the instance network
+(mil.instance_layers [12, 10], dropout 0 so that training mode is
+deterministic, attention hidden 8), gated ("mlp_gated") and tanh
+("mlp_tanh") attention, torch.manual_seed(1): the parameters of each under
+"<variant>.<state_dict key>", and "<variant>.n<N>.{z,alpha,logits,loss,grad.*}"
+for the bags x.n1, x.n7, x.n50 of the same file.
+
 Small dims: D_feat 32, D_inner 16, attention hidden 8, C 3. One ABMIL
 (torch.manual_seed(0), nn.Linear default init), seeded bags of N = 1, 7, 13,
 50 instances (features with a per-dimension offset and scale).
@@ -39,7 +46,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import check_roundtrip, golden_path, rel_err, st_write  # noqa: E402
-from mil_ref_abmil import ABMIL, aem_term  # noqa: E402
+from mil_ref_abmil import ABMIL, ABMILInstanceMLP, aem_term  # noqa: E402
 from ncmi_reference import ncmi_loss  # noqa: E402
 
 D_FEAT, D_INNER, HIDDEN, C = 32, 16, 8, 3
@@ -175,5 +182,44 @@ def main():
           (path, len(t), os.path.getsize(path), t["ce.n50.loss"].item(), t["ncmi.loss"].item()))
 
 
+MLP_LAYERS, MLP_SIZES = [12, 10], [1, 7, 50]
+
+
+def main_mlp():
+    torch.manual_seed(1)
+    torch.set_num_threads(1)
+    X = OrderedDict((N, torch.randn(N, D_FEAT) * 2 + 0.5) for N in MLP_SIZES)
+    t, ref32, ref = OrderedDict(), OrderedDict(), OrderedDict()
+    for N in MLP_SIZES:
+        t["x.n%d" % N] = X[N]
+        t["y.n%d" % N] = torch.tensor([LABELS[N]], dtype=torch.int64)
+    for var, gated in (("mlp_gated", True), ("mlp_tanh", False)):
+        model = ABMILInstanceMLP(D_FEAT, MLP_LAYERS, C, attn_hidden=HIDDEN, dropout=0.0, gated=gated)
+        for k, v in model.state_dict().items():
+            t["%s.%s" % (var, k)] = v.clone()
+        m64 = ABMILInstanceMLP(D_FEAT, MLP_LAYERS, C, attn_hidden=HIDDEN, dropout=0.0, gated=gated).double()
+        m64.load_state_dict(model.state_dict())
+        for N in MLP_SIZES:
+            y = torch.tensor([LABELS[N]])
+            for k, v in bag_case(model, X[N], y).items():
+                ref32["%s.n%d.%s" % (var, N, k)] = v
+            for k, v in bag_case(m64, X[N].double(), y).items():
+                ref["%s.n%d.%s" % (var, N, k)] = v
+    for k, v in ref.items():
+        t[k] = v.detach().float()
+    floors = case_floors(ref)
+    worst = max(rel_err(v.detach(), ref[k].detach(),
+                        floors.get(k.split(".grad.")[0], 0.0) if ".grad." in k else 0.0)
+                for k, v in ref32.items())
+    print("mil_abmil_mlp: float32 torch vs float64 reference: max rel err %.3g" % worst)
+    assert worst < 1e-4, "float32 torch disagrees with the float64 reference"
+    path = golden_path("mil_abmil_mlp.safetensors")
+    st_write(path, t, {"generator": "tests/reference/golden_mil_abmil.py", "torch": torch.__version__,
+                       "seed": "1", "layers": "12 10", "dims": "%d %d %d" % (D_FEAT, HIDDEN, C)})
+    check_roundtrip(path, t)
+    print("wrote %s (%d tensors)" % (path, len(t)))
+
+
 if __name__ == "__main__":
     main()
+    main_mlp()

@@ -76,6 +76,49 @@ class ABMIL(nn.Module):
         return self.classifier(z), z, a
 
 
+class TanhAttention(nn.Module):
+    """Ilse et al.'s attention without the gate: w^T tanh(V h) (ncmi mil.gated false)."""
+
+    def __init__(self, d_inner, hidden, k=1):
+        super().__init__()
+        self.attention_V = nn.Sequential(nn.Linear(d_inner, hidden), nn.Tanh())
+        self.attention_weights = nn.Linear(hidden, k)
+
+    def forward(self, h):
+        return self.attention_weights(self.attention_V(h)).transpose(0, 1)  # [K, N]
+
+
+class ABMILInstanceMLP(nn.Module):
+    """ncmi's ABMIL with mil.instance_layers (Ilse et al.'s network for the MIL
+    benchmarks, e.g. Musk: layers [256, 128, 64], dropout, attention hidden 64):
+        feature_extractor = Sequential(Linear, ReLU, Dropout) per layer
+            (keys feature_extractor.<3 i>.weight / .bias)
+        attention: gated (attention_V/U/weights) or tanh (attention_V/weights)
+        classifier.fc: Linear(layers[-1], C)"""
+
+    def __init__(self, d_feat, layers, n_class, attn_hidden=64, dropout=0.0, gated=True):
+        super().__init__()
+        mods, d = [], d_feat
+        for w in layers:
+            mods += [nn.Linear(d, w), nn.ReLU(), nn.Dropout(dropout)]
+            d = w
+        self.feature_extractor = nn.Sequential(*mods)
+        self.attention = GatedAttention(d, attn_hidden, 1) if gated else TanhAttention(d, attn_hidden, 1)
+        self.classifier = Classifier(d, n_class)
+
+    def embed(self, x):
+        if x.dim() == 3:
+            x = x[0]
+        h = self.feature_extractor(x)
+        a = self.attention(h)
+        alpha = torch.softmax(a, dim=1)
+        return alpha @ h, a, alpha
+
+    def forward(self, x):
+        z, a, _ = self.embed(x)
+        return self.classifier(z), z, a
+
+
 def aem_term(a, lam=0.1, top_k=0):
     """AEM's term lam * sum_i alpha_i ln alpha_i of attention logits a [1, N]
     (minus lam times the attention entropy). top_k > 0: the min(k, N) largest
@@ -99,4 +142,11 @@ if __name__ == "__main__":
                     "classifier.fc.weight", "classifier.fc.bias"], keys
     logits, z, a = m(torch.randn(7, 32))
     assert logits.shape == (1, 3) and z.shape == (1, 16) and a.shape == (1, 7)
+    m = ABMILInstanceMLP(32, [12, 10], 3, attn_hidden=8, dropout=0.5, gated=False)
+    keys = list(m.state_dict().keys())
+    assert keys == ["feature_extractor.0.weight", "feature_extractor.0.bias",
+                    "feature_extractor.3.weight", "feature_extractor.3.bias",
+                    "attention.attention_V.0.weight", "attention.attention_V.0.bias",
+                    "attention.attention_weights.weight", "attention.attention_weights.bias",
+                    "classifier.fc.weight", "classifier.fc.bias"], keys
     print("mil_ref_abmil.py: state_dict keys and shapes ok")

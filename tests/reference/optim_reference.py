@@ -57,12 +57,16 @@ def main():
         "adamw_default": ("adamw", 1e-3, 0, 1e-2, 0, 0.9, 0.999, 1e-8),
         "adamw_wd": ("adamw", 0.02, 0, 0.1, 0, 0.8, 0.99, 1e-6),
         "adamw_nowd": ("adamw", 0.1, 0, 0.0, 0, 0.5, 0.9, 1e-3),
+        "adam_l2": ("adam", 5e-4, 0, 5e-3, 0, 0.9, 0.999, 1e-8),
+        "adam_l2_big": ("adam", 0.02, 0, 0.5, 0, 0.8, 0.99, 1e-6),
     }
     for name, (kind, lr, mom, wd, nest, b1, b2, eps) in variants.items():
         lr, mom, wd, b1, b2, eps = map(f32, (lr, mom, wd, b1, b2, eps))
         ps = [p.clone().requires_grad_(True) for p in init]
         if kind == "sgd":
             opt = torch.optim.SGD(ps, lr=lr, momentum=mom, weight_decay=wd, nesterov=bool(nest))
+        elif kind == "adam":
+            opt = torch.optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
         else:
             opt = torch.optim.AdamW(ps, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
         for s in range(5):
@@ -76,7 +80,7 @@ def main():
             st = opt.state[p]
             if kind == "sgd" and mom != 0:
                 T["%s.p%d.state1" % (name, i)] = st["momentum_buffer"]
-            if kind == "adamw":
+            if kind in ("adamw", "adam"):
                 T["%s.p%d.state1" % (name, i)] = st["exp_avg"]
                 T["%s.p%d.state2" % (name, i)] = st["exp_avg_sq"]
 
