@@ -246,6 +246,39 @@ static void column_stats(const cli_cv *cv, int t, int q, double *mean, double *s
     free(v);
 }
 
+/* {"<method>": {"<metric>": {"mean", "std", "n"}}} over the rows of cv */
+static json_t *summary_json(const cli_cv *cv)
+{
+    json_t *mean = json_object();
+    for (int t = 0; t < CLI_CV_METHODS; t++) {
+        if (!cv->have[t]) continue;
+        json_t *mo = json_object();
+        for (int q = 0; q < CLI_CV_METRICS; q++) {
+            double mu, sd;
+            int n;
+            column_stats(cv, t, q, &mu, &sd, &n);
+            json_t *st = json_object();
+            json_object_set_new(st, "mean", eval_json_num(mu));
+            json_object_set_new(st, "std", eval_json_num(sd));
+            json_object_set_new(st, "n", json_integer(n));
+            json_object_set_new(mo, metric_keys[q], st);
+        }
+        json_object_set_new(mean, tr_method_name((tr_method)t), mo);
+    }
+    return mean;
+}
+
+/* f["<method>"] = {"<metric>": value} of row i */
+static void add_row_metrics(const cli_cv *cv, int i, json_t *f)
+{
+    for (int t = 0; t < CLI_CV_METHODS; t++) {
+        if (!cv->have[t]) continue;
+        json_t *mo = json_object();
+        for (int q = 0; q < CLI_CV_METRICS; q++) json_object_set_new(mo, metric_keys[q], eval_json_num(cv->m[i][t][q]));
+        json_object_set_new(f, tr_method_name((tr_method)t), mo);
+    }
+}
+
 int cli_cv_write_json(const cli_cv *cv, const char *path, const char *name, const char *config,
                       const char *folds_dir)
 {
@@ -260,36 +293,14 @@ int cli_cv_write_json(const cli_cv *cv, const char *path, const char *name, cons
         if (cv->have[t]) json_array_append_new(methods, json_string(tr_method_name((tr_method)t)));
     json_object_set_new(j, "methods", methods);
     json_object_set_new(j, "std_note", json_string("std: sample standard deviation over the folds (n - 1)"));
-    json_t *mean = json_object();
-    for (int t = 0; t < CLI_CV_METHODS; t++) {
-        if (!cv->have[t]) continue;
-        json_t *mo = json_object();
-        for (int q = 0; q < CLI_CV_METRICS; q++) {
-            double mu, sd;
-            int n;
-            column_stats(cv, t, q, &mu, &sd, &n);
-            json_t *s = json_object();
-            json_object_set_new(s, "mean", eval_json_num(mu));
-            json_object_set_new(s, "std", eval_json_num(sd));
-            json_object_set_new(s, "n", json_integer(n));
-            json_object_set_new(mo, metric_keys[q], s);
-        }
-        json_object_set_new(mean, tr_method_name((tr_method)t), mo);
-    }
-    json_object_set_new(j, "summary", mean);
+    json_object_set_new(j, "summary", summary_json(cv));
     json_t *folds = json_array();
     for (int i = 0; i < cv->n; i++) {
         json_t *f = json_object();
         json_object_set_new(f, "fold", json_integer(cv->k[i]));
         json_object_set_new(f, "manifest", json_string(cv->manifest[i]));
         json_object_set_new(f, "run", json_string(cv->run[i]));
-        for (int t = 0; t < CLI_CV_METHODS; t++) {
-            if (!cv->have[t]) continue;
-            json_t *mo = json_object();
-            for (int q = 0; q < CLI_CV_METRICS; q++)
-                json_object_set_new(mo, metric_keys[q], eval_json_num(cv->m[i][t][q]));
-            json_object_set_new(f, tr_method_name((tr_method)t), mo);
-        }
+        add_row_metrics(cv, i, f);
         json_array_append_new(folds, f);
     }
     json_object_set_new(j, "folds", folds);
@@ -420,35 +431,13 @@ int cli_cv_write_seeds_json(const cli_cv *seeds, const char *path, const char *n
     json_object_set_new(j, "methods", methods);
     json_object_set_new(j, "std_note", json_string("per seed: the mean over its folds; summary: mean and sample "
                                                    "standard deviation (n - 1) of those means over the seeds"));
-    json_t *mean = json_object();
-    for (int t = 0; t < CLI_CV_METHODS; t++) {
-        if (!seeds->have[t]) continue;
-        json_t *mo = json_object();
-        for (int q = 0; q < CLI_CV_METRICS; q++) {
-            double mu, sd;
-            int n;
-            column_stats(seeds, t, q, &mu, &sd, &n);
-            json_t *s = json_object();
-            json_object_set_new(s, "mean", eval_json_num(mu));
-            json_object_set_new(s, "std", eval_json_num(sd));
-            json_object_set_new(s, "n", json_integer(n));
-            json_object_set_new(mo, metric_keys[q], s);
-        }
-        json_object_set_new(mean, tr_method_name((tr_method)t), mo);
-    }
-    json_object_set_new(j, "summary", mean);
+    json_object_set_new(j, "summary", summary_json(seeds));
     json_t *arr = json_array();
     for (int i = 0; i < seeds->n; i++) {
         json_t *f = json_object();
         json_object_set_new(f, "seed", json_integer(seeds->k[i]));
         json_object_set_new(f, "cv", json_string(seeds->run[i]));
-        for (int t = 0; t < CLI_CV_METHODS; t++) {
-            if (!seeds->have[t]) continue;
-            json_t *mo = json_object();
-            for (int q = 0; q < CLI_CV_METRICS; q++)
-                json_object_set_new(mo, metric_keys[q], eval_json_num(seeds->m[i][t][q]));
-            json_object_set_new(f, tr_method_name((tr_method)t), mo);
-        }
+        add_row_metrics(seeds, i, f);
         json_array_append_new(arr, f);
     }
     json_object_set_new(j, "seeds", arr);
