@@ -164,6 +164,12 @@ test: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
 	@NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
 
+# the long suite: tests named long_* (scale, repeated fault injection), which the
+# default suite leaves out; T=substring narrows it as for make test
+test-long: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
+	@NCMI_TEST_LONG=1 NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(if $(T),$(T),long_)
+
 # GPU tests: every op on CPU and GPU compared, the golden tests on the GPU, a
 # conv net trained on both devices (needs a GPU; without one each test skips
 # with the reason). GPU_TEST_FILTER narrows it (a test name or file substring).
@@ -295,6 +301,6 @@ test-cohort: setup
 
 .PHONY: cohort-build slides tile features train eval report table3 test-cohort
 
-.PHONY: all buildinfo setup demo test test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all buildinfo setup demo test test-long test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

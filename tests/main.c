@@ -204,6 +204,8 @@ int main(int argc, char **argv)
     /* worker_* tests are helpers that a test runs in a fresh process of this
      * binary (NCMI_TEST_WORKER=<name>), never on their own */
     const char *worker = getenv("NCMI_TEST_WORKER");
+    const char *lenv = getenv("NCMI_TEST_LONG");
+    int long_on = lenv && *lenv && strcmp(lenv, "0") != 0;
     for (int i = 0; i < ntests; i++) {
         if (worker) {
             if (strcmp(tests[i].name, worker) != 0) continue;
@@ -211,6 +213,9 @@ int main(int argc, char **argv)
             return cur_failures ? 1 : 0;
         }
         if (strncmp(tests[i].name, "worker_", 7) == 0) continue;
+        /* long_* tests (scale, many fault-injection trials) run only under
+         * make test-long (NCMI_TEST_LONG=1) */
+        if (strncmp(tests[i].name, "long_", 5) == 0 && !long_on) continue;
         if (argc > 1) {
             int hit = 0;
             for (int a = 1; a < argc; a++)
