@@ -111,7 +111,10 @@ static nn_tensor *aem_term(abmil *s, nn_graph *g, nn_tensor *a, nn_tensor *alpha
             s->topk_idx = p;
             s->topk_cap = k;
         }
-        topk_indices(alpha->data, N, k, s->topk_idx);
+        /* the top-k selection is host code: alpha read back from the GPU in one copy */
+        float *ah = nn_host_view(alpha);
+        topk_indices(ah, N, k, s->topk_idx);
+        nn_host_release(alpha, ah);
         int col[2] = {N, 1};
         nn_tensor *v = nn_index_select(g, nn_reshape(g, alpha, 2, col), s->topk_idx, k); /* [k,1] */
         nn_tensor *vn = nn_div(g, v, nn_sum_all(g, v));
@@ -166,7 +169,7 @@ static nn_tensor *abmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, 
     a = nn_reshape(g, a, 2, row);                                             /* [1, N] */
     nn_tensor *alpha = nn_softmax(g, a);
     nn_tensor *z = nn_matmul(g, alpha, h);                                    /* [1, Di] */
-    mil_store_attention(m, alpha->data, N, 1);
+    mil_store_attention_tensor(m, alpha, N, 1, NULL); /* on the GPU: read back when asked */
     if (aux) {
         *aux = NULL;
         const float lambda = s->o.aem_lambda * s->lambda_scale;
@@ -180,7 +183,7 @@ static void abmil_free(tr_model *m)
     abmil *s = m->ctx;
     if (!s) return;
     nn_params_free(&s->P);
-    free(s->base.attn);
+    mil_head_base_release(&s->base);
     free(s->topk_idx);
     free(s);
     m->ctx = NULL;
@@ -258,6 +261,7 @@ int mil_abmil_init(tr_model *m, const mil_opts *o, nn_rng *rng)
     }
     m->forward = abmil_forward;
     m->free = abmil_free;
+    m->gpu_ok = 1; /* nn/ ops only; attention and top-k read back explicitly */
     m->ctx = s;
     return 0;
 }

@@ -79,6 +79,7 @@
 #include "../nn/ops.h"
 #include "../nn/params.h"
 #include "mil.h"
+#include "mil_ops.h"
 
 #define ASMIL_LN_EPS 1e-6f
 #define ASMIL_SIGMAX_EPS 1e-8f
@@ -107,8 +108,6 @@ typedef struct asmil {
     /* test hook: fixed dropped tokens in training (hook_n < 0: draw) */
     int hook_n;
     int *hook_idx;
-    float *attn_buf;
-    size_t attn_cap;
 } asmil;
 
 /* ---- folded token attention ---- */
@@ -257,41 +256,28 @@ static nn_tensor *anchor_target(nn_graph *g, asmil *s, nn_tensor *X)
     int prev = nn_graph_set_no_grad(g, 1);
     nn_tensor *ha = nn_relu(g, nn_linear(g, X, s->a_w_dr, NULL));
     nn_tensor *Sa = token_logits(g, s, ha, s->a_q, s->a_qp, s->a_kp); /* [TH, N] */
-    const int R = Sa->shape[0], N = Sa->shape[1];
-    const float invT = 1.f / s->o.asmil_kd_T;
-    nn_tensor *P = nn_tensor_new2(g, R, N);
-    for (int r = 0; r < R; r++) {
-        const float *x = Sa->data + (size_t)r * N;
-        float *y = P->data + (size_t)r * N;
-        double sum = 0;
-        for (int n = 0; n < N; n++) {
-            float sg = 1.f / (1.f + expf(-x[n] * invT));
-            y[n] = sg;
-            sum += sg;
-        }
-        float inv = (float)(1.0 / (sum + ASMIL_SIGMAX_EPS));
-        for (int n = 0; n < N; n++) y[n] *= inv;
-    }
+    nn_tensor *P = mil_sigmax(g, Sa, 1.f / s->o.asmil_kd_T, ASMIL_SIGMAX_EPS); /* CUDA twin on the GPU */
     nn_graph_set_no_grad(g, prev);
     return P;
 }
 
-static void store_attention(tr_model *m, asmil *s, const nn_tensor *A)
+/* A [TH, N] (row t*H + h) -> [N, k = H*T] with column h*T + t. */
+static void attn_layout(const void *head, const float *A, float *out, int N, int k)
 {
-    const int T = s->T, H = s->H, N = A->shape[1], k = T * H;
-    size_t need = (size_t)N * (size_t)k;
-    if (need > s->attn_cap) {
-        float *p = realloc(s->attn_buf, (need ? need : 1) * sizeof *p);
-        NCMI_CHECK(p, "out of memory (%zu attention weights)", need);
-        s->attn_buf = p;
-        s->attn_cap = need;
-    }
+    const asmil *s = head;
+    const int T = s->T, H = s->H;
+    NCMI_CHECK(k == T * H, "asmil: %d attention columns for %d tokens x %d heads", k, T, H);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
-            const float *a = A->data + (size_t)(t * H + h) * N;
-            for (int n = 0; n < N; n++) s->attn_buf[(size_t)n * k + h * T + t] = a[n];
+            const float *a = A + (size_t)(t * H + h) * N;
+            for (int n = 0; n < N; n++) out[(size_t)n * k + h * T + t] = a[n];
         }
-    mil_store_attention(m, s->attn_buf, N, k);
+}
+
+static void store_attention(tr_model *m, asmil *s, const nn_tensor *A)
+{
+    const int N = A->shape[1], k = s->T * s->H;
+    mil_store_attention_tensor(m, A, N, k, attn_layout); /* GPU: laid out at the read-back */
 }
 
 static nn_tensor *asmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, int n_in,
@@ -355,12 +341,7 @@ static void asmil_after_step(tr_model *m)
 {
     asmil *s = m->ctx;
     if (s->o.asmil_anchor_frozen) return;
-    const float d = s->o.asmil_ema;
-    for (int i = 0; i < s->n_ema; i++) {
-        float *a = s->ema_dst[i]->data;
-        const float *x = s->ema_src[i]->data;
-        for (size_t j = 0; j < s->ema_dst[i]->numel; j++) a[j] = d * a[j] + (1.f - d) * x[j];
-    }
+    for (int i = 0; i < s->n_ema; i++) mil_ema_update(s->ema_dst[i], s->ema_src[i], s->o.asmil_ema);
 }
 
 static void asmil_free(tr_model *m)
@@ -374,8 +355,7 @@ static void asmil_free(tr_model *m)
     free(s->ema_dst);
     free(s->ema_src);
     free(s->hook_idx);
-    free(s->attn_buf);
-    free(s->base.attn);
+    mil_head_base_release(&s->base);
     free(s);
     m->ctx = NULL;
     m->params = NULL;
@@ -520,6 +500,7 @@ int mil_asmil_init(tr_model *m, const mil_opts *o, nn_rng *rng)
     m->forward = asmil_forward;
     m->after_step = asmil_after_step;
     m->free = asmil_free;
+    m->gpu_ok = 1; /* nn/ ops and mil/mil_ops.c (sigmax, EMA: CUDA twins) */
     m->ctx = s;
     return 0;
 }

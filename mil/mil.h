@@ -15,10 +15,25 @@
 
 /* Every head's tr_model.ctx points to a struct whose FIRST member is a
  * mil_head_base: the options and the last attention weights live there. */
+/* Host layout of stored attention weights: src is the tensor's data (on the
+ * host: as stored, or its copy read back from the GPU), dst the [n, k]
+ * buffer mil_last_attention returns, head the model's ctx (its
+ * mil_head_base). NULL: src already is [n, k]. */
+typedef void (*mil_attn_layout_fn)(const void *head, const float *src, float *dst, int n, int k);
 typedef struct mil_head_base {
-    float *attn;              /* free()d by the head's free */
+    float *attn;              /* free()d by the head's free (mil_head_base_release) */
     int attn_n, attn_k;
     size_t attn_cap;
+    /* GPU forwards: the weights stay on the device (attn_dev, a device copy
+     * of n*k floats) and are copied to the host by one nn_cuda_d2h when
+     * mil_last_attention asks for them (attn_pending), then laid out by
+     * attn_layout (a host scratch of the same size in attn_tmp). */
+    float *attn_dev;
+    size_t attn_dev_cap;
+    int attn_pending;
+    mil_attn_layout_fn attn_layout;
+    float *attn_tmp;
+    size_t attn_tmp_cap;
 } mil_head_base;
 
 /* The attention weights of the last forward of a MIL head: *n instances,
@@ -30,6 +45,13 @@ const float *mil_last_attention(const tr_model *m, int *n, int *k);
 /* Shared by every head's forward: copies attention weights into the model's
  * buffer (implementation detail; heads call it). */
 void mil_store_attention(tr_model *m, const float *a, int n, int k);
+/* The same from a tensor of n*k floats on any device: on the CPU a copy of
+ * its data as above (layout applied when given); on the GPU a device copy
+ * (no wait), read back to the host only by the next mil_last_attention. */
+void mil_store_attention_tensor(tr_model *m, const nn_tensor *a, int n, int k,
+                                mil_attn_layout_fn layout);
+/* Frees the attention buffers (host and device) of a head's base. */
+void mil_head_base_release(mil_head_base *b);
 
 typedef enum mil_head_kind {
     MIL_ABMIL = 0,
