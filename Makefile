@@ -87,7 +87,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # GPU tests (make test-gpu): tests/gpu/*.c with the runner, the helpers and the
 # files that hold GRAD_TEST cases (each is also run on the GPU). Linked
 # --as-needed so the binary carries no slide/image libraries to a GPU machine.
-GPU_TEST_SRC := $(wildcard tests/gpu/*.c) tests/main.c tests/gradcheck.c tests/golden_io.c tests/test_golden.c tests/dist_spawn.c \
+GPU_TEST_SRC := $(wildcard tests/gpu/*.c) tests/main.c tests/gradcheck.c tests/golden_io.c tests/test_golden.c tests/dist_spawn.c tests/mil_synth.c \
   $(shell grep -l GRAD_TEST tests/*.c 2>/dev/null)
 GPU_TEST_OBJ := $(GPU_TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
