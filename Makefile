@@ -175,7 +175,7 @@ test-long: setup
 # with the reason). GPU_TEST_FILTER narrows it (a test name or file substring).
 GPU_TEST_FILTER ?= tests/gpu/
 gpu-build: setup
-	@$(MAKE) --no-print-directory all $(BUILD)/test_gpu $(BUILD)/bench_gpu_ops
+	@$(MAKE) --no-print-directory all $(BUILD)/test_gpu $(BUILD)/bench_gpu_ops $(BUILD)/bench_mil_step
 
 test-gpu: gpu-build
 	@NCMI_BIN=$(BUILD)/ncmi $(BUILD)/test_gpu $(GPU_TEST_FILTER)
@@ -219,17 +219,19 @@ bench-ncmi: setup
 # one training step per bag of each MIL head vs the same heads in PyTorch (bags/s, peak RSS)
 # (every mil/ object but the dispatcher is linked, so a head that exists is found; missing
 # heads are skipped). make bench-mil MIL_HEADS=abmil,aem MIL_SIZES=500,4000
+# MIL_DEVICE=cuda: both on the GPU (with peak device memory); ROUNDS=n as bench/mil_step.sh
 MIL_HEADS ?= abmil,aem,transmil,asmil
 MIL_SIZES ?= 500,4000,16000
+MIL_DEVICE ?= cpu
 MIL_BENCH_OBJ = $(filter-out $(BUILD)/mil/heads.o,$(patsubst %.c,$(BUILD)/%.o,$(wildcard mil/*.c)))
 $(BUILD)/bench_mil_step: bench/mil_step.c $(BUILD)/libncmi.a
 	@mkdir -p $(dir $@)
 	@echo "  LD    $@"
-	@$(CC) $(CFLAGS_ALL) -o $@ bench/mil_step.c $(MIL_BENCH_OBJ) $(BUILD)/libncmi.a $(LDLIBS_ALL)
+	@$(CC) $(CFLAGS_ALL) -Wl,--as-needed -o $@ bench/mil_step.c $(MIL_BENCH_OBJ) $(BUILD)/libncmi.a $(LDLIBS_ALL)
 
 bench-mil: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_mil_step
-	@bash bench/mil_step.sh $(BUILD) $(MIL_HEADS) $(MIL_SIZES)
+	@MIL_DEVICE=$(MIL_DEVICE) bash bench/mil_step.sh $(BUILD) $(MIL_HEADS) $(MIL_SIZES)
 
 clean:
 	rm -rf build build-san

@@ -3,14 +3,20 @@
  * trainer runs it; bench/mil_step.sh runs it beside bench/mil_step_torch.py
  * (the same heads in PyTorch) and prints the ratios.
  *
- *   build/bench_mil_step HEAD N [seconds]
+ *   build/bench_mil_step HEAD N [seconds] [device]
  *
- * HEAD: abmil | aem | transmil | asmil. Prints one line
- *   ncmi HEAD N bags_per_s step_ms base_rss_mb peak_rss_mb
+ * HEAD: abmil | aem | transmil | asmil; device cpu (default) | cuda[:K]
+ * (also from MIL_DEVICE). Prints one line
+ *   ncmi HEAD N bags_per_s step_ms base_rss_mb peak_rss_mb peak_dev_mb
  * (median step time over at least `seconds` of steps after two warm-up steps;
  * peak = getrusage max RSS of this process, base = RSS before the bag and the
- * model exist). One configuration per process, so the peak is its own.
- * Exit status 3 when the head is not built in (its init is missing). */
+ * model exist; peak_dev_mb = the CUDA allocator's high-water mark of bytes in
+ * use (nn_cuda_mem_stats: model, optimizer state, bag, graph), "-" on the
+ * CPU). On the GPU a step ends with the loss read back to the host, which
+ * waits for everything queued: each timed step is complete on the device.
+ * One configuration per process, so the peaks are its own.
+ * Exit status 3 when the head is not built in (its init is missing), 4 when
+ * the device cannot be used. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +24,7 @@
 #include <time.h>
 
 #include "../mil/mil.h"
+#include "../nn/cuda.h"
 #include "../nn/error.h"
 #include "../nn/ops.h"
 #include "../nn/optim.h"
@@ -55,7 +62,7 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s abmil|aem|transmil|asmil N [seconds]\n", argv[0]);
+        fprintf(stderr, "usage: %s abmil|aem|transmil|asmil N [seconds] [cpu|cuda]\n", argv[0]);
         return 1;
     }
     mil_head_kind kind;
@@ -65,6 +72,13 @@ int main(int argc, char **argv)
     }
     const int N = atoi(argv[2]);
     const double seconds = argc > 3 ? atof(argv[3]) : 3.0;
+    const char *dev_spec = argc > 4 ? argv[4] : getenv("MIL_DEVICE");
+    int cuda = 0;
+    if (dev_spec && dev_spec[0] && nn_device_select(dev_spec, &cuda) != 0) {
+        fprintf(stderr, "bench_mil_step: %s\n", ncmi_error());
+        return 4;
+    }
+    const nn_device dev = cuda ? NN_DEVICE_CUDA : NN_DEVICE_CPU;
     int (*init)(tr_model *, const mil_opts *, nn_rng *) = NULL;
     switch (kind) {
     case MIL_ABMIL:
@@ -93,12 +107,25 @@ int main(int argc, char **argv)
     nn_params_init(&P_head);
     nn_linear_m fc;
     nn_linear_m_init(&fc, &P_head, m.classifier[0] ? m.classifier : "fc", m.dim, 2, 1, &rng);
+    if (cuda) {
+        if (!m.gpu_ok) {
+            fprintf(stderr, "bench_mil_step: %s does not run on the GPU\n", argv[1]);
+            return 4;
+        }
+        nn_params_to_device(m.params, dev);
+        nn_params_to_device(&P_head, dev);
+    }
     nn_optim opt, opt_head;
     nn_optim_adamw_init(&opt, m.params, 2e-4f, 0.9f, 0.999f, 1e-8f, 1e-5f);
     nn_optim_adamw_init(&opt_head, &P_head, 2e-4f, 0.9f, 0.999f, 1e-8f, 1e-5f);
 
     nn_tensor *x = nn_tensor_new2(NULL, N, o.d_feat);
     nn_rng_fill_normal(&rng, x->data, x->numel, 0.f, 1.f);
+    if (cuda) {
+        nn_tensor *xd = nn_tensor_to(x, dev);
+        nn_tensor_free(x);
+        x = xd;
+    }
     int y[1] = {1};
     nn_graph *g = nn_graph_new();
     nn_rng drop;
@@ -113,7 +140,6 @@ int main(int argc, char **argv)
         nn_tensor *z = m.forward(&m, g, &x, 1, 1, &drop, &aux);
         nn_tensor *loss = nn_cross_entropy(g, nn_linear_m_forward(g, &fc, z), y, 0.f);
         if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
-        loss_sum += loss->data[0];
         if (nn_backward(g, loss) != 0) {
             fprintf(stderr, "bench_mil_step: %s\n", ncmi_error());
             return 2;
@@ -121,6 +147,9 @@ int main(int argc, char **argv)
         nn_optim_step(&opt);
         nn_optim_step(&opt_head);
         if (m.after_step) m.after_step(&m);
+        float lv;
+        nn_tensor_to_host(loss, &lv); /* GPU: waits for the whole step (the timing's sync) */
+        loss_sum += lv;
         nn_params_zero_grad(m.params);
         nn_params_zero_grad(&P_head);
         nn_graph_reset(g);
@@ -134,8 +163,14 @@ int main(int argc, char **argv)
     double med = ms[n / 2];
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("ncmi %s %d %.3f %.2f %.1f %.1f\n", argv[1], N, 1e3 / med, med, base,
-           (double)ru.ru_maxrss / 1024.0);
+    char devmb[32] = "-";
+    if (cuda) {
+        nn_cuda_mem_stats st;
+        nn_cuda_mem_stats_get(&st);
+        snprintf(devmb, sizeof devmb, "%.1f", (double)st.peak_in_use / (1024.0 * 1024.0));
+    }
+    printf("ncmi %s %d %.3f %.2f %.1f %.1f %s\n", argv[1], N, 1e3 / med, med, base,
+           (double)ru.ru_maxrss / 1024.0, devmb);
     if (loss_sum != loss_sum) fprintf(stderr, "bench_mil_step: NaN loss\n");
     free(ms);
     nn_graph_free(g);

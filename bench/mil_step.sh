@@ -12,6 +12,10 @@
 #   heads: comma list (default abmil,aem,transmil,asmil; heads that are not
 #   built in / have no reference module are skipped with a note)
 #   sizes: comma list of N (default 500,4000,16000); seconds per measurement (3)
+# MIL_DEVICE=cuda: both on the GPU (ncmi's CUDA backend, torch on cuda; each
+# timed step waits for the device), and the peak device memory of both too:
+# ncmi's caching allocator's high-water mark, torch.cuda.max_memory_allocated
+# (ratio ncmi/torch, < 1: ncmi smaller).
 set -uo pipefail
 BUILD=${1:-build}
 HEADS=${2:-abmil,aem,transmil,asmil}
@@ -19,6 +23,7 @@ SIZES=${3:-500,4000,16000}
 SECS=${4:-3}
 ROUNDS=${ROUNDS:-2}
 T=${THREADS:-2}
+DEV=${MIL_DEVICE:-cpu}
 # OpenMP workers that spin after a parallel region starve OpenBLAS's own
 # threads (both processes use OpenMP + OpenBLAS): passive waiting for both,
 # unless the caller set a policy (measured here: ncmi at N = 500 72 -> 15 ms
@@ -35,36 +40,40 @@ trap 'rm -f "$err"' EXIT
 # best (highest bags/s) of several result lines "impl head N bps ms base peak"
 best() { sort -k4,4 -g | tail -1; }
 
-echo "threads $T, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $ROUNDS rounds, ${SECS}s each; $(uptime | sed 's/.*load/load/')"
-printf '%-9s %6s | %10s %10s %7s | %8s %8s %6s | %8s %8s\n' head N "ncmi b/s" "torch b/s" ratio \
-    "ncmi MB" "torch MB" "mem" "ncmi+MB" "torch+MB"
+echo "device $DEV, threads $T, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $ROUNDS rounds, ${SECS}s each; $(uptime | sed 's/.*load/load/')"
+[ "$DEV" != cpu ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+printf '%-9s %6s | %10s %10s %7s | %8s %8s %6s | %8s %8s | %8s %8s %6s\n' head N "ncmi b/s" "torch b/s" ratio \
+    "ncmi MB" "torch MB" "mem" "ncmi+MB" "torch+MB" "ncmi GPU" "torch GPU" "gmem"
 IFS=, read -ra HL <<< "$HEADS"
 IFS=, read -ra NL <<< "$SIZES"
 for h in "${HL[@]}"; do
     for n in "${NL[@]}"; do
         A=""; B=""; skip=""
         for ((r = 0; r < ROUNDS; r++)); do
-            a=$(OMP_NUM_THREADS=$T OPENBLAS_NUM_THREADS=$T "$BIN" "$h" "$n" "$SECS" 2>"$err")
+            a=$(OMP_NUM_THREADS=$T OPENBLAS_NUM_THREADS=$T "$BIN" "$h" "$n" "$SECS" "$DEV" 2>"$err")
             rc=$?
-            if [ $rc -eq 3 ]; then skip="skipped ($(cat "$err"))"; break; fi
+            if [ $rc -eq 3 ] || [ $rc -eq 4 ]; then skip="skipped ($(cat "$err"))"; break; fi
             [ $rc -eq 0 ] && A="$A$a"$'\n' || echo "$h $n: ncmi failed: $(tail -1 "$err")"
             if [ -n "$PY" ]; then
-                b=$(OMP_NUM_THREADS=$T MKL_NUM_THREADS=$T "$PY" "$HERE/mil_step_torch.py" "$h" "$n" "$SECS" 2>"$err")
+                b=$(OMP_NUM_THREADS=$T MKL_NUM_THREADS=$T "$PY" "$HERE/mil_step_torch.py" "$h" "$n" "$SECS" "$DEV" 2>"$err")
                 rc=$?
                 if [ $rc -eq 0 ]; then B="$B$b"$'\n'
-                elif [ $rc -eq 3 ]; then B=""; PYSKIP="$(tail -1 "$err")"
+                elif [ $rc -eq 3 ] || [ $rc -eq 4 ]; then B=""; PYSKIP="$(tail -1 "$err")"
                 else echo "$h $n: torch failed: $(tail -1 "$err")"; fi
             fi
         done
         if [ -n "$skip" ]; then echo "$h: $skip"; break; fi
         a=$(printf '%s' "$A" | best); b=$(printf '%s' "$B" | best)
         [ -n "$a" ] || continue
-        echo "$a" "${b:-torch $h $n - - - -}" | awk '{
-            r  = ($11 != "-" && $11 > 0) ? sprintf("%.2f", $4 / $11) : "-";
-            mr = ($14 != "-" && $14 > 0) ? sprintf("%.2f", $7 / $14) : "-";
-            dt = ($14 != "-") ? sprintf("%.0f", $14 - $13) : "-";
-            printf "%-9s %6d | %10.2f %10s %7s | %8.0f %8s %6s | %8.0f %8s\n",
-                   $2, $3, $4, $11, r, $7, ($14 == "-" ? "-" : sprintf("%.0f", $14)), mr, $7 - $6, dt }'
+        # fields: ncmi $1-$8, torch $9-$16 (impl head N b/s ms base_MB peak_MB gpu_MB)
+        echo "$a" "${b:-torch $h $n - - - - -}" | awk '{
+            r  = ($12 != "-" && $12 > 0) ? sprintf("%.2f", $4 / $12) : "-";
+            mr = ($15 != "-" && $15 > 0) ? sprintf("%.2f", $7 / $15) : "-";
+            dt = ($15 != "-") ? sprintf("%.0f", $15 - $14) : "-";
+            gr = ($8 != "-" && $16 != "-" && $16 > 0) ? sprintf("%.2f", $8 / $16) : "-";
+            printf "%-9s %6d | %10.2f %10s %7s | %8.0f %8s %6s | %8.0f %8s | %8s %8s %6s\n",
+                   $2, $3, $4, $12, r, $7, ($15 == "-" ? "-" : sprintf("%.0f", $15)), mr, $7 - $6, dt,
+                   ($8 == "-" ? "-" : sprintf("%.0f", $8)), ($16 == "-" ? "-" : sprintf("%.0f", $16)), gr }'
         [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)"
         PYSKIP=""
     done

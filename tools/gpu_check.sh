@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The GPU checks of a build, in one go: make test-gpu's test binary, then the
-# GPU op benchmark against PyTorch. For a GPU machine that has the NVIDIA
-# driver but not this project's build dependencies: build elsewhere with
+# GPU op benchmark against PyTorch, then make bench-mil's script on the GPU
+# (one training step per bag of each MIL head, ncmi vs PyTorch on cuda:
+# MIL_DEVICE=cuda, sizes $MIL_SIZES (500,4000,16000), ROUNDS=1, at most
+# GPU_MIL_BENCH_TIMEOUT seconds (600); log mil_step.log). For a GPU machine
+# that has the NVIDIA driver but not this project's build dependencies:
+# build elsewhere with
 #   make BUILD=build-gpu HAVE_OPENSLIDE=0 HAVE_VIPS=0 HAVE_HDF5=0 gpu-build
+# (all, test_gpu, bench_gpu_ops and bench_mil_step; none needs HDF5)
 # copy the build folder (and, in NCMI_LIBS, the .so files `ldd` lists as
 # missing there), and run
 #   bash tools/gpu_check.sh build-gpu [log-dir]
@@ -28,4 +33,11 @@ name=test_gpu; NCMI_BIN=$B/ncmi run timeout ${GPU_TEST_TIMEOUT:-420} "$B/test_gp
 rc=$?
 name=bench_gpu_ops; run timeout ${GPU_BENCH_TIMEOUT:-240} bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}"
 name=bench_gpu_ops_timed; (export NCMI_CUDNN_BENCHMARK=1; run timeout ${GPU_BENCH_TIMEOUT:-240} bash bench/gpu_ops.sh "$B" "${BENCH_ITERS:-10}")
+# MIL heads: every head at each size, ncmi and torch on the GPU, 1 round of MIL_BENCH_SECS (2) s each
+if [ -x "$B/bench_mil_step" ]; then
+    name=mil_step; (export MIL_DEVICE=cuda ROUNDS=1; run timeout ${GPU_MIL_BENCH_TIMEOUT:-600} bash bench/mil_step.sh "$B" \
+        "${MIL_HEADS:-abmil,aem,transmil,asmil}" "${MIL_SIZES:-500,4000,16000}" "${MIL_BENCH_SECS:-2}")
+else
+    echo "gpu_check.sh: $B/bench_mil_step not built: no MIL benchmark (make BUILD=$B ... gpu-build)"
+fi
 exit $rc
