@@ -163,31 +163,45 @@ __global__ void k_ppeg_bwd_x(float *gx, const float *go, const float *w, int S, 
     }
 }
 
-// one block per (c, t): t < K*K the weight tap (u, v) = (t / K, t % K), t == K*K the bias
+// Weight and bias gradients: block (t, chunk of PW_C channels), t < K*K the
+// weight tap (u, v) = (t / K, t % K), t == K*K the bias. Thread (row, lane):
+// channel chunk*PW_C + lane, cells row, row + PW_R, ... (consecutive lanes read
+// consecutive channels: coalesced); the PW_R partial sums of a channel are
+// added in a fixed order (deterministic).
+constexpr int PW_C = 32, PW_R = (int)THREADS / PW_C;
+
 __global__ void k_ppeg_bwd_wb(float *gw, float *gb, const float *go, const float *x, int S, int d, int K)
 {
-    const int P = K / 2, T = K * K + 1;
-    for (size_t bt = blockIdx.x; bt < (size_t)d * T; bt += gridDim.x) {
-        const int c = (int)(bt / (size_t)T), t = (int)(bt % (size_t)T);
+    __shared__ double sh[THREADS];
+    const int P = K / 2, T = K * K + 1, nchunk = (d + PW_C - 1) / PW_C;
+    const int lane = (int)threadIdx.x % PW_C, row = (int)threadIdx.x / PW_C;
+    const size_t cells = (size_t)S * S;
+    for (size_t bt = blockIdx.x; bt < (size_t)nchunk * T; bt += gridDim.x) {
+        const int t = (int)(bt % (size_t)T), c = (int)(bt / (size_t)T) * PW_C + lane;
         if ((t < K * K && !gw) || (t == K * K && !gb)) continue; // uniform over the block
         const int u = t / K, v = t % K;
         double acc = 0;
-        for (size_t cell = threadIdx.x; cell < (size_t)S * S; cell += THREADS) {
-            const int i = (int)(cell / (size_t)S), j = (int)(cell % (size_t)S);
-            const double gv = go[(1 + cell) * d + c];
-            if (t == K * K) {
-                acc += gv;
-                continue;
+        if (c < d)
+            for (size_t cell = (size_t)row; cell < cells; cell += PW_R) {
+                const double gv = go[(1 + cell) * d + c];
+                if (t == K * K) {
+                    acc += gv;
+                    continue;
+                }
+                const int i = (int)(cell / (size_t)S), j = (int)(cell % (size_t)S);
+                const int p = i + u - P, q = j + v - P;
+                if (p >= 0 && p < S && q >= 0 && q < S) acc += gv * x[(size_t)(1 + (size_t)p * S + q) * d + c];
             }
-            const int p = i + u - P, q = j + v - P;
-            if (p >= 0 && p < S && q >= 0 && q < S) acc += gv * x[(size_t)(1 + (size_t)p * S + q) * d + c];
-        }
-        acc = block_sum(acc);
-        if (threadIdx.x == 0) {
+        __syncthreads(); // sh of the previous (t, chunk) has been read
+        sh[threadIdx.x] = acc;
+        __syncthreads();
+        if (row == 0 && c < d) {
+            double sum = 0;
+            for (int r = 0; r < PW_R; r++) sum += sh[r * PW_C + lane];
             if (t == K * K)
-                gb[c] += (float)acc;
+                gb[c] += (float)sum;
             else
-                gw[(size_t)c * K * K + t] += (float)acc;
+                gw[(size_t)c * K * K + t] += (float)sum;
         }
     }
 }
@@ -257,6 +271,7 @@ extern "C" void nn_cuda_mil_ppeg_bwd_x(float *gx, const float *go, const float *
 extern "C" void nn_cuda_mil_ppeg_bwd_wb(float *gw, float *gb, const float *go, const float *x, int S, int d, int K)
 {
     if (d <= 0 || (!gw && !gb)) return;
-    k_ppeg_bwd_wb<<<blocks_for((size_t)d * (K * K + 1)), THREADS, 0, NN_STREAM>>>(gw, gb, go, x, S, d, K);
+    const size_t nblk = (size_t)((d + PW_C - 1) / PW_C) * (size_t)(K * K + 1);
+    k_ppeg_bwd_wb<<<blocks_for(nblk), THREADS, 0, NN_STREAM>>>(gw, gb, go, x, S, d, K);
     NN_CUDA_LAUNCHED();
 }
