@@ -32,8 +32,13 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 HERE=$(cd "$(dirname "$0")" && pwd)
 BIN="$BUILD/bench_mil_step"
 [ -x "$BIN" ] || { echo "mil_step.sh: $BIN not built (make NO_SETUP=1 $BIN)" >&2; exit 2; }
-PY=/usr/bin/python3
-"$PY" -c "import torch" 2>/dev/null || { echo "mil_step.sh: no python3 torch: ncmi only" >&2; PY=; }
+# the peer: $PYTHON, else Debian's python3, else the python3 on PATH (a GPU
+# machine's PyTorch may live in another python than /usr/bin's)
+PY=
+for p in ${PYTHON:-} /usr/bin/python3 python3; do
+    "$p" -c "import torch" 2>/dev/null && { PY=$p; break; }
+done
+[ -n "$PY" ] || echo "mil_step.sh: no python3 with torch: ncmi only" >&2
 err=$(mktemp)
 trap 'rm -f "$err"' EXIT
 
