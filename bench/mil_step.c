@@ -116,6 +116,7 @@ int main(int argc, char **argv)
         loss_sum += loss->data[0];
         if (nn_backward(g, loss) != 0) {
             fprintf(stderr, "bench_mil_step: %s\n", ncmi_error());
+            free(ms);
             return 2;
         }
         nn_optim_step(&opt);
