@@ -19,8 +19,9 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # Run-time options of the sanitized tests (docs/hardening.md): every report ends
 # the process with exit code 23 (test binary and the ncmi children, which the
 # tests' test_run also scans for reports), leaks are reports, and the
-# suppressions name only third-party internals. NCMI_SANITIZE=1 tells the tests
-# (tests/test.h test_scale) to shrink the longest pure-compute loops.
+# suppressions name only third-party internals. NCMI_SANITIZE=1 (tests/test.h
+# test_sanitized) runs the four long training tests with fewer epochs; they
+# say so in their output and leave their accuracy floors to make test.
 SAN_SUPP := $(CURDIR)/tests/sanitizers
 SAN_ENV := ASAN_OPTIONS=$${ASAN_OPTIONS:-exitcode=23:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0:check_initialization_order=1} \
   UBSAN_OPTIONS=$${UBSAN_OPTIONS:-exitcode=23:halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_SUPP)/ubsan.supp} \

@@ -194,6 +194,12 @@ int test_ncmi(char **output, const char *fmt, ...)
     return test_run(cmd, output);
 }
 
+int test_sanitized(void)
+{
+    const char *s = getenv("NCMI_SANITIZE");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
 int test_file_nonempty(const char *path)
 {
     struct stat st;
