@@ -23,7 +23,7 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # test_sanitized) runs the four long training tests with fewer epochs; they
 # say so in their output and leave their accuracy floors to make test.
 SAN_SUPP := $(CURDIR)/tests/sanitizers
-SAN_ENV := ASAN_OPTIONS=$${ASAN_OPTIONS:-exitcode=23:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0:check_initialization_order=1} \
+SAN_ENV := ASAN_OPTIONS=$${ASAN_OPTIONS:-exitcode=23:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0} \
   UBSAN_OPTIONS=$${UBSAN_OPTIONS:-exitcode=23:halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_SUPP)/ubsan.supp} \
   LSAN_OPTIONS=$${LSAN_OPTIONS:-exitcode=23:suppressions=$(SAN_SUPP)/lsan.supp:print_suppressions=0} \
   NCMI_SANITIZE=1
