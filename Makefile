@@ -246,7 +246,7 @@ bench-mil: setup
 # static analysis: cppcheck + clang-tidy (.clang-tidy) on our C (and cppcheck on
 # the CUDA kernels) with the build's flags; non-zero exit on any finding
 # (docs/hardening.md). LINT_JOBS=N, LINT_ONLY=cppcheck|clang-tidy.
-lint:
+lint: setup
 	@bash tools/lint.sh "-std=c11 -D_GNU_SOURCE -fopenmp $(PKG_CFLAGS) $(HDF5_CFLAGS) $(SLIDE_CFLAGS) $(FEATURE_DEFS)"
 
 clean:
