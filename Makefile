@@ -16,9 +16,21 @@ ifeq ($(SANITIZE),1)
 BUILD ?= build-san
 CUDA := 0
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# Run-time options of the sanitized tests (docs/hardening.md): every report ends
+# the process with exit code 23 (test binary and the ncmi children, which the
+# tests' test_run also scans for reports), leaks are reports, and the
+# suppressions name only third-party internals. NCMI_SANITIZE=1 (tests/test.h
+# test_sanitized) runs the four long training tests with fewer epochs; they
+# say so in their output and leave their accuracy floors to make test.
+SAN_SUPP := $(CURDIR)/tests/sanitizers
+SAN_ENV := ASAN_OPTIONS=$${ASAN_OPTIONS:-exitcode=23:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0} \
+  UBSAN_OPTIONS=$${UBSAN_OPTIONS:-exitcode=23:halt_on_error=1:print_stacktrace=1:suppressions=$(SAN_SUPP)/ubsan.supp} \
+  LSAN_OPTIONS=$${LSAN_OPTIONS:-exitcode=23:suppressions=$(SAN_SUPP)/lsan.supp:print_suppressions=0} \
+  NCMI_SANITIZE=1
 else
 BUILD ?= build
 SANFLAGS :=
+SAN_ENV :=
 endif
 
 # ---- required libraries (pkg-config) ----
@@ -162,13 +174,13 @@ demo: setup
 
 test: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
-	@NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
+	@$(SAN_ENV) NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(T)
 
 # the long suite: tests named long_* (scale, repeated fault injection), which the
 # default suite leaves out; T=substring narrows it as for make test
 test-long: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/tools/make_slides
-	@NCMI_TEST_LONG=1 NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(if $(T),$(T),long_)
+	@$(SAN_ENV) NCMI_TEST_LONG=1 NCMI_BIN=$(BUILD)/ncmi OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BUILD)/test_ncmi $(if $(T),$(T),long_)
 
 # GPU tests: every op on CPU and GPU compared, the golden tests on the GPU, a
 # conv net trained on both devices (needs a GPU; without one each test skips
@@ -232,6 +244,12 @@ $(BUILD)/bench_mil_step: bench/mil_step.c $(BUILD)/libncmi.a
 bench-mil: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_mil_step
 	@MIL_DEVICE=$(MIL_DEVICE) bash bench/mil_step.sh $(BUILD) $(MIL_HEADS) $(MIL_SIZES)
+
+# static analysis: cppcheck + clang-tidy (.clang-tidy) on our C (and cppcheck on
+# the CUDA kernels) with the build's flags; non-zero exit on any finding
+# (docs/hardening.md). LINT_JOBS=N, LINT_ONLY=cppcheck|clang-tidy.
+lint: setup
+	@bash tools/lint.sh "-std=c11 -D_GNU_SOURCE -fopenmp $(PKG_CFLAGS) $(HDF5_CFLAGS) $(SLIDE_CFLAGS) $(FEATURE_DEFS)"
 
 clean:
 	rm -rf build build-san
@@ -303,6 +321,6 @@ test-cohort: setup
 
 .PHONY: cohort-build slides tile features train eval report table3 test-cohort
 
-.PHONY: all buildinfo setup demo test test-long test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all buildinfo setup demo test test-long lint test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d

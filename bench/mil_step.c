@@ -142,6 +142,7 @@ int main(int argc, char **argv)
         if (aux) loss = nn_loss_add_aux(g, loss, aux, 1.f);
         if (nn_backward(g, loss) != 0) {
             fprintf(stderr, "bench_mil_step: %s\n", ncmi_error());
+            free(ms);
             return 2;
         }
         nn_optim_step(&opt);

@@ -36,6 +36,11 @@ static int bench(const char *name, int in, int out, int do_resize, int do_norm, 
     void *tmp = malloc(fx_resize_tmp_bytes(p) + 1);
     if (!src || !dst || !x || !tmp) {
         fprintf(stderr, "bench_preprocess: out of memory\n");
+        free(src);
+        free(dst);
+        free(x);
+        free(tmp);
+        fx_resize_plan_free(p);
         return -1;
     }
     uint32_t s = 12345;

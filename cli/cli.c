@@ -102,6 +102,7 @@ void cli_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
 }
 
+#undef cli_usage_error /* the analyzer-only macro of cli.h */
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -248,8 +249,13 @@ int cli_parse_double(const char *s, double *v)
 
 int cli_parse_shard(const char *s, int *k, int *n)
 {
+    /* k and n are written only on success (a failed parse leaves them as they were) */
+    int a = 0, b = 0;
     char tail;
-    return sscanf(s, "%d/%d%c", k, n, &tail) == 2 && *n >= 1 && *k >= 1 && *k <= *n;
+    if (sscanf(s, "%d/%d%c", &a, &b, &tail) != 2 || b < 1 || a < 1 || a > b) return 0;
+    *k = a;
+    *n = b;
+    return 1;
 }
 
 void cli_slides_free(cli_slide *s, int n)

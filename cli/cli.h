@@ -49,6 +49,10 @@ const ncmi_command *ncmi_command_find(const char *name);
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Usage error: the message plus "see 'ncmi <cmd> --help'"; returns NCMI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#ifdef __clang_analyzer__
+/* as ncmi_error_set in nn/error.h: the analyzer sees one file at a time */
+#define cli_usage_error(...) (cli_usage_error(__VA_ARGS__), NCMI_EXIT_USAGE)
+#endif
 /* "ncmi: <cmd>: not built yet (issue N)"; returns NCMI_EXIT_USAGE. Honours
  * --help / -h in argv first (help, exit 0). */
 int cli_not_built(int argc, char **argv, void (*help)(FILE *), int issue);

@@ -657,6 +657,7 @@ static void av_addf(argvb *a, const char *fmt, ...)
     if (a->ns >= 64) return;
     va_list ap;
     va_start(ap, fmt);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, va_start is just above
     vsnprintf(a->store[a->ns], sizeof a->store[a->ns], fmt, ap);
     va_end(ap);
     av_add(a, a->store[a->ns++]);
@@ -963,6 +964,7 @@ static int split_list(const char *s, char names[][32], int max)
 static void replace(const char *in, const char *key, const char *val, char *out, size_t n)
 {
     size_t o = 0, kl = strlen(key);
+    // NOLINTNEXTLINE(clang-analyzer-core.uninitialized.Branch): false positive, in is a string replace() NUL-terminated
     for (const char *p = in; *p && o + 1 < n;) {
         if (!strncmp(p, key, kl)) {
             o += (size_t)snprintf(out + o, n - o, "%s", val);

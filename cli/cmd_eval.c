@@ -196,7 +196,6 @@ static int eval_run(const char *run, const char *split, const char *ckpt, const 
            tr_method_name((tr_method)method), sp);
     printf("wrote %s/predictions_%s.csv and %s/metrics_%s.json\n", run, name, run, name);
     fflush(stdout);
-    rc = EXIT_OK;
     char pp[4300];
     snprintf(pp, sizeof pp, "%s/predictions_%s.csv", run, name);
     char *av[] = {"eval", "--predictions", pp, NULL};
@@ -204,8 +203,7 @@ static int eval_run(const char *run, const char *split, const char *ckpt, const 
     have_tr = 0;
     rc = ncmi_cmd_eval(3, av);
 out:
-    if (rc == EXIT_INPUT && ncmi_error()[0]) fail(cmd, rc);
-    else if (rc == EXIT_USAGE) fail(cmd, rc);
+    if ((rc == EXIT_INPUT && ncmi_error()[0]) || rc == EXIT_USAGE) fail(cmd, rc);
     if (have_tr) tr_free(&tr);
     if (have_job) cli_train_job_free(&job);
     ncmi_cfg_free(S, &c);

@@ -183,7 +183,7 @@ static int add_run(table *t, const char *dir, const char *split)
         char *nd = realloc(r->dirs, old + strlen(dir) + 2);
         if (!nd) return ncmi_error_set("out of memory");
         if (old) nd[old++] = ';';
-        strcpy(nd + old, dir);
+        memcpy(nd + old, dir, strlen(dir) + 1);
         r->dirs = nd;
         any = 1;
     }
@@ -234,7 +234,7 @@ static int scan(table *t, const char *dir, int depth, const char *split)
         if (subs[n]) n++;
     }
     closedir(d);
-    qsort(subs, (size_t)n, sizeof *subs, cmp_str);
+    if (n > 1) qsort(subs, (size_t)n, sizeof *subs, cmp_str); /* subs is NULL when n == 0 */
     int rc = 0;
     for (int i = 0; i < n; i++) {
         if (!rc) rc = scan(t, subs[i], depth - 1, split);

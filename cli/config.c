@@ -390,8 +390,8 @@ static int parse_elem(const load_ctx *c, const ncmi_cfg_key *k, const yaml_node_
 static int assign(load_ctx *c, const ncmi_cfg_key *k, yaml_node_t *n)
 {
     char loc[1100], got[256];
-    long long iv;
-    double dv;
+    long long iv = 0; /* parse_elem sets them unless it fails (then we return) */
+    double dv = 0;
     switch (k->type) {
     case NCMI_CFG_INT:
         if (parse_elem(c, k, n, NCMI_CFG_INT, "", &iv, &dv)) return -1;
@@ -650,8 +650,9 @@ int ncmi_cfg_load_file(const ncmi_cfg_schema *s, void *cfg, const char *path)
         len += r;
         if (len == cap) {
             cap *= 2;
-            buf = realloc(buf, cap);
-            NCMI_CHECK(buf != NULL, "out of memory");
+            char *nb = realloc(buf, cap);
+            NCMI_CHECK(nb != NULL, "out of memory");
+            buf = nb;
         }
     }
     int err = ferror(f);

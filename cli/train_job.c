@@ -28,7 +28,11 @@ static char **class_list(const ncmi_train_config *c, int C)
         char buf[32];
         snprintf(buf, sizeof buf, "%d", i);
         v[i] = strdup(c->classes.n ? c->classes.v[i] : buf);
-        if (!v[i]) return NULL;
+        if (!v[i]) {
+            for (int j = 0; j < i; j++) free(v[j]);
+            free(v);
+            return NULL;
+        }
     }
     return v;
 }
@@ -48,6 +52,7 @@ static int make_split(tr_dataset *d, const char *name, const char *source, const
         return ncmi_error_set("out of memory");
     }
     for (int i = 0; i < n; i++) {
+        // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): false positive, idx[0..n) is set by the caller (n_train + n_val + n_test rows)
         memcpy(Xs + (size_t)i * dim, X + (size_t)idx[i] * dim, (size_t)dim * sizeof *Xs);
         ys[i] = y[idx[i]];
         if (ids) {

@@ -87,6 +87,7 @@ int eval_manifest_read(eval_manifest *m, const char *path)
         char **cells = m->cells + (size_t)m->n * m->ncols;
         for (int j = 0; j < m->ncols; j++) cells[j] = NULL;
         m->n++;
+        // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): false positive, lines is grown when m->n == cap, which holds on the first row
         lines[m->n - 1] = r.line;
         for (int j = 0; j < m->ncols; j++)
             if (!(cells[j] = strdup(r.fields[j]))) {
@@ -106,6 +107,7 @@ int eval_manifest_read(eval_manifest *m, const char *path)
     for (int i = 0; i < m->n; i++) {
         char **cells = m->cells + (size_t)i * m->ncols;
         eval_manifest_row *w = &m->rows[i];
+        // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): false positive, lines has m->n entries (set while reading)
         int row = i + 1, line = lines[i];
         w->line = line;
         w->slide_id = cells[c_id];

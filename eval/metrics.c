@@ -41,6 +41,7 @@ double eval_top_k_accuracy(const int *y_true, const double *scores, int n, int C
         int y = y_true[i], ahead = 0;
         /* classes ranked before y: higher score, or equal score and higher index
          * (sklearn: stable argsort ascending, reversed) */
+        // cppcheck-suppress arrayIndexThenCheck ; false positive: y is a class index in [0, C), not bounded by j
         for (int j = 0; j < C; j++) ahead += s[j] > s[y] || (s[j] == s[y] && j > y);
         hit += ahead < k;
     }

@@ -428,6 +428,7 @@ void fx_resize_rgb(const fx_resize_plan *p, const uint8_t *rgb, uint8_t *out, vo
     }
     /* scratch: the input row widened to 16 bytes per pixel (16-byte
      * aligned), then the horizontal pass's rows when a vertical pass follows */
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): false positive, rounding the scratch pointer up to 16-byte alignment
     fx_v4i *px = (fx_v4i *)(((uintptr_t)tmp + 15) & ~(uintptr_t)15);
     if (!p->need_v) {
         hpass(p, rgb, p->in_h, out, px);

@@ -403,6 +403,7 @@ nn_tensor *mil_ppeg_conv_add(nn_graph *g, nn_tensor *acc, nn_tensor *x, nn_tenso
                     const int q = j + v - P;
                     if (q < 0 || q >= S) continue;
                     const float *xr = x->data + (size_t)(1 + p * S + q) * d, *wr = wt + (size_t)(u * K + v) * d;
+                    // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): false positive, wt holds K*K*d weights filled above
                     for (int c = 0; c < d; c++) o[c] += wr[c] * xr[c];
                 }
             }

@@ -375,6 +375,7 @@ static int pool_add(pool *p, const char *a, const char *b)
         p->ncap = nc;
     }
     p->off[p->n++] = p->len;
+    // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): false positive, p->buf was grown above for len + la + 2 bytes
     memcpy(p->buf + p->len, a, la);
     p->buf[p->len + la] = '/';
     memcpy(p->buf + p->len + la + 1, b, lb + 1);
@@ -454,6 +455,7 @@ int nat_folder_scan(nat_folder *f, const char *dir, char *const *classes, int n_
                     labels = nl;
                     cap = nc;
                 }
+                // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): false positive, labels is grown when P.n > cap, which holds on the first image
                 labels[P.n - 1] = k;
             }
             sv_free(&files);
@@ -474,7 +476,7 @@ int nat_folder_scan(nat_folder *f, const char *dir, char *const *classes, int n_
     }
     atomic_init(&d->refs, 1);
     d->dir = strdup(dir);
-    d->rel = malloc((size_t)P.n * sizeof *d->rel);
+    d->rel = malloc((size_t)(P.n > 0 ? P.n : 1) * sizeof *d->rel);
     if (!d->dir || !d->rel) {
         fdata_free(d);
         ncmi_error_set("out of memory");

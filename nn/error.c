@@ -1,4 +1,6 @@
 #include "error.h"
+#undef ncmi_error_set /* the analyzer-only macros of error.h */
+#undef ncmi_error_prefix
 
 #include <stdio.h>
 #include <stdlib.h>

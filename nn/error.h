@@ -18,6 +18,14 @@ void ncmi_error_clear(void);
 /* Invariant violation inside the library (a programming error, e.g. an op
  * called with shapes that cannot be combined): print the message with
  * file:line and abort. */
+#ifdef __clang_analyzer__
+/* clang-tidy's analyzer sees one file at a time: tell it that these always
+ * return -1, so that `rc = ncmi_error_set(...)` paths are known to fail
+ * (otherwise it reports garbage values on paths that cannot happen) */
+#define ncmi_error_set(...) (ncmi_error_set(__VA_ARGS__), -1)
+#define ncmi_error_prefix(...) (ncmi_error_prefix(__VA_ARGS__), -1)
+#endif
+
 void ncmi_fatal_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 #define NCMI_CHECK(cond, ...) \

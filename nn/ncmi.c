@@ -357,6 +357,7 @@ static double log_simplex(nn_ncmi_simplex simplex, const double *v, int D, doubl
             if (p) p[j] = e;
             s += e;
         }
+        // cppcheck-suppress invalidFunctionArg ; false positive: s >= 1: the max term is exp(0)
         const double lse = mx + log(s), inv = 1.0 / s;
         for (int j = 0; j < D; j++) {
             lp[j] = v[j] - lse;

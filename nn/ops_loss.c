@@ -91,6 +91,7 @@ nn_tensor *nn_cross_entropy(nn_graph *g, nn_tensor *logits, const int *labels,
             pn[c] = expf(xn[c] - m);
             s += pn[c];
         }
+        // cppcheck-suppress invalidFunctionArg ; false positive: s >= 1 (max term exp(0)); all -inf gives log(0) = -inf, defined
         const double lse = (double)m + log(s);
         const float inv = (float)(1.0 / s);
         double nll = lse - (double)xn[labels[n]], smooth = 0;

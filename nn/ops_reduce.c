@@ -227,6 +227,7 @@ static float row_lse(const float *x, int D)
     float m = row_shift(x, D);
     double s = 0;
     for (int j = 0; j < D; j++) s += exp((double)(x[j] - m));
+    // cppcheck-suppress invalidFunctionArg ; false positive: s >= 1: the max term is exp(0)
     return (float)((double)m + log(s));
 }
 

@@ -49,6 +49,7 @@ static void transpose_map(const nn_tensor *x, int d0, int d1, int os[4], size_t 
     for (int i = 0; i < nd; i++) {
         int from = i == d0 ? d1 : (i == d1 ? d0 : i);
         os[4 - nd + i] = x->shape[from];
+        // cppcheck-suppress uninitvar ; false positive: xst[0..nd) is set above for every from < nd
         ost[4 - nd + i] = xst[from];
     }
 }

@@ -54,6 +54,7 @@ static char *slurp(const char *path)
     size_t r = b && n > 0 ? fread(b, 1, (size_t)n, f) : 0;
     if (b) b[r] = 0;
     fclose(f);
+    // cppcheck-suppress memleak ; false positive: b is returned
     return b ? b : strdup("");
 }
 

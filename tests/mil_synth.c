@@ -37,6 +37,7 @@ int mil_synth_write(const char *dir, const mil_synth *s)
         int *rows = malloc((size_t)n * sizeof *rows); /* k distinct tumour rows: partial shuffle */
         for (int t = 0; t < n; t++) rows[t] = t;
         for (int t = 0; t < k; t++) {
+            // NOLINTNEXTLINE(clang-analyzer-core.uninitialized.Assign): false positive, u = t + below(n - t) < n and rows[0..n) is set above
             int u = t + (int)nn_rng_below(&r, (uint64_t)(n - t)), tmp = rows[t];
             rows[t] = rows[u];
             rows[u] = tmp;

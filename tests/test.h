@@ -28,6 +28,11 @@ char *test_tmp_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *test_ncmi_bin(void);
 /* Run `<ncmi binary> <args>` (args printf-formatted) through test_run. */
 int test_ncmi(char **output, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 under make test SANITIZE=1 (the Makefile sets NCMI_SANITIZE=1): the few
+ * long training tests then run a shorter schedule (same code paths, fewer
+ * epochs), print that they did, and leave out only their accuracy floors
+ * and time bounds, which the optimised suite asserts (docs/hardening.md). */
+int test_sanitized(void);
 /* 1 when path exists and is not empty. */
 int test_file_nonempty(const char *path);
 /* Run a shell command, capture stdout+stderr (malloc'd, caller frees) and

@@ -220,6 +220,7 @@ TEST(transpose_src_matches_cpu)
                 for (int i = 0; i < nd; i++) {
                     int from = i == d0 ? d1 : (i == d1 ? d0 : i);
                     os[4 - nd + i] = x->shape[from];
+                    // cppcheck-suppress uninitvar ; false positive: xst[0..nd) is set above for every from < nd
                     ost[4 - nd + i] = xst[from];
                 }
                 for (size_t o = 0; o < y->numel; o++, checked++)

@@ -101,11 +101,14 @@ TEST(mil_train_synthetic_all_heads)
        0.8997 with exact attention, its selected epoch 3-6 of 30 on every cohort) */
     static const double floor_ce[4] = {0.9, 0.85, 0.9, 0.9};
     static const double floor_cc[4] = {0.85, 0.9, 0.85, 0.9}, floor_lp[4] = {0.9, 0.9, 0.5, 0.9};
+    /* make test SANITIZE=1: 3 epochs of the 30, the floors left to the optimised suite */
+    const int san = test_sanitized();
+    if (san) printf("    sanitizer build: 3 epochs of 30, macro-F1 floors not asserted (make test asserts them)\n");
     for (int h = 0; h < 4; h++)
         for (int ncmi = 0; ncmi < 2; ncmi++) {
             char cfg[4300];
             snprintf(cfg, sizeof cfg, "%s/synth_%s_%s.yaml", dir, heads[h], ncmi ? "ncmi" : "ce");
-            synth_config(cfg, dir, heads[h], ncmi, 30);
+            synth_config(cfg, dir, heads[h], ncmi, san ? 3 : 30);
             char cmd[16384];
             snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --force", test_ncmi_bin(), cfg, dir);
             if (!run_ok(cmd, NULL)) continue;
@@ -114,13 +117,13 @@ TEST(mil_train_synthetic_all_heads)
                 double f1 = json_number(jpath(run, "metrics_test.json"), "f1_macro");
                 printf("    %-8s CE       test macro-F1 %.4f%s\n", heads[h], f1,
                        f1 >= 0.9 ? "" : "   (below the issue's 0.9: docs/training.md)");
-                EXPECT(f1 >= floor_ce[h], "%s CE: macro-F1 %.4f (floor %.2f)", heads[h], f1, floor_ce[h]);
+                if (!san) EXPECT(f1 >= floor_ce[h], "%s CE: macro-F1 %.4f (floor %.2f)", heads[h], f1, floor_ce[h]);
             } else {
                 double cc = json_number(jpath(run, "metrics_test_cc.json"), "f1_macro");
                 double lp = json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
                 printf("    %-8s NCMI-CC  test macro-F1 %.4f   NCMI-LP %.4f%s\n", heads[h], cc, lp,
                        cc >= 0.9 && lp >= 0.9 ? "" : "   (below the issue's 0.9: docs/training.md)");
-                EXPECT(cc >= floor_cc[h] && lp >= floor_lp[h], "%s NCMI: macro-F1 CC %.4f (floor %.2f) LP %.4f (floor %.2f)",
+                if (!san) EXPECT(cc >= floor_cc[h] && lp >= floor_lp[h], "%s NCMI: macro-F1 CC %.4f (floor %.2f) LP %.4f (floor %.2f)",
                        heads[h], cc, floor_cc[h], lp, floor_lp[h]);
             }
         }

@@ -184,7 +184,10 @@ TEST(natural_train_mnist_resnet18_ce_98)
     char mn[1024], dir[1024], p[1200], *out = NULL;
     if (!mnist_dir(mn, sizeof mn)) SKIP("no MNIST fixture in %s", mn);
     double sec;
-    int rc = train_mnist("configs/mnist_resnet18_ce.yaml", "mnist_resnet18_ce", NULL, dir, sizeof dir, &sec, &out);
+    /* make test SANITIZE=1: 1 epoch of the 6, the accuracy floor left to the optimised suite */
+    const int san = test_sanitized(), epochs = san ? 1 : 6;
+    int rc = train_mnist("configs/mnist_resnet18_ce.yaml", "mnist_resnet18_ce", san ? "--set train.epochs=1" : NULL, dir,
+                         sizeof dir, &sec, &out);
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "resnet18 (CIFAR stem, width 16, 1 input channel), z 128") &&
                strstr(out, "7000 train / 1000 val / test 2000"),
@@ -192,10 +195,13 @@ TEST(natural_train_mnist_resnet18_ce_98)
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
     double acc = json_num(p, "accuracy"), ep = json_num(p, "epoch");
-    printf("    MNIST ResNet-18 (width 16) + linear/CE: test accuracy %.4f (epoch %.0f of 6); %.1f s\n", acc, ep,
-           sec);
-    EXPECT(acc >= 0.98, "CE test accuracy %.4f < 0.98", acc);
-    EXPECT(sec < 300, "took %.1f s (>= 300)", sec);
+    printf("    MNIST ResNet-18 (width 16) + linear/CE: test accuracy %.4f (epoch %.0f of %d); %.1f s\n", acc, ep,
+           epochs, sec);
+    if (san)
+        printf("    sanitizer build: 1 epoch, accuracy >= 0.98 not asserted (make test asserts it)\n");
+    else
+        EXPECT(acc >= 0.98, "CE test accuracy %.4f < 0.98", acc);
+    if (!san) EXPECT(sec < 300, "took %.1f s (>= 300)", sec); /* a time bound of the optimised build */
 
     /* the checkpoint: torchvision names and shapes; batchnorm buffers trained */
     snprintf(p, sizeof p, "%s/last.safetensors", dir);
@@ -204,9 +210,9 @@ TEST(natural_train_mnist_resnet18_ce_98)
     const nn_st_entry *fc = nn_st_find(&st, "fc.weight"), *c1 = nn_st_find(&st, "conv1.weight");
     EXPECT(fc && fc->ndim == 2 && fc->shape[0] == 10 && fc->shape[1] == 128, "fc.weight");
     EXPECT(c1 && c1->ndim == 4 && c1->shape[0] == 16 && c1->shape[1] == 1 && c1->shape[2] == 3, "conv1.weight");
-    /* 6 epochs of ceil(7000 / 64) = 110 steps */
+    /* 6 (sanitizer build: 1) epochs of ceil(7000 / 64) = 110 steps */
     double nbt = st_scalar(&st, "layer4.1.bn2.num_batches_tracked");
-    EXPECT(nbt == 660, "layer4.1.bn2.num_batches_tracked %g, want 660", nbt);
+    EXPECT(nbt == 110 * epochs, "layer4.1.bn2.num_batches_tracked %g, want %d", nbt, 110 * epochs);
     EXPECT(st_scalar(&st, "bn1.running_var") != 1.0, "bn1.running_var never updated");
     nn_st_close(&st);
 
@@ -235,8 +241,11 @@ TEST(natural_train_mnist_resnet18_ncmi_98)
     char mn[1024], dir[1024], p[1200], *out = NULL;
     if (!mnist_dir(mn, sizeof mn)) SKIP("no MNIST fixture in %s", mn);
     double sec;
-    int rc = train_mnist("configs/mnist_resnet18_ncmi.yaml", "mnist_resnet18_ncmi", NULL, dir, sizeof dir, &sec,
-                         &out);
+    /* make test SANITIZE=1: 1 epoch of the 6 and 2 of the probe's 20, the accuracy floors left to the
+       optimised suite */
+    const int san = test_sanitized();
+    int rc = train_mnist("configs/mnist_resnet18_ncmi.yaml", "mnist_resnet18_ncmi",
+                         san ? "--set train.epochs=1 --set lp.epochs=2" : NULL, dir, sizeof dir, &sec, &out);
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     EXPECT(out && strstr(out, "head ncmi"), "banner:\n%s", out);
     free(out);
@@ -249,11 +258,15 @@ TEST(natural_train_mnist_resnet18_ncmi_98)
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
     double ep = json_num(p, "epoch");
     printf("    MNIST ResNet-18 (width 16) + NCMI: test accuracy CC %.4f, learned centroids %.4f, LP %.4f "
-           "(epoch %.0f of 6); %.1f s\n",
-           a[0], a[1], a[2], ep, sec);
-    EXPECT(a[0] >= 0.98, "NCMI-CC test accuracy %.4f < 0.98", a[0]);
-    EXPECT(a[2] >= 0.98, "NCMI-LP test accuracy %.4f < 0.98", a[2]);
-    EXPECT(sec < 300, "took %.1f s (>= 300)", sec);
+           "(epoch %.0f of %d); %.1f s\n",
+           a[0], a[1], a[2], ep, san ? 1 : 6, sec);
+    if (san) {
+        printf("    sanitizer build: 1 epoch, accuracy >= 0.98 not asserted (make test asserts it)\n");
+    } else {
+        EXPECT(a[0] >= 0.98, "NCMI-CC test accuracy %.4f < 0.98", a[0]);
+        EXPECT(a[2] >= 0.98, "NCMI-LP test accuracy %.4f < 0.98", a[2]);
+    }
+    if (!san) EXPECT(sec < 300, "took %.1f s (>= 300)", sec); /* a time bound of the optimised build */
     snprintf(p, sizeof p, "%s/best.safetensors", dir);
     nn_safetensors st;
     REQUIRE(nn_st_open(&st, p) == 0, "%s", ncmi_error());
@@ -424,18 +437,21 @@ TEST(natural_train_cifar100_file_and_imagenet_folder)
         fclose(fp);
     }
     char *out = NULL;
+    /* make test SANITIZE=1: 1 epoch of each recipe, the accuracy floors left to the optimised suite */
+    const int san = test_sanitized();
     int rc = test_ncmi(&out, "train --config configs/cifar100_resnet18_ce.yaml --set data.root=%s --set model.width=8 "
-                             "--set train.epochs=5 --set train.batch_size=50 --set schedule.milestones=[4] "
+                             "--set train.epochs=%d --set train.batch_size=50 --set schedule.milestones=[4] "
                              "--out %s/runs_c100 --force 2>&1",
-                       root, test_tmpdir());
+                       root, san ? 1 : 5, test_tmpdir());
     REQUIRE(rc == 0, "cifar100 recipe on a generated file: exit %d\n%s", rc, out ? out : "");
     EXPECT(strstr(out, "900 train / 100 val / test 200"), "split:\n%s", out);
     free(out);
     char mj[1200];
     snprintf(mj, sizeof mj, "%s/runs_c100/cifar100_resnet18_ce/metrics_test.json", test_tmpdir());
     double acc = json_num(mj, "accuracy");
-    printf("    CIFAR-100 layout, 4 colour classes, ResNet-18 width 8, 5 epochs: test accuracy %.3f\n", acc);
-    EXPECT(acc >= 0.8, "generated CIFAR-100 file not learnt: test accuracy %.3f", acc);
+    printf("    CIFAR-100 layout, 4 colour classes, ResNet-18 width 8, %d epochs: test accuracy %.3f%s\n", san ? 1 : 5,
+           acc, san ? " (sanitizer build: accuracy not asserted)" : "");
+    if (!san) EXPECT(acc >= 0.8, "generated CIFAR-100 file not learnt: test accuracy %.3f", acc);
 
     /* ImageNet layout: train/CLASS/NAME.JPEG and val/CLASS/NAME.JPEG, several sizes */
     char in[1024];
@@ -459,16 +475,17 @@ TEST(natural_train_cifar100_file_and_imagenet_folder)
         }
     rc = test_ncmi(&out, "train --config configs/imagenet_resnet50_ce.yaml --set data.root=%s --set model.kind=resnet18 "
                          "--set model.width=8 --set data.train_size=32 --set data.eval_size=32 --set data.eval_resize=36 "
-                         "--set train.epochs=8 --set train.batch_size=15 --set optim.lr=0.02 --set schedule.warmup_epochs=0 "
+                         "--set train.epochs=%d --set train.batch_size=15 --set optim.lr=0.02 --set schedule.warmup_epochs=0 "
                          "--set data.val_fraction=0 "
                          "--out %s/runs_in --force 2>&1",
-                   in, test_tmpdir());
+                   in, san ? 1 : 8, test_tmpdir());
     REQUIRE(rc == 0, "imagenet recipe on a generated folder: exit %d\n%s", rc, out ? out : "");
     char *imagenet_log = out;
     snprintf(mj, sizeof mj, "%s/runs_in/imagenet_resnet50_ce/metrics_test.json", test_tmpdir());
     acc = json_num(mj, "accuracy");
-    printf("    ImageNet layout, 3 classes of JPEGs, ResNet-18 width 8 at 32 px, 8 epochs: test accuracy %.3f\n", acc);
-    EXPECT(acc >= 0.8, "generated ImageNet folder not learnt (chance 1/3): test accuracy %.3f\n%s", acc, imagenet_log);
+    printf("    ImageNet layout, 3 classes of JPEGs, ResNet-18 width 8 at 32 px, %d epochs: test accuracy %.3f%s\n",
+           san ? 1 : 8, acc, san ? " (sanitizer build: accuracy not asserted)" : "");
+    if (!san) EXPECT(acc >= 0.8, "generated ImageNet folder not learnt (chance 1/3): test accuracy %.3f\n%s", acc, imagenet_log);
     free(imagenet_log);
 }
 

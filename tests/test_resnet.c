@@ -257,7 +257,11 @@ TEST(resnet_state_dict_names)
             sh[0] = '\0';
             for (int d = 0; d < t->ndim; d++)
                 snprintf(sh + strlen(sh), sizeof sh - strlen(sh), d ? ",%d" : "%d", t->shape[d]);
-            if (len + strlen(t->name) + strlen(sh) + 8 > cap) ours = realloc(ours, cap *= 2);
+            if (len + strlen(t->name) + strlen(sh) + 8 > cap) {
+                char *no = realloc(ours, cap *= 2);
+                if (!no) abort();
+                ours = no;
+            }
             len += (size_t)sprintf(ours + len, "%s%s[%s]", i ? ";" : "", t->name, sh);
         }
         if (strcmp(ours, want) != 0) {

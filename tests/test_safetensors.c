@@ -383,7 +383,7 @@ TEST(st_malformed_corpus)
     nn_st_tensor ts[] = {{"a", NN_ST_F32, 2, {2, 3}, a}, {"l", NN_ST_I64, 1, {2}, l}};
     const char *mk[] = {"k"}, *mv[] = {"v"};
     REQUIRE(nn_st_write(good, ts, 2, mk, mv, 1) == 0, "%s", ncmi_error());
-    size_t n;
+    size_t n = 0; /* printed by the REQUIRE when read_bytes fails */
     uint8_t *bytes = read_bytes(good, &n);
     REQUIRE(bytes && n > 8 + 40, "read back %zu bytes", n);
     const char *trunc = test_tmp_path("trunc.safetensors");

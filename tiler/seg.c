@@ -695,6 +695,7 @@ int tl_find_contours(const uint8_t *mask, int w, int h, tl_contour_set *out)
         return ncmi_error_set("contours: out of memory");
     }
     opencv_order(&l, order);
+    // NOLINTNEXTLINE(clang-analyzer-core.uninitialized.ArraySubscript): false positive, opencv_order fills order[0..n)
     for (int k = 0; k < n; k++) pos[order[k]] = k;
     out->n = n;
     for (int k = 0; k < n; k++) {
@@ -726,6 +727,7 @@ int tl_find_contours(const uint8_t *mask, int w, int h, tl_contour_set *out)
 void tl_contour_set_free(tl_contour_set *s)
 {
     if (!s) return;
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference): false positive, pts has n entries whenever n > 0
     for (int i = 0; i < s->n; i++) free(s->pts[i]);
     free(s->pts);
     free(s->npts);

@@ -23,7 +23,7 @@ static int parse_pos(const char *v, double *out)
     char *e;
     errno = 0;
     double x = strtod(v, &e);
-    while (e && (*e == ' ' || *e == '\t')) e++;
+    while (*e == ' ' || *e == '\t') e++; /* strtod always sets e */
     if (e == v || *e || errno || !isfinite(x) || x <= 0) return -1;
     *out = x;
     return 0;
@@ -70,6 +70,7 @@ int tl_mpp_from_properties(tl_prop_fn get, void *ctx, double *mpp_x, double *mpp
             return -1;
         }
         if (!vy) y = x;
+        // cppcheck-suppress nullPointerRedundantCheck ; false positive: src was set just above; !src only ends the loop
         snprintf(detail, sizeof detail, "%s=%s", src, vx);
     }
     /* resolutions in pixels per unit: hamamatsu.* (NDPI convention: per
@@ -100,6 +101,7 @@ int tl_mpp_from_properties(tl_prop_fn get, void *ctx, double *mpp_x, double *mpp
         }
         x = per_um / rx;
         y = per_um / ry;
+        // cppcheck-suppress nullPointerRedundantCheck ; false positive: src was set just above; !src only ends the loop
         snprintf(detail, sizeof detail, "%s=%s px/%s%s", src, vx, unit,
                  per_um == 25400 ? dpi_hint(rx) : dpi_hint(rx * 2.54));
     }

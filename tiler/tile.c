@@ -371,6 +371,7 @@ static int lowres_robust(tl_slide *s, double target_mpp, int max_side, uint8_t *
                             cnt++;
                         }
                     uint8_t *o = img + ((size_t)(oy + y) * (size_t)w + (size_t)(ox + x)) * 3;
+                    // NOLINTNEXTLINE(clang-analyzer-core.DivideZero): false positive, x < ceil(rw / kk) leaves at least one pixel in the box, so cnt >= 1
                     for (int c = 0; c < 3; c++) o[c] = (uint8_t)((sum[c] + cnt / 2) / cnt);
                 }
         }

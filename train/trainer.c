@@ -462,6 +462,7 @@ static nn_tensor *forward_samples(tr_trainer *t, const tr_dataset *d, const int 
         NCMI_CHECK(z->ndim == 2 && z->shape[0] == n && z->shape[1] == t->D,
                    "model forward: z must be [%d, %d]", n, t->D);
         if (aux) *aux = a;
+        // cppcheck-suppress returnDanglingLifetime ; false positive: z is the model output; &a only receives the aux tensor
         return z;
     }
     nn_tensor **zs = calloc((size_t)(n > 0 ? n : 1), sizeof *zs);
@@ -546,6 +547,7 @@ static void linear_predict(const float *W, const float *b, const float *F, int n
         for (int c = 0; c < C; c++) {
             double s = b ? b[c] : 0;
             const float *w = W + (size_t)c * D;
+            // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): false positive, W and F are the caller's filled [C,D] / [n,D] arrays
             for (int j = 0; j < D; j++) s += (double)w[j] * f[j];
             v[c] = s;
         }
@@ -573,6 +575,7 @@ static void centroid_predict(const tr_trainer *t, const float *Z, int n, const d
         for (int c = 0; c < C; c++) {
             double s = 0;
             const double *l = lq + (size_t)c * D;
+            // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): false positive, lq[C,D] is filled by the loop above
             for (int j = 0; j < D; j++) s += p[j] * l[j];
             v[c] = -(h - s); /* -KL */
         }
@@ -922,7 +925,7 @@ static int validate(tr_trainer *t, tr_epoch_stats *es)
     NCMI_CHECK(pred && prob, "out of memory");
     tr_method m = t->have_ncmi ? t->cfg.ncmi_eval : TR_METHOD_LINEAR;
     int rc = predict_from_z(t, Z, n, m, NULL, 0, pred, prob); /* the weights of this epoch */
-    eval_report r;
+    eval_report r = {0}; /* eval_report_compute fills it; zeroed for cppcheck (uninitStructMember) */
     if (!rc) rc = eval_report_compute(&r, d->labels, pred, prob, n, C);
     if (!rc) {
         es->evaluated = 1;
@@ -1561,7 +1564,7 @@ int tr_write_eval(tr_trainer *t, const tr_dataset *d, tr_method method, const ch
     char pp[4300], pm[4300];
     snprintf(pp, sizeof pp, "%s/predictions_%s%s.csv", dir, d->name, sfx);
     snprintf(pm, sizeof pm, "%s/metrics_%s%s.json", dir, d->name, sfx);
-    eval_report r;
+    eval_report r = {0}; /* as in validate() */
     int have_r = 0;
     if (!rc) rc = eval_predictions_write(pp, t->cfg.class_names, C, ids, d->labels, pred, prob, n);
     if (!rc) rc = eval_report_compute(&r, d->labels, pred, prob, n, C);
