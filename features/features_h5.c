@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 void features_h5_free(features_h5 *f)
 {
@@ -280,6 +281,7 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 #if NCMI_HAVE_HDF5
 
@@ -103,6 +104,7 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 
