@@ -102,6 +102,10 @@ int fu_run_and_kill(const char *cmd, double delay, int *status)
     }
     kill(-pid, SIGKILL);
     waitpid(pid, &st, 0);
+    /* the whole group gone, not only the shell: a process killed in the
+     * middle of an fsync finishes dying later, and a rerun started before
+     * that would find its temporaries owned by a live process */
+    for (int i = 0; i < 2000 && kill(-pid, 0) == 0; i++) usleep(5000);
     *status = -1;
     return 1;
 }
