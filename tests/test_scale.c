@@ -169,3 +169,60 @@ TEST(long_mil_scale_train_step_200k)
         }
     }
 }
+
+/* ------------------------------------------------------------------ */
+/* tiling a 100,000 x 80,000 px slide with bounded memory              */
+
+/* A generated slide of 100,000 x 80,000 px at 0.25 um/px (8 gigapixels,
+ * about a quarter tissue, tiled JPEG pyramid, 3 GB), made by make_slides
+ * (row span by row span: its memory is bounded too, asserted < 1 GB), then
+ * `ncmi tile` on it at 0.5 um/px, 256 px patches: peak RSS < 1.5 GB and the
+ * patch count that of the tissue area (the generator's exact truth.csv) in
+ * 512 x 512 level-0 patches, within [0.9, 1.25] (the contour grid keeps the
+ * patches that straddle the tissue border). The slide is cached in
+ * $NCMI_BIG_SLIDE_CACHE when set (generating it takes minutes), else in the
+ * test's temporary folder. */
+TEST(long_tile_100k_by_80k_bounded_memory)
+{
+    const char *ms = fu_make_slides_bin();
+    if (!ms) SKIP("build/tools/make_slides not built");
+    const char *cache = getenv("NCMI_BIG_SLIDE_CACHE");
+    char dir[2048], slide[2200], truth[2200], cmd[8192], *out = NULL;
+    snprintf(dir, sizeof dir, "%s", cache && *cache ? cache : test_tmp_path("bigslide"));
+    snprintf(slide, sizeof slide, "%s/slide_000.tif", dir);
+    snprintf(truth, sizeof truth, "%s/truth.csv", dir);
+    if (!fu_exists(slide) || !fu_exists(truth)) {
+        snprintf(cmd, sizeof cmd, "%s --out %s --n 1 --width 100000 --height 80000 --mpp 0.25 --seed 3", ms, dir);
+        double peak = 0, t0 = fu_now_s();
+        int rc = fu_run_peak(cmd, &out, &peak, NULL);
+        REQUIRE(rc == 0, "make_slides: exit %d: %s", rc, out ? out : "");
+        free(out);
+        out = NULL;
+        printf("    make_slides 100000 x 80000: %.0f s, peak %.0f MB\n", fu_now_s() - t0, peak);
+        EXPECT(peak < 1024, "make_slides peak %.0f MB (bound 1024)", peak);
+    } else {
+        printf("    slide cached in %s\n", dir);
+    }
+    /* the tissue area: truth.csv column tissue_area_px2 */
+    char *t = fu_slurp(truth, NULL);
+    REQUIRE(t, "%s unreadable", truth);
+    char *row = strchr(t, '\n');
+    double area = 0;
+    int w = 0, h = 0;
+    REQUIRE(row && sscanf(row + 1, "slide_000,%d,%d,%*f,%lf", &w, &h, &area) == 3, "%s: unexpected row", truth);
+    free(t);
+    REQUIRE(w == 100000 && h == 80000, "cached slide is %d x %d", w, h);
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=2 %s tile %s --out %s/tiles --force", test_ncmi_bin(), slide, dir);
+    double peak = 0, t0 = fu_now_s();
+    int rc = fu_run_peak(cmd, &out, &peak, NULL);
+    double took = fu_now_s() - t0;
+    REQUIRE(rc == 0, "tile: exit %d: %s", rc, out ? out : "");
+    const char *ok = out ? strstr(out, "ok, ") : NULL;
+    long n = ok ? strtol(ok + 4, NULL, 10) : -1;
+    free(out);
+    double expect = area / (512.0 * 512.0);
+    printf("    ncmi tile 100000 x 80000: %.1f s, peak %.0f MB, %ld patches (tissue area / patch area = %.0f)\n", took,
+           peak, n, expect);
+    EXPECT(peak < 1536, "tile peak %.0f MB (bound 1536)", peak);
+    EXPECT(n > 0.9 * expect && n < 1.25 * expect, "%ld patches for %.0f patch areas of tissue", n, expect);
+}
