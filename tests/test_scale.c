@@ -143,7 +143,7 @@ TEST(long_mil_scale_inference_200k)
 
 /* a training step at 50k, 100k and 200k per head (measured first at 25k and
  * 50k and extrapolated: a TransMIL step keeps every intermediate for the
- * backward, ~140 KB per patch, so 200k patches would need ~28 GB: TransMIL
+ * backward, ~130 KB per patch, so 200k patches would need ~26 GB: TransMIL
  * runs at 25k and 50k here, its 200k figure is the extrapolation printed) */
 TEST(long_mil_scale_train_step_200k)
 {
