@@ -110,8 +110,10 @@ static int need_mount(const char *test_name)
         test_skip("cannot mount a tmpfs (%s) and no user namespace (unshare -rm)", why);
         return 0;
     }
-    char cmd[4096], *out = NULL;
-    snprintf(cmd, sizeof cmd, "NCMI_FAULTS_IN_USERNS=1 unshare -rm /proc/%ld/exe %s", (long)getpid(), test_name);
+    char cmd[8192], exe[4096], *out = NULL;
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1); /* /proc/<pid>/exe is not readable from the namespace */
+    exe[len > 0 ? len : 0] = 0;
+    snprintf(cmd, sizeof cmd, "NCMI_FAULTS_IN_USERNS=1 unshare -rm '%s' %s", exe, test_name);
     int rc = test_run(cmd, &out);
     printf("    (in a user namespace: %s)\n%s", why, out ? out : "");
     EXPECT(rc == 0 && out && strstr(out, "1 passed"), "under unshare -rm: exit %d", rc);
