@@ -228,11 +228,18 @@ static int write_atomic(const char *path, const char *text, size_t n)
     snprintf(tmp, sizeof tmp, "%s.tmp.%s.%ld", path, host, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
-    int bad = fwrite(text, 1, n, f) != n;
-    if (fclose(f)) bad = 1;
-    if (bad || rename(tmp, path)) {
+    int bad = fwrite(text, 1, n, f) != n, e = bad ? errno : 0;
+    if (fclose(f) && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && rename(tmp, path)) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
         unlink(tmp);
-        return ncmi_error_set("%s: cannot write", path);
+        return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
     }
     return 0;
 }

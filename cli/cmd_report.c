@@ -361,11 +361,18 @@ static int write_atomic(const char *path, const char *text)
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0;
-    if (fclose(f)) bad = 1;
-    if (bad || rename(tmp, path)) {
+    int bad = fputs(text, f) < 0, e = bad ? errno : 0;
+    if (fclose(f) && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && rename(tmp, path)) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
         unlink(tmp);
-        return ncmi_error_set("%s: cannot write", path);
+        return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
     }
     return 0;
 }

@@ -932,7 +932,9 @@ static int score_slide(sc_model *m, const cli_slide *sl, const char *out_dir, in
     r.t_total = cli_now() - t0;
     jr = sc_report_json(&r);
     snprintf(p, sizeof p, "%s/%s", work, name_json);
-    if (json_dump_file(jr, p, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0) FAIL("%s: cannot write", p);
+    errno = 0;
+    if (json_dump_file(jr, p, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) != 0)
+        FAIL("%s: cannot write: %s", p, errno ? strerror(errno) : "write error");
 
     /* 6. into place: the top-k folder, then the files (an old top-k folder is
      * moved into the temporary folder and removed with it) */

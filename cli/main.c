@@ -4,6 +4,10 @@
 
 #include "cli.h"
 
+#if NCMI_HAVE_HDF5
+#include <hdf5.h>
+#endif
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -40,6 +44,13 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+#if NCMI_HAVE_HDF5
+    /* no HDF5 shutdown at exit: after an H5Fclose that failed (disk full) the
+     * library's exit handler closes that file again and crashes (SIGSEGV in
+     * H5F__close_cb), turning a reported write error into a segfault; every
+     * file we write is closed (and checked) before exit anyway */
+    H5dont_atexit();
+#endif
     if (argc < 2) {
         usage(stderr);
         return NCMI_EXIT_USAGE;

@@ -404,7 +404,11 @@ int sc_report_html(const sc_report *r, const char *path)
     esc(f, r->json_name);
     fputs(". This page is a research tool output, not a diagnosis.</p>\n", f);
     fprintf(f, "<script>\n%s</script>\n</body></html>\n", page_js);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) return ncmi_error_set("%s: cannot write (disk full?)", path);
+    int bad = ferror(f), e = bad ? errno : 0;
+    if (fclose(f) != 0 && !e) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
     return 0;
 }

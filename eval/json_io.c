@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 int eval_json_write_atomic(const char *path, json_t *j)
 {
@@ -27,6 +28,7 @@ int eval_json_write_atomic(const char *path, json_t *j)
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include "../nn/error.h"
 #include "csv.h"
+#include "../nn/tmpfile.h"
 
 void eval_predictions_free(eval_predictions *p)
 {
@@ -219,5 +220,6 @@ int eval_predictions_write(const char *path, char *const *classes, int C, char *
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 void features_h5_free(features_h5 *f)
 {
@@ -234,10 +235,12 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
     if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     H5Pset_obj_track_times(fcpl, 0); /* the root group's too */
+    errno = 0; /* HDF5 reports no errno: the one its failing write() left is the problem */
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
     if (file < 0) {
-        ncmi_error_set("%s: cannot create %s (folder missing, read-only or full?)", path, tmp);
+        ncmi_error_set("%s: cannot create %s: %s", path, tmp, errno ? strerror(errno) : "HDF5 error");
+        unlink(tmp); /* H5Fcreate may have created it before failing (disk full) */
         free(tmp);
         return -1;
     }
@@ -266,9 +269,14 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
         if (!bad && at->level0_mpp > 0)
             bad = attr_num(file, "level0_mpp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &at->level0_mpp);
     }
-    if (H5Fclose(file) < 0) bad = 1;
+    int e = bad ? errno : 0;
+    if (H5Fclose(file) < 0 && !bad) {
+        bad = 1;
+        what = "the file (flush at close)";
+        e = errno;
+    }
     if (bad) {
-        ncmi_error_set("%s: cannot write %s (to %s; disk full or read-only?)", path, what, tmp);
+        ncmi_error_set("%s: cannot write %s (to %s): %s", path, what, tmp, e ? strerror(e) : "HDF5 error");
         unlink(tmp);
         free(tmp);
         return -1;
@@ -280,6 +288,7 @@ int features_h5_write_attrs(const char *path, const float *features, int64_t n, 
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 

@@ -263,13 +263,22 @@ static nn_tensor *transmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *i
     while (side * side < N) side++;
     while (side > 1 && (side - 1) * (side - 1) >= N) side--;
 
+    /* inference (no_grad, as ncmi eval and score run it): only the token
+     * tensor t lives from one stage to the next, so the intermediates of each
+     * stage are freed at its end and the peak is one stage's, not the sum of
+     * all (each is O(N): 200,000 patches would otherwise need ~23 GB) */
+    const int free_stages = nn_graph_no_grad(g);
+    const size_t mark = nn_graph_size(g);
     nn_tensor *h = nn_linear_relu(g, x, s->fc1.weight, s->fc1.bias);
     if (side * side > N) h = nn_repeat_rows(g, h, side * side);
     int cs[2] = {1, s->d};
     nn_tensor *parts[2] = {nn_reshape(g, s->cls_token, 2, cs), h};
     nn_tensor *t = nn_concat(g, parts, 2, 0); /* [1 + S*S, d] */
+    if (free_stages) nn_graph_truncate(g, mark, t);
     t = trans_layer(g, s, &s->layer[0], t, training, rng, NULL);
+    if (free_stages) nn_graph_truncate(g, mark, t);
     t = ppeg(g, s, t, side);
+    if (free_stages) nn_graph_truncate(g, mark, t);
     tm_attn keep;
     t = trans_layer(g, s, &s->layer[1], t, training, rng, &keep);
     nn_tensor *z = nn_layernorm_m_forward(g, &s->norm, nn_slice(g, t, 0, 0, 1)); /* [1, d] */

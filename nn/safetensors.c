@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "tmpfile.h"
 
 /* A header larger than this is not a real safetensors header (the Rust
  * implementation's limit is 100 MB). */
@@ -670,6 +671,7 @@ int nn_st_write(const char *path, const nn_st_tensor *ts, int n, const char *con
         unlink(tmp);
         goto out;
     }
+    ncmi_tmp_sweep(path);
     /* make the rename durable (best effort) */
     {
         char *dir = strdup(path);

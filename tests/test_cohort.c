@@ -19,72 +19,18 @@
 
 #include "../nn/error.h"
 #include "../tiler/synth_slide.h"
+#include "fault_util.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
-
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 65536, len = 0, r;
-    char *b = malloc(cap + 1);
-    while (b && (r = fread(b + len, 1, cap - len, f)) > 0) {
-        len += r;
-        if (len == cap) {
-            cap *= 2;
-            char *nb = realloc(b, cap + 1);
-            if (!nb) {
-                free(b);
-                b = NULL;
-            }
-            b = nb;
-        }
-    }
-    fclose(f);
-    if (b) b[len] = 0;
-    if (n) *n = len;
-    return b;
-}
-
-static int write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fputs(text, f);
-    return fclose(f);
-}
-
-static int exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
-/* build/tools/make_slides beside the ncmi under test */
-static const char *make_slides_bin(void)
-{
-    static char buf[4096];
-    const char *b = test_ncmi_bin();
-    const char *slash = strrchr(b, '/');
-    snprintf(buf, sizeof buf, "%.*s/tools/make_slides", slash ? (int)(slash - b) : 1, slash ? b : ".");
-    return access(buf, X_OK) == 0 ? buf : NULL;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ */
 /* generator                                                           */
 
 TEST(cohort_generator_deterministic)
 {
-    const char *ms = make_slides_bin();
+    const char *ms = fu_make_slides_bin();
     if (!ms) SKIP("build/tools/make_slides not built (make test builds it)");
     char *out = NULL;
     const char *args = "--cohort --n 8 --width 1200 --height 900 --pen-fraction 0.5 --quiet";
@@ -101,8 +47,8 @@ TEST(cohort_generator_deterministic)
     const char *files[] = {"manifest.csv", "truth.csv", "synth_000.tif", "synth_005.tif"};
     for (int i = 0; i < 4; i++) {
         size_t na, nb, nc;
-        char *a = slurp(test_tmp_path("gen0/%s", files[i]), &na), *b = slurp(test_tmp_path("gen1/%s", files[i]), &nb);
-        char *c = slurp(test_tmp_path("gen2/%s", files[i]), &nc);
+        char *a = fu_slurp(test_tmp_path("gen0/%s", files[i]), &na), *b = fu_slurp(test_tmp_path("gen1/%s", files[i]), &nb);
+        char *c = fu_slurp(test_tmp_path("gen2/%s", files[i]), &nc);
         REQUIRE(a && b && c, "%s missing", files[i]);
         EXPECT(na == nb && !memcmp(a, b, na), "%s differs between two runs with the same seed", files[i]);
         if (i >= 1) EXPECT(na != nc || memcmp(a, c, na), "%s is the same with another seed", files[i]);
@@ -111,7 +57,7 @@ TEST(cohort_generator_deterministic)
         free(c);
     }
     /* manifest: classes cycle, splits per class in slide order */
-    char *m = slurp(test_tmp_path("gen0/manifest.csv"), NULL);
+    char *m = fu_slurp(test_tmp_path("gen0/manifest.csv"), NULL);
     REQUIRE(m, "no manifest");
     EXPECT(strstr(m, "slide_id,case_id,label,split,rel_path,path\n") == m, "header: %.60s", m);
     EXPECT(strstr(m, "synth_000,synth_000,negative,train,synth_000.tif,synth_000.tif\n") &&
@@ -196,7 +142,7 @@ TEST(cohort_generator_pen_and_texture)
 
     char fx[4200];
     snprintf(fx, sizeof fx, "%s/slides/cmu-1-small-region.svs", test_fixtures_dir());
-    if (!exists(fx)) SKIP("fixture %s absent (texture source part)", fx);
+    if (!fu_exists(fx)) SKIP("fixture %s absent (texture source part)", fx);
     tl_synth_texture tex;
     REQUIRE(tl_synth_texture_load(fx, 0, 1.0, &tex) == 0, "%s", ncmi_error());
     printf("    texture %dx%d px at 1 um/px, windows %d px, tissue %.2f / %.2f\n", tex.w, tex.h, tex.win, tex.tissue[0],
@@ -249,7 +195,7 @@ TEST(cohort_manifest_refused_with_rows)
 {
     const char *dir = test_tmp_path("badman");
     mkdir(dir, 0777);
-    write_text(test_tmp_path("badman/m.csv"), "slide_id,label,split,rel_path\n"
+    fu_write_text(test_tmp_path("badman/m.csv"), "slide_id,label,split,rel_path\n"
                                                "a,negative,train,a.tif\n"
                                                "b,macro,train,b.tif\n"
                                                "a,itc,val,a2.tif\n"
@@ -259,7 +205,7 @@ TEST(cohort_manifest_refused_with_rows)
     char yaml[8192];
     snprintf(yaml, sizeof yaml, "name: bad\nmanifest: %s/m.csv\nclasses: [negative, itc, micro, macro]\n"
                                 "data_root: %s\n", dir, dir);
-    write_text(test_tmp_path("badman/ds.yaml"), yaml);
+    fu_write_text(test_tmp_path("badman/ds.yaml"), yaml);
     char *out = NULL;
     int st = test_ncmi(&out, "cohort tile --dataset %s/ds.yaml --work %s/w", dir, dir);
     EXPECT(st == 2, "exit %d", st);
@@ -271,7 +217,7 @@ TEST(cohort_manifest_refused_with_rows)
            "unknown label not named: %s", out ? out : "");
     EXPECT(out && strstr(out, "row 5 (line 6): split 'tset'"), "bad split not named: %s", out ? out : "");
     EXPECT(out && strstr(out, "refused: 4 problems (2 duplicated slide ids)"), "summary: %s", out ? out : "");
-    EXPECT(!exists(test_tmp_path("badman/w/tiles")) && !exists(test_tmp_path("badman/w/manifest.csv")),
+    EXPECT(!fu_exists(test_tmp_path("badman/w/tiles")) && !fu_exists(test_tmp_path("badman/w/manifest.csv")),
            "work was started on a refused manifest");
     free(out);
     /* the training stage refuses it too (no slides needed) */
@@ -294,7 +240,7 @@ TEST(cohort_missing_slides_listed_before_work)
         p.seed = 40 + (uint64_t)i;
         if (tl_synth_slide_write(test_tmp_path("miss/root/sub/s%d.tif", i), &p, NULL)) SKIP("%s", ncmi_error());
     }
-    write_text(test_tmp_path("miss/m.csv"), "slide_id,label,split,rel_path\n"
+    fu_write_text(test_tmp_path("miss/m.csv"), "slide_id,label,split,rel_path\n"
                                             "s0,negative,train,sub/s0.tif\n"
                                             "gone1,itc,train,sub/gone1.tif\n"
                                             "s1,macro,val,sub/s1.tif\n"
@@ -302,7 +248,7 @@ TEST(cohort_missing_slides_listed_before_work)
     char yaml[8192];
     snprintf(yaml, sizeof yaml, "name: miss\nmanifest: %s/m.csv\nclasses: [negative, itc, micro, macro]\n"
                                 "tile:\n  target_mpp: 2.0\n  patch_size: 64\n", dir);
-    write_text(test_tmp_path("miss/ds.yaml"), yaml);
+    fu_write_text(test_tmp_path("miss/ds.yaml"), yaml);
     char *out = NULL;
     int st = test_ncmi(&out, "cohort tile --dataset %s/ds.yaml --data-root %s/root --work %s/w", dir, dir, dir);
     EXPECT(st == 2, "exit %d", st);
@@ -310,8 +256,8 @@ TEST(cohort_missing_slides_listed_before_work)
                strstr(out, "gone2 ") && strstr(out, "/elsewhere/gone2.tif") && strstr(out, "--allow-missing") &&
                !strstr(out, "  s0 "),
            "missing slides not listed: %s", out ? out : "");
-    EXPECT(!exists(test_tmp_path("miss/w/tiles")), "tiling started despite missing slides");
-    char *csv = slurp(test_tmp_path("miss/w/missing_slides.csv"), NULL);
+    EXPECT(!fu_exists(test_tmp_path("miss/w/tiles")), "tiling started despite missing slides");
+    char *csv = fu_slurp(test_tmp_path("miss/w/missing_slides.csv"), NULL);
     EXPECT(csv && strstr(csv, "gone1,itc,") && strstr(csv, "gone2,micro,"), "missing_slides.csv: %s",
            csv ? csv : "(none)");
     free(csv);
@@ -320,12 +266,12 @@ TEST(cohort_missing_slides_listed_before_work)
     st = test_ncmi(&out, "cohort tile --dataset %s/ds.yaml --data-root %s/root --work %s/w --allow-missing", dir, dir,
                    dir);
     EXPECT(st == 0, "exit %d: %s", st, out ? out : "");
-    char *man = slurp(test_tmp_path("miss/w/manifest.csv"), NULL);
+    char *man = fu_slurp(test_tmp_path("miss/w/manifest.csv"), NULL);
     EXPECT(man && strstr(man, "slide_id,label,split,path\ns0,negative,train,/") && strstr(man, "\ns1,macro,val,/") &&
                !strstr(man, "gone"),
            "resolved manifest: %s", man ? man : "(none)");
     free(man);
-    EXPECT(exists(test_tmp_path("miss/w/tiles/patches/s0.h5")) && exists(test_tmp_path("miss/w/tiles/patches/s1.h5")),
+    EXPECT(fu_exists(test_tmp_path("miss/w/tiles/patches/s0.h5")) && fu_exists(test_tmp_path("miss/w/tiles/patches/s1.h5")),
            "present slides not tiled");
     free(out);
     /* no DATA_ROOT at all: a usage error naming it */
@@ -347,7 +293,7 @@ static void fake_run(const char *runs, const char *name, const char *recipe, int
     for (int i = 0; i < n; i++) {
         char p[4600];
         snprintf(p, sizeof p, "%s/%s", dir, files[i][0]);
-        write_text(p, files[i][1]);
+        fu_write_text(p, files[i][1]);
     }
 }
 
@@ -369,7 +315,7 @@ TEST(report_table3)
     const char *prefix = test_tmp_path("t3out/table3");
     int st = test_ncmi(&out, "report table3 --runs %s --out %s", runs, prefix);
     EXPECT(st == 3, "incomplete table: exit %d: %s", st, out ? out : "");
-    char *md = slurp(test_tmp_path("t3out/table3.md"), NULL), *csv = slurp(test_tmp_path("t3out/table3.csv"), NULL);
+    char *md = fu_slurp(test_tmp_path("t3out/table3.md"), NULL), *csv = fu_slurp(test_tmp_path("t3out/table3.csv"), NULL);
     REQUIRE(md && csv, "no table written: %s", out ? out : "");
     /* dataset from the run names; paper columns; mean +- std of the two CE seeds (0.65 +- 0.0707) */
     EXPECT(strstr(md, "# Table III: camelyon17"), "title: %.80s", md);
@@ -420,125 +366,41 @@ TEST(report_table3)
 /* ------------------------------------------------------------------ */
 /* kill -9 and rerun                                                   */
 
-/* Run `cmd` (through sh, in its own process group) and SIGKILL the group
- * after `delay` seconds unless it exits first. Returns 1 when it was killed,
- * 0 when it finished first (exit status in *status), -1 on error. */
-static int run_and_kill(const char *cmd, double delay, int *status)
+/* The kill tests' cohort: 16 slides of 1600 x 1200 px (8 train / 4 val / 4
+ * test) generated, tiled, encoded and trained (abmil and transmil, CE and
+ * NCMI) without interruption in <tmp>/<name>/w, timed, then moved aside to
+ * <name>/ref (and the slides to <name>/slides_ref). The cohort command line
+ * of a stage is printf(k->base, stage). 0 when ready (a failure or skip has
+ * been recorded otherwise). */
+typedef struct {
+    char dir[1024], base[8192];
+    double took[4]; /* slides, tile, features, train */
+} kill_cohort;
+
+static const char *const kill_stages[4] = {"slides", "tile", "features", "train"};
+
+static int kill_cohort_prepare(kill_cohort *k, const char *name)
 {
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
+    const char *ms = fu_make_slides_bin();
+    if (!ms) {
+        test_skip("build/tools/make_slides not built (make test builds it)");
+        return -1;
     }
-    setpgid(pid, pid);
-    double t0 = now_s();
-    int st = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-            return 0;
-        }
-        if (now_s() - t0 >= delay) break;
-        usleep(5000);
+    char cwd[1024];
+    if (!getcwd(cwd, sizeof cwd) || !fu_exists("configs/synthetic_abmil_ce.yaml")) {
+        test_skip("run from the repository root (configs/ needed)");
+        return -1;
     }
-    kill(-pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    *status = -1;
-    return 1;
-}
-
-/* compare every file of ref with the same path under dir (status files and
- * the seconds column of log.csv aside) */
-static const char *cmp_ref, *cmp_dir;
-static int cmp_n, cmp_bad;
-static char cmp_first[512];
-
-static int cmp_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    if (flag != FTW_F) return 0;
-    const char *rel = path + strlen(cmp_ref);
-    const char *base = strrchr(path, '/') + 1;
-    if (strstr(base, "_status") || !strcmp(base, "missing_slides.csv")) return 0;
-    char other[8192];
-    snprintf(other, sizeof other, "%s%s", cmp_dir, rel);
-    size_t na, nb;
-    char *a = slurp(path, &na), *b = slurp(other, &nb);
-    int same = a && b;
-    if (same && !strcmp(base, "log.csv")) {
-        /* drop the last column (seconds) of every line */
-        char *x[2] = {a, b};
-        for (int k = 0; k < 2; k++) {
-            char *w = x[k];
-            for (char *r = x[k]; *r;) {
-                char *eol = strchr(r, '\n');
-                if (!eol) eol = r + strlen(r);
-                char *comma = r;
-                for (char *q = r; q < eol; q++)
-                    if (*q == ',') comma = q;
-                size_t keep = (size_t)(comma - r);
-                memmove(w, r, keep);
-                w += keep;
-                *w++ = '\n';
-                r = *eol ? eol + 1 : eol;
-            }
-            *w = 0;
-        }
-        same = !strcmp(a, b);
-    } else if (same) {
-        same = na == nb && !memcmp(a, b, na);
-    }
-    cmp_n++;
-    if (!same) {
-        if (!cmp_bad) snprintf(cmp_first, sizeof cmp_first, "%s%s", rel, b ? " differs" : " missing");
-        cmp_bad++;
-    }
-    free(a);
-    free(b);
-    return 0;
-}
-
-static int count_tmp(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    if (flag == FTW_F && strstr(path, ".tmp.")) cmp_bad++;
-    return 0;
-}
-
-/* One stage: uninterrupted into W (timed) was done by the caller; here in
- * W2: killed at seeded moments, then rerun to completion. */
-static double splitmix01(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
-}
-
-TEST(cohort_kill9_and_rerun_identical)
-{
-    const char *ms = make_slides_bin();
-    if (!ms) SKIP("build/tools/make_slides not built (make test builds it)");
-    char cwd[4096];
-    if (!getcwd(cwd, sizeof cwd) || !exists("configs/synthetic_abmil_ce.yaml"))
-        SKIP("run from the repository root (configs/ needed)");
-    const char *dir = test_tmp_path("kill");
+    snprintf(k->dir, sizeof k->dir, "%s", test_tmp_path("%s", name));
+    const char *dir = k->dir;
     mkdir(dir, 0777);
-    /* a small cohort: 16 slides of 1600 x 1200 px (8 train / 4 val / 4 test) */
     const char *gen = "--cohort --n 16 --width 1600 --height 1200 --seed 5 --quiet";
-    char cmd[16384], yaml[8192];
+    char cmd[16384], yaml[16384];
     snprintf(cmd, sizeof cmd, "%s %s --out %s/gen && cp %s/gen/manifest.csv %s/tiny.csv", ms, gen, dir, dir, dir);
-    REQUIRE(test_run(cmd, NULL) == 0, "make_slides failed");
+    if (test_run(cmd, NULL) != 0) {
+        test_fail_at(__FILE__, __LINE__, "make_slides failed");
+        return -1;
+    }
     snprintf(yaml, sizeof yaml,
              "name: tiny\nmanifest: %s/tiny.csv\nclasses: [negative, itc, micro, macro]\ndata_root: %s/slides\n"
              "generate: %s\n"
@@ -547,73 +409,104 @@ TEST(cohort_kill9_and_rerun_identical)
              "train:\n  recipe: %s/configs/synthetic_{head}_{loss}.yaml\n  heads: [abmil, transmil]\n"
              "  losses: [ce, ncmi]\n  set: [lp.epochs=10]\n",
              dir, dir, gen, cwd);
-    write_text(test_tmp_path("kill/tiny.yaml"), yaml);
-    char base[8192];
-    snprintf(base, sizeof base, "OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive %s cohort %%s --dataset %s/tiny.yaml --work %s/w",
+    snprintf(cmd, sizeof cmd, "%s/tiny.yaml", dir);
+    fu_write_text(cmd, yaml);
+    snprintf(k->base, sizeof k->base,
+             "OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive %s cohort %%s --dataset %s/tiny.yaml --work %s/w",
              test_ncmi_bin(), dir, dir);
-    const char *stages[4] = {"slides", "tile", "features", "train"};
-    double took[4] = {0};
     char *out = NULL;
     /* uninterrupted, timed; then moved aside as the reference */
     for (int s = 0; s < 4; s++) {
         char c1[9000];
-        snprintf(c1, sizeof c1, base, stages[s]);
-        double t0 = now_s();
+        snprintf(c1, sizeof c1, k->base, kill_stages[s]);
+        double t0 = fu_now_s();
         int st = test_run(c1, &out);
-        took[s] = now_s() - t0;
-        REQUIRE(st == 0, "%s: exit %d: %s", stages[s], st, out ? out : "");
+        k->took[s] = fu_now_s() - t0;
+        if (st != 0) {
+            test_fail_at(__FILE__, __LINE__, "%s: exit %d: %s", kill_stages[s], st, out ? out : "");
+            free(out);
+            return -1;
+        }
         free(out);
         out = NULL;
     }
-    printf("    uninterrupted: slides %.1f s, tile %.1f s, features %.1f s, train %.1f s\n", took[0], took[1], took[2],
-           took[3]);
+    printf("    uninterrupted: slides %.1f s, tile %.1f s, features %.1f s, train %.1f s\n", k->took[0], k->took[1],
+           k->took[2], k->took[3]);
     snprintf(cmd, sizeof cmd, "mv %s/w %s/ref && mv %s/slides %s/slides_ref", dir, dir, dir, dir);
-    REQUIRE(test_run(cmd, NULL) == 0, "mv");
-    /* killed at seeded moments (twice per stage), rerun until done */
+    if (test_run(cmd, NULL) != 0) {
+        test_fail_at(__FILE__, __LINE__, "mv");
+        return -1;
+    }
+    return 0;
+}
+
+/* Stage s of the cohort killed twice at seeded moments (one in the first
+ * half of the uninterrupted time, one in the second), then rerun to
+ * completion. Returns the number of runs the kill interrupted. */
+static int kill_stage_twice(const kill_cohort *k, int s, uint64_t *seed)
+{
+    char c1[9000];
+    snprintf(c1, sizeof c1, k->base, kill_stages[s]);
+    int kills = 0;
+    for (int t = 0; t < 2; t++) {
+        double at = (0.1 + 0.4 * t + 0.4 * fu_splitmix01(seed)) * k->took[s];
+        int st;
+        int killed = fu_run_and_kill(c1, at, &st);
+        EXPECT(killed >= 0, "fork failed");
+        kills += killed == 1;
+        printf("    %s: %s at %.2f s\n", kill_stages[s], killed ? "killed" : "finished before the kill", at);
+        if (!killed) EXPECT(st == 0, "%s exit %d", kill_stages[s], st);
+    }
+    char *out = NULL;
+    int st = test_run(c1, &out);
+    EXPECT(st == 0, "%s rerun: exit %d: %s", kill_stages[s], st, out ? out : "");
+    free(out);
+    return kills;
+}
+
+/* every file of the reference (or of its subfolder sub) the same in w; no
+ * temporary file left; returns the number compared */
+static int kill_compare(const kill_cohort *k, const char *sub)
+{
+    char ref[8192], w[8192], first[512];
+    snprintf(ref, sizeof ref, "%s/ref%s%s", k->dir, sub ? "/" : "", sub ? sub : "");
+    snprintf(w, sizeof w, "%s/w%s%s", k->dir, sub ? "/" : "", sub ? sub : "");
+    int n = 0, bad = fu_tree_compare(ref, w, NULL, &n, first, sizeof first);
+    EXPECT(n > 0 && bad == 0, "%s: %d of %d files differ from the uninterrupted run (first: %s)", sub ? sub : "w", bad,
+           n, first);
+    int tmp = fu_tree_count_tmp(w, first, sizeof first);
+    EXPECT(tmp == 0, "%d temporary files left in %s (first: %s)", tmp, w, first);
+    return n;
+}
+
+TEST(cohort_kill9_and_rerun_identical)
+{
+    kill_cohort k;
+    if (kill_cohort_prepare(&k, "kill") != 0) return;
+    const char *dir = k.dir;
+    /* killed at seeded moments, twice per stage, rerun until done */
     uint64_t seed = 20240611;
     int kills = 0;
-    for (int s = 0; s < 4; s++) {
-        char c1[9000];
-        snprintf(c1, sizeof c1, base, stages[s]);
-        for (int k = 0; k < 2; k++) {
-            /* one moment in the first half of the uninterrupted time, one in the second */
-            double at = (0.1 + 0.4 * k + 0.4 * splitmix01(&seed)) * took[s];
-            int st;
-            int killed = run_and_kill(c1, at, &st);
-            REQUIRE(killed >= 0, "fork failed");
-            kills += killed == 1;
-            printf("    %s: %s at %.2f s\n", stages[s], killed ? "killed" : "finished before the kill", at);
-            if (!killed) EXPECT(st == 0, "%s exit %d", stages[s], st);
-        }
-        int st = test_run(c1, &out);
-        EXPECT(st == 0, "%s rerun: exit %d: %s", stages[s], st, out ? out : "");
-        free(out);
-        out = NULL;
-    }
+    for (int s = 0; s < 4; s++) kills += kill_stage_twice(&k, s, &seed);
     EXPECT(kills >= 4, "only %d of 8 kills interrupted a stage", kills);
     /* byte for byte */
-    cmp_ref = test_tmp_path("kill/ref");
-    cmp_dir = test_tmp_path("kill/w");
-    cmp_n = cmp_bad = 0;
-    nftw(cmp_ref, cmp_one, 16, FTW_PHYS);
-    printf("    %d files compared with the uninterrupted run, %d differ\n", cmp_n, cmp_bad);
-    EXPECT(cmp_n > 16 * 4 + 4 * 6 && cmp_bad == 0, "%d of %d files differ (first: %s)", cmp_bad, cmp_n, cmp_first);
-    cmp_ref = test_tmp_path("kill/slides_ref");
-    cmp_dir = test_tmp_path("kill/slides");
-    cmp_n = cmp_bad = 0;
-    nftw(cmp_ref, cmp_one, 16, FTW_PHYS);
-    EXPECT(cmp_n == 18 && cmp_bad == 0, "generated slides: %d of %d differ (first: %s)", cmp_bad, cmp_n, cmp_first);
-    cmp_bad = 0;
-    nftw(test_tmp_path("kill/w"), count_tmp, 16, FTW_PHYS);
-    EXPECT(cmp_bad == 0, "%d temporary files left in the work folder", cmp_bad);
+    char first[512];
+    int n = kill_compare(&k, NULL);
+    printf("    %d files compared with the uninterrupted run\n", n);
+    EXPECT(n > 16 * 4 + 4 * 6, "only %d files compared", n);
+    char a[8192], b[8192];
+    snprintf(a, sizeof a, "%s/slides_ref", dir);
+    snprintf(b, sizeof b, "%s/slides", dir);
+    int bad = fu_tree_compare(a, b, NULL, &n, first, sizeof first);
+    EXPECT(n == 18 && bad == 0, "generated slides: %d of %d differ (first: %s)", bad, n, first);
 
     /* incremental: nothing to redo; a newer features file restarts the runs that read it */
-    char c2[9000];
-    snprintf(c2, sizeof c2, base, "tile");
+    char c2[9000], cmd[16384], *out = NULL;
+    snprintf(c2, sizeof c2, k.base, "tile");
     int st = test_run(c2, &out);
     EXPECT(st == 0 && out && strstr(out, "0 ok, 16 skipped"), "tile rerun: %s", out ? out : "");
     free(out);
-    snprintf(c2, sizeof c2, base, "train");
+    snprintf(c2, sizeof c2, k.base, "train");
     st = test_run(c2, &out);
     EXPECT(st == 0 && out && strstr(out, "0 trained, 4 up to date"), "train rerun: %s", out ? out : "");
     free(out);
@@ -628,10 +521,61 @@ TEST(cohort_kill9_and_rerun_identical)
            "features change: %s", out ? out : "");
     free(out);
     /* eval: everything up to date */
-    snprintf(c2, sizeof c2, base, "eval");
+    snprintf(c2, sizeof c2, k.base, "eval");
     st = test_run(c2, &out);
     EXPECT(st == 0 && out && strstr(out, "0 metrics files written, 8 up to date"), "eval: %s", out ? out : "");
     free(out);
+}
+
+/* The long version: tile, features and train each killed at 10 seeded
+ * moments spread over the uninterrupted run time, one trial at a time (the
+ * stage's outputs removed, killed, rerun to completion, its outputs compared
+ * byte for byte with the uninterrupted run: coords, contours, previews,
+ * feature bags, and for training log.csv, last/best.safetensors,
+ * predictions and metrics: a resumed run ends where an uninterrupted one
+ * does). */
+TEST(long_cohort_kill9_ten_trials_per_stage)
+{
+    kill_cohort k;
+    if (kill_cohort_prepare(&k, "kill10") != 0) return;
+    char cmd[16384];
+    /* the later stages' inputs are the reference's */
+    snprintf(cmd, sizeof cmd, "cp -a %s/ref %s/w && cp -a %s/slides_ref %s/slides", k.dir, k.dir, k.dir, k.dir);
+    REQUIRE(test_run(cmd, NULL) == 0, "%s", cmd);
+    uint64_t seed = 20261127;
+    const char *clear[4] = {NULL, "rm -rf tiles", "rm -rf features features_status.csv encoder_random_*.safetensors",
+                            "rm -rf runs"};
+    const char *sub[4] = {NULL, "tiles", "features", "runs"};
+    int total_kills = 0, total_cmp = 0;
+    for (int s = 1; s < 4; s++) {
+        int kills = 0;
+        for (int t = 0; t < 10; t++) {
+            /* one trial at a time: trial t's moment in the t-th tenth */
+            uint64_t sd = seed + (uint64_t)(100 * s + t);
+            char c1[9000], c0[9000];
+            snprintf(c1, sizeof c1, k.base, kill_stages[s]);
+            snprintf(c0, sizeof c0, "cd %s/w && %s", k.dir, clear[s]);
+            EXPECT(test_run(c0, NULL) == 0, "%s", c0);
+            double at = (0.05 + 0.9 * ((double)t + fu_splitmix01(&sd)) / 10.0) * k.took[s];
+            int st;
+            int killed = fu_run_and_kill(c1, at, &st);
+            REQUIRE(killed >= 0, "fork failed");
+            kills += killed == 1;
+            if (!killed) EXPECT(st == 0, "%s exit %d", kill_stages[s], st);
+            char *out = NULL;
+            st = test_run(c1, &out);
+            EXPECT(st == 0, "%s rerun: exit %d: %s", kill_stages[s], st, out ? out : "");
+            free(out);
+            int n = kill_compare(&k, sub[s]);
+            total_cmp += n;
+            printf("    %s trial %d: %s at %.2f s; rerun: %d files compared\n", kill_stages[s], t + 1,
+                   killed ? "killed" : "finished before the kill", at, n);
+        }
+        EXPECT(kills >= 7, "%s: only %d of 10 kills interrupted the stage", kill_stages[s], kills);
+        total_kills += kills;
+    }
+    printf("    %d of 30 kills interrupted a stage; %d file comparisons, all identical: %s\n", total_kills, total_cmp,
+           test_failed() ? "no" : "yes");
 }
 
 /* ------------------------------------------------------------------ */

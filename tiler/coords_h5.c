@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 #if NCMI_HAVE_HDF5
 
@@ -50,10 +51,12 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
     if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0) return ncmi_error_set("%s: out of memory", path);
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     H5Pset_obj_track_times(fcpl, 0); /* the root group's too */
+    errno = 0; /* HDF5 reports no errno: the one its failing write() left is the problem */
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
     H5Pclose(fcpl);
     if (file < 0) {
-        ncmi_error_set("%s: cannot create %s: %s", path, tmp, strerror(errno));
+        ncmi_error_set("%s: cannot create %s: %s", path, tmp, errno ? strerror(errno) : "HDF5 error");
+        unlink(tmp); /* H5Fcreate may have created it before failing (disk full) */
         free(tmp);
         return -1;
     }
@@ -89,9 +92,14 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
     if (ds >= 0) H5Dclose(ds);
     H5Pclose(pl);
     if (sp >= 0) H5Sclose(sp);
-    if (H5Fclose(file) < 0) bad = 1;
+    int e = bad ? errno : 0;
+    if (H5Fclose(file) < 0 && !bad) {
+        bad = 1;
+        what = "the file (flush at close)";
+        e = errno;
+    }
     if (bad) {
-        ncmi_error_set("%s: cannot write %s (to %s)", path, what, tmp);
+        ncmi_error_set("%s: cannot write %s (to %s): %s", path, what, tmp, e ? strerror(e) : "HDF5 error");
         unlink(tmp);
         free(tmp);
         return -1;
@@ -103,6 +111,7 @@ int tl_coords_h5_write(const char *path, const int64_t *coords, size_t n, const 
         return -1;
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 

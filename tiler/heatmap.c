@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 #if NCMI_HAVE_VIPS
 #include <vips/vips.h>
@@ -139,6 +140,7 @@ int tl_png_write(const char *path, const uint8_t *rgb, int w, int h)
         unlink(tmp);
         return -1;
     }
+    ncmi_tmp_sweep(path);
     return 0;
 #else
     (void)rgb, (void)w, (void)h;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "../nn/error.h"
+#include "../nn/tmpfile.h"
 
 /* ---------------------------------------------------------------- presets */
 
@@ -671,6 +672,7 @@ int tl_geojson_write(const char *path, const tl_tissue *t)
         return ncmi_error_set("%s: cannot write: %s", path, strerror(e ? e : EIO));
     }
     free(tmp);
+    ncmi_tmp_sweep(path);
     return 0;
 }
 

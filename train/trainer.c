@@ -17,6 +17,7 @@
 #include "../nn/error.h"
 #include "../nn/ops.h"
 #include "../nn/safetensors.h"
+#include "../nn/tmpfile.h"
 
 #define CKPT_FORMAT "ncmi-train/2"
 #define LOG_HEADER                                                                                 \
@@ -983,6 +984,7 @@ static int log_write(const tr_trainer *t, const char *path)
         unlink(tmp);
         return ncmi_error_set("%s: cannot write: %s", path, strerror(e));
     }
+    ncmi_tmp_sweep(path);
     return 0;
 }
 
