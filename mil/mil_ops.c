@@ -69,13 +69,13 @@ static void softmax_abt_backward(nn_tensor *out)
         float *dl = nn_cuda_alloc((size_t)h * nm * sizeof(float));
         nn_cuda_memset0(dl, (size_t)h * nm * sizeof(float));
         nn_cuda_softmax_bwd(dl, out->data, out->grad, (size_t)h * n, m);
-        nn_cuda_scal(dl, scale, (size_t)h * nm);
-        if (nn_op_needs_grad(out, 0)) /* da [n, k] += dL [n, m] b [m, k] */
-            nn_cuda_gemm_batched(0, 0, n, k, m, dl, nm, b->data, (size_t)m * k, 1.f, nn_tensor_grad(a),
-                                 (size_t)n * k, h);
-        if (nn_op_needs_grad(out, 1)) /* db [m, k] += dL^T [m, n] a [n, k] */
-            nn_cuda_gemm_batched(1, 0, m, k, n, dl, nm, a->data, (size_t)n * k, 1.f, nn_tensor_grad(b),
-                                 (size_t)m * k, h);
+        /* the scale as the GEMMs' alpha (as the CPU's sgemm), not a pass over dL */
+        if (nn_op_needs_grad(out, 0)) /* da [n, k] += scale dL [n, m] b [m, k] */
+            nn_cuda_gemm_batched_alpha(0, 0, n, k, m, scale, dl, nm, b->data, (size_t)m * k, 1.f,
+                                       nn_tensor_grad(a), (size_t)n * k, h);
+        if (nn_op_needs_grad(out, 1)) /* db [m, k] += scale dL^T [m, n] a [n, k] */
+            nn_cuda_gemm_batched_alpha(1, 0, m, k, n, scale, dl, nm, a->data, (size_t)n * k, 1.f,
+                                       nn_tensor_grad(b), (size_t)m * k, h);
         nn_cuda_free(dl); /* after the queued GEMMs: stream-ordered reuse */
         return;
     }
@@ -115,9 +115,9 @@ nn_tensor *mil_softmax_abt(nn_graph *g, nn_tensor *a, nn_tensor *b, float scale)
     nn_tensor *out = nn_op_output(g, "transmil_softmax_abt", 3, shape, softmax_abt_backward, 2, src);
     out->fparam[0] = scale;
     const size_t nm = (size_t)n * m;
-    if (NN_ON_GPU(out)) { /* S = a b^T (batched over heads), scaled, softmax in place */
-        nn_cuda_gemm_batched(0, 1, n, m, k, a->data, (size_t)n * k, b->data, (size_t)m * k, 0.f, out->data, nm, h);
-        nn_cuda_scal(out->data, scale, (size_t)h * nm);
+    if (NN_ON_GPU(out)) { /* S = scale a b^T (batched over heads, the scale as alpha), softmax in place */
+        nn_cuda_gemm_batched_alpha(0, 1, n, m, k, scale, a->data, (size_t)n * k, b->data, (size_t)m * k, 0.f,
+                                   out->data, nm, h);
         nn_cuda_softmax(out->data, out->data, (size_t)h * n, m);
         return out;
     }
