@@ -83,6 +83,17 @@ static nn_tensor *gl_softmax_abt(nn_graph *g, nn_tensor **in, const gc_case *c)
     return mil_softmax_abt(g, in[0], in[1], c->fparam[0]);
 }
 
+static nn_tensor *gl_qkv_heads(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    return mil_qkv_heads(g, in[0], c->iparam[0], c->iparam[1], c->iparam[2]);
+}
+
+static nn_tensor *gl_add_merge(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    (void)c;
+    return mil_add_merge_heads(g, in[0], in[1]);
+}
+
 static const gc_case gl_cases[] = {
     {.name = "seq_conv_np3000_dh64", .nin = 2, .ndim = {3, 4}, .shape = {{3, 3000, 64}, {3, 1, 33, 1}},
      .fn = gl_seq_conv},
@@ -106,6 +117,14 @@ static const gc_case gl_cases[] = {
      .fn = gl_ppeg, .iparam = {17}, .no_grad_mask = 8u},
     {.name = "ppeg_b_only_s17_d40_k3", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{290, 40}, {290, 40}, {40, 1, 3, 3}, {40}},
      .fn = gl_ppeg, .iparam = {17}, .no_grad_mask = 4u},
+    {.name = "qkv_heads_k_np1000_h8", .nin = 1, .ndim = {2}, .shape = {{1000, 3 * 8 * 16 + 5}}, .fn = gl_qkv_heads,
+     .iparam = {1, 8, 16}},
+    {.name = "qkv_heads_v_np777_h3", .nin = 1, .ndim = {2}, .shape = {{777, 3 * 3 * 7}}, .fn = gl_qkv_heads,
+     .iparam = {2, 3, 7}},
+    {.name = "add_merge_h8_np1000", .nin = 2, .ndim = {3, 3}, .shape = {{8, 1000, 16}, {8, 1000, 16}},
+     .fn = gl_add_merge},
+    {.name = "add_merge_a_only_h3_np77", .nin = 2, .ndim = {3, 3}, .shape = {{3, 77, 5}, {3, 77, 5}},
+     .fn = gl_add_merge, .no_grad_mask = 2u},
     {.name = "softmax_abt_h4_n300_m33", .nin = 2, .ndim = {3, 3}, .shape = {{4, 300, 16}, {4, 33, 16}},
      .fn = gl_softmax_abt, .fparam = {0.25f}},
 };
