@@ -59,6 +59,21 @@ void mil_ema_update(nn_tensor *dst, const nn_tensor *src, float decay)
 
 /* ---- TransMIL ---- */
 
+nn_tensor *mil_diag_const(nn_graph *g, nn_device dev, int m, float v)
+{
+    int shape[2] = {m, m};
+    nn_tensor *t = nn_tensor_new_on(g, dev, 2, shape); /* zeroed */
+    if (m <= 0) return t;
+    if (dev != NN_DEVICE_CPU) { /* t[0, 0] = v, then t[i, i] = t[0, 0] for i >= 1 (reads never overlap writes) */
+        nn_cuda_fill(t->data, v, 1);
+        if (m > 1)
+            nn_cuda_block_copy(t->data + (size_t)m + 1, (size_t)m + 1, 0, t->data, 0, 0, (size_t)m - 1, 1, 0);
+        return t;
+    }
+    for (int i = 0; i < m; i++) t->data[(size_t)i * m + i] = v;
+    return t;
+}
+
 static void softmax_abt_backward(nn_tensor *out)
 {
     nn_tensor *a = out->src[0], *b = out->src[1];

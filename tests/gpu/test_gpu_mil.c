@@ -175,6 +175,18 @@ GPU_WORKER_TEST(gpu_mil_ops_large)
         free(g1);
         free(g2);
     }
+    static const int diag_m[] = {1, 2, 5, 256};
+    for (size_t i = 0; i < sizeof diag_m / sizeof diag_m[0]; i++) {
+        nn_graph *g = nn_graph_new();
+        nn_tensor *c = mil_diag_const(g, NN_DEVICE_CPU, diag_m[i], 7.f);
+        nn_tensor *d = mil_diag_const(g, NN_DEVICE_CUDA, diag_m[i], 7.f);
+        float *h = malloc(d->numel * sizeof *h);
+        nn_tensor_to_host(d, h);
+        EXPECT(d->device == NN_DEVICE_CUDA && memcmp(h, c->data, c->numel * sizeof *h) == 0,
+               "mil_diag_const m %d: GPU differs from the CPU", diag_m[i]);
+        free(h);
+        nn_graph_free(g);
+    }
 }
 
 GPU_WORKER_TEST(gpu_mil_sigmax_ema)
