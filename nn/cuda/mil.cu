@@ -89,6 +89,58 @@ __global__ void k_seq_conv_bwd_v(float *gv, const float *go, const float *w, int
     }
 }
 
+// Seq conv forward (BWD false: out[c,i,j] = sum_t w[c,t] v[c,i+t-P,j]) and
+// input gradient (BWD true: gv[c,r,j] += sum_t w[c,t] go[c,r-t+P,j]) by row
+// tiles: block (c, tile of R rows) stages the R + 2P input rows it needs
+// (zeros outside [0, np)) and w[c, :] in shared memory, then each thread sums
+// its outputs' taps in t order, skipping rows outside the sequence (the same
+// sums as k_seq_conv_fwd / k_seq_conv_bwd_v). Dynamic shared memory:
+// (R + 2P) * dh + K floats.
+template <bool BWD>
+__global__ void k_seq_conv_tiled(float *out, const float *in, const float *w, int h, int np, int dh, int K, int R)
+{
+    extern __shared__ float smem[];
+    const int P = K / 2, ntile = (np + R - 1) / R;
+    float *sw = smem, *tile = smem + K;
+    for (size_t b = blockIdx.x; b < (size_t)h * ntile; b += gridDim.x) {
+        const int c = (int)(b / (size_t)ntile), r0 = (int)(b % (size_t)ntile) * R;
+        const int rows = np - r0 < R ? np - r0 : R;
+        const float *ic = in + (size_t)c * np * dh;
+        __syncthreads(); // the previous tile has been used
+        for (int t = (int)threadIdx.x; t < K; t += THREADS) sw[t] = w[(size_t)c * K + t];
+        const size_t nload = (size_t)(rows + 2 * P) * dh;
+        for (size_t k = threadIdx.x; k < nload; k += THREADS) {
+            const int rr = r0 - P + (int)(k / (size_t)dh), j = (int)(k % (size_t)dh);
+            tile[k] = rr >= 0 && rr < np ? ic[(size_t)rr * dh + j] : 0.f;
+        }
+        __syncthreads();
+        float *oc = out + (size_t)c * np * dh;
+        for (size_t k = threadIdx.x; k < (size_t)rows * dh; k += THREADS) {
+            const int il = (int)(k / (size_t)dh), j = (int)(k % (size_t)dh), i = r0 + il;
+            float acc = 0.f;
+            for (int t = 0; t < K; t++) {
+                const int off = BWD ? P - t : t - P; // input row i + off
+                if (i + off < 0 || i + off >= np) continue;
+                acc += sw[t] * tile[(size_t)(il + off + P) * dh + j];
+            }
+            if (BWD)
+                oc[(size_t)i * dh + j] += acc;
+            else
+                oc[(size_t)i * dh + j] = acc;
+        }
+    }
+}
+
+// rows per tile of k_seq_conv_tiled within 48 KiB of shared memory (at most
+// 64), or 0 when fewer than 8 fit (the untiled kernels then)
+static int seq_conv_tile_rows(int dh, int K)
+{
+    const long budget = 12000 - K; // floats
+    long R = budget / (dh > 0 ? dh : 1) - 2L * (K / 2);
+    if (R > 64) R = 64;
+    return R >= 8 ? (int)R : 0;
+}
+
 // Weight gradient of the seq conv, two passes (deterministic, no atomics).
 // Pass 1: block (c, tap group tg, row chunk rc) with SC_TG taps t = tg*SC_TG ..;
 // each thread takes the elements (i, j) of rows rc*rows_per_chunk .. of head c
@@ -419,7 +471,13 @@ extern "C" void nn_cuda_mil_seq_conv_fwd(float *out, const float *v, const float
 {
     const size_t n = (size_t)h * np * dh;
     if (!n) return;
-    k_seq_conv_fwd<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(out, v, w, h, np, dh, K);
+    const int R = seq_conv_tile_rows(dh, K);
+    if (R > 0) {
+        const size_t shm = ((size_t)(R + 2 * (K / 2)) * dh + K) * sizeof(float);
+        const size_t nblk = (size_t)h * ((np + R - 1) / R);
+        k_seq_conv_tiled<false><<<blocks_for(nblk), THREADS, shm, NN_STREAM>>>(out, v, w, h, np, dh, K, R);
+    } else
+        k_seq_conv_fwd<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(out, v, w, h, np, dh, K);
     NN_CUDA_LAUNCHED();
 }
 
@@ -427,7 +485,13 @@ extern "C" void nn_cuda_mil_seq_conv_bwd_v(float *gv, const float *go, const flo
 {
     const size_t n = (size_t)h * np * dh;
     if (!n) return;
-    k_seq_conv_bwd_v<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(gv, go, w, h, np, dh, K);
+    const int R = seq_conv_tile_rows(dh, K);
+    if (R > 0) {
+        const size_t shm = ((size_t)(R + 2 * (K / 2)) * dh + K) * sizeof(float);
+        const size_t nblk = (size_t)h * ((np + R - 1) / R);
+        k_seq_conv_tiled<true><<<blocks_for(nblk), THREADS, shm, NN_STREAM>>>(gv, go, w, h, np, dh, K, R);
+    } else
+        k_seq_conv_bwd_v<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(gv, go, w, h, np, dh, K);
     NN_CUDA_LAUNCHED();
 }
 
