@@ -59,6 +59,21 @@ void mil_ema_update(nn_tensor *dst, const nn_tensor *src, float decay)
 
 /* ---- TransMIL ---- */
 
+nn_tensor *mil_diag_const(nn_graph *g, nn_device dev, int m, float v)
+{
+    int shape[2] = {m, m};
+    nn_tensor *t = nn_tensor_new_on(g, dev, 2, shape); /* zeroed */
+    if (m <= 0) return t;
+    if (dev != NN_DEVICE_CPU) { /* t[0, 0] = v, then t[i, i] = t[0, 0] for i >= 1 (reads never overlap writes) */
+        nn_cuda_fill(t->data, v, 1);
+        if (m > 1)
+            nn_cuda_block_copy(t->data + (size_t)m + 1, (size_t)m + 1, 0, t->data, 0, 0, (size_t)m - 1, 1, 0);
+        return t;
+    }
+    for (int i = 0; i < m; i++) t->data[(size_t)i * m + i] = v;
+    return t;
+}
+
 static void softmax_abt_backward(nn_tensor *out)
 {
     nn_tensor *a = out->src[0], *b = out->src[1];
@@ -69,13 +84,13 @@ static void softmax_abt_backward(nn_tensor *out)
         float *dl = nn_cuda_alloc((size_t)h * nm * sizeof(float));
         nn_cuda_memset0(dl, (size_t)h * nm * sizeof(float));
         nn_cuda_softmax_bwd(dl, out->data, out->grad, (size_t)h * n, m);
-        nn_cuda_scal(dl, scale, (size_t)h * nm);
-        if (nn_op_needs_grad(out, 0)) /* da [n, k] += dL [n, m] b [m, k] */
-            nn_cuda_gemm_batched(0, 0, n, k, m, dl, nm, b->data, (size_t)m * k, 1.f, nn_tensor_grad(a),
-                                 (size_t)n * k, h);
-        if (nn_op_needs_grad(out, 1)) /* db [m, k] += dL^T [m, n] a [n, k] */
-            nn_cuda_gemm_batched(1, 0, m, k, n, dl, nm, a->data, (size_t)n * k, 1.f, nn_tensor_grad(b),
-                                 (size_t)m * k, h);
+        /* the scale as the GEMMs' alpha (as the CPU's sgemm), not a pass over dL */
+        if (nn_op_needs_grad(out, 0)) /* da [n, k] += scale dL [n, m] b [m, k] */
+            nn_cuda_gemm_batched_alpha(0, 0, n, k, m, scale, dl, nm, b->data, (size_t)m * k, 1.f,
+                                       nn_tensor_grad(a), (size_t)n * k, h);
+        if (nn_op_needs_grad(out, 1)) /* db [m, k] += scale dL^T [m, n] a [n, k] */
+            nn_cuda_gemm_batched_alpha(1, 0, m, k, n, scale, dl, nm, a->data, (size_t)n * k, 1.f,
+                                       nn_tensor_grad(b), (size_t)m * k, h);
         nn_cuda_free(dl); /* after the queued GEMMs: stream-ordered reuse */
         return;
     }
@@ -115,9 +130,9 @@ nn_tensor *mil_softmax_abt(nn_graph *g, nn_tensor *a, nn_tensor *b, float scale)
     nn_tensor *out = nn_op_output(g, "transmil_softmax_abt", 3, shape, softmax_abt_backward, 2, src);
     out->fparam[0] = scale;
     const size_t nm = (size_t)n * m;
-    if (NN_ON_GPU(out)) { /* S = a b^T (batched over heads), scaled, softmax in place */
-        nn_cuda_gemm_batched(0, 1, n, m, k, a->data, (size_t)n * k, b->data, (size_t)m * k, 0.f, out->data, nm, h);
-        nn_cuda_scal(out->data, scale, (size_t)h * nm);
+    if (NN_ON_GPU(out)) { /* S = scale a b^T (batched over heads, the scale as alpha), softmax in place */
+        nn_cuda_gemm_batched_alpha(0, 1, n, m, k, scale, a->data, (size_t)n * k, b->data, (size_t)m * k, 0.f,
+                                   out->data, nm, h);
         nn_cuda_softmax(out->data, out->data, (size_t)h * n, m);
         return out;
     }
@@ -149,10 +164,10 @@ static void qkv_heads_backward(nn_tensor *out)
     const int h = out->shape[0], np = out->shape[1], dh = out->shape[2], part = out->iparam[0];
     const int w = x->shape[1];
     float *gx = nn_tensor_grad(x);
-    if (NN_ON_GPU(out)) {
-        for (int hh = 0; hh < h; hh++)
-            nn_cuda_block_copy(gx, (size_t)w, (size_t)(part * h + hh) * dh, out->grad + (size_t)hh * np * dh,
-                               (size_t)dh, 0, (size_t)np, (size_t)dh, 1);
+    if (NN_ON_GPU(out)) { /* one permutation kernel for all heads: gx[r, (part h + hh) dh + c] += go[hh, r, c] */
+        const int os[4] = {1, h, np, dh};
+        const size_t ost[4] = {0, (size_t)dh, (size_t)w, 1};
+        nn_cuda_transpose_bwd(out->grad, gx + (size_t)part * h * dh, os, ost, out->numel);
         return;
     }
 #pragma omp parallel for if ((size_t)np * h * dh >= 65536)
@@ -173,10 +188,10 @@ nn_tensor *mil_qkv_heads(nn_graph *g, nn_tensor *qkv, int part, int h, int dh)
     int shape[3] = {h, np, dh};
     nn_tensor *out = nn_op_output(g, "transmil_qkv_heads", 3, shape, qkv_heads_backward, 1, &qkv);
     out->iparam[0] = part;
-    if (NN_ON_GPU(out)) {
-        for (int hh = 0; hh < h; hh++)
-            nn_cuda_block_copy(out->data + (size_t)hh * np * dh, (size_t)dh, 0, qkv->data, (size_t)w,
-                               (size_t)(part * h + hh) * dh, (size_t)np, (size_t)dh, 0);
+    if (NN_ON_GPU(out)) { /* one permutation kernel for all heads: out[hh, r, c] = qkv[r, (part h + hh) dh + c] */
+        const int os[4] = {1, h, np, dh};
+        const size_t ost[4] = {0, (size_t)dh, (size_t)w, 1};
+        nn_cuda_transpose_fwd(qkv->data + (size_t)part * h * dh, out->data, os, ost, out->numel);
         return out;
     }
 #pragma omp parallel for if ((size_t)np * h * dh >= 65536)
@@ -256,12 +271,11 @@ static void add_merge_backward(nn_tensor *out)
     const int h = a->shape[0], np = a->shape[1], dh = a->shape[2];
     float *ga = nn_op_needs_grad(out, 0) ? nn_tensor_grad(a) : NULL;
     float *gb = nn_op_needs_grad(out, 1) ? nn_tensor_grad(b) : NULL;
-    if (NN_ON_GPU(out)) {
-        for (int hh = 0; hh < h; hh++) {
-            const size_t o = (size_t)hh * np * dh;
-            if (ga) nn_cuda_block_copy(ga + o, (size_t)dh, 0, out->grad, (size_t)h * dh, (size_t)hh * dh, (size_t)np, (size_t)dh, 1);
-            if (gb) nn_cuda_block_copy(gb + o, (size_t)dh, 0, out->grad, (size_t)h * dh, (size_t)hh * dh, (size_t)np, (size_t)dh, 1);
-        }
+    if (NN_ON_GPU(out)) { /* g[hh, r, c] += go[r, hh dh + c]: go [np, h, dh] permuted, one kernel per input */
+        const int os[4] = {1, np, h, dh};
+        const size_t ost[4] = {0, (size_t)dh, (size_t)np * dh, 1};
+        if (ga) nn_cuda_transpose_bwd(out->grad, ga, os, ost, out->numel);
+        if (gb) nn_cuda_transpose_bwd(out->grad, gb, os, ost, out->numel);
         return;
     }
 #pragma omp parallel for if ((size_t)np * h * dh >= 65536)
@@ -284,12 +298,11 @@ nn_tensor *mil_add_merge_heads(nn_graph *g, nn_tensor *a, nn_tensor *b)
     NCMI_CHECK(a->ndim == 3 && nn_tensor_same_shape(a, b), "mil_add_merge_heads: a, b [h, np, dh] expected");
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, "transmil_add_merge_heads", 2, s2, add_merge_backward, 2, src);
-    if (NN_ON_GPU(out)) {
-        for (int hh = 0; hh < h; hh++) {
-            const size_t o = (size_t)hh * np * dh;
-            nn_cuda_block_copy(out->data, (size_t)h * dh, (size_t)hh * dh, a->data + o, (size_t)dh, 0, (size_t)np, (size_t)dh, 0);
-            nn_cuda_block_copy(out->data, (size_t)h * dh, (size_t)hh * dh, b->data + o, (size_t)dh, 0, (size_t)np, (size_t)dh, 1);
-        }
+    if (NN_ON_GPU(out)) { /* out[r, hh dh + c] = a[hh, r, c], then += b[hh, r, c] (= a + b, as the CPU) */
+        const int os_out[4] = {1, np, h, dh}, os_in[4] = {1, h, np, dh};
+        const size_t st_in[4] = {0, (size_t)dh, (size_t)np * dh, 1}, st_out[4] = {0, (size_t)dh, (size_t)h * dh, 1};
+        nn_cuda_transpose_fwd(a->data, out->data, os_out, st_in, out->numel);
+        nn_cuda_transpose_bwd(b->data, out->data, os_in, st_out, out->numel);
         return out;
     }
 #pragma omp parallel for if ((size_t)np * h * dh >= 65536)

@@ -17,6 +17,10 @@ void mil_ema_update(nn_tensor *dst, const nn_tensor *src, float decay);
 
 /* ---- TransMIL (mil/transmil.c documents each) ---- */
 /* S [h, n, m] = softmax over the last axis of scale * a b^T, a [h, n, k], b [h, m, k]. */
+/* Constant [m, m] tensor with v on the diagonal (zeros elsewhere), on device
+ * dev; on the GPU made there (a fill and a strided copy: no host array, no
+ * upload). TransMIL's pinv iterations use it. */
+nn_tensor *mil_diag_const(nn_graph *g, nn_device dev, int m, float v);
 nn_tensor *mil_softmax_abt(nn_graph *g, nn_tensor *a, nn_tensor *b, float scale);
 /* Part `part` (0 q, 1 k, 2 v) of qkv [np, 3 h dh] as [h, np, dh]. */
 nn_tensor *mil_qkv_heads(nn_graph *g, nn_tensor *qkv, int part, int h, int dh);

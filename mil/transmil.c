@@ -97,23 +97,6 @@ typedef struct tm_attn {
     nn_tensor *attn1, *attn2_inv, *attn3; /* [h, np, m], [h, m, m], [h, m, np] */
 } tm_attn;
 
-/* Constant [m, m] tensor with v on the diagonal, on device dev. */
-static nn_tensor *diag_const(nn_graph *g, nn_device dev, int m, float v)
-{
-    int shape[2] = {m, m};
-    nn_tensor *t = nn_tensor_new_on(g, dev, 2, shape);
-    if (dev == NN_DEVICE_CPU) {
-        for (int i = 0; i < m; i++) t->data[(size_t)i * m + i] = v;
-        return t;
-    }
-    float *h = calloc((size_t)m * m, sizeof *h); /* built on the host, one copy */
-    NCMI_CHECK(h != NULL, "transmil: out of memory");
-    for (int i = 0; i < m; i++) h[(size_t)i * m + i] = v;
-    nn_tensor_from_host(t, h);
-    free(h);
-    return t;
-}
-
 /* Iterative Moore-Penrose pseudo-inverse of x [h, m, m] (nystrom-attention's
  * moore_penrose_iter_pinv; x >= 0 elementwise). */
 static nn_tensor *pinv_iter(nn_graph *g, nn_tensor *x, int iters)
@@ -125,8 +108,8 @@ static nn_tensor *pinv_iter(nn_graph *g, nn_tensor *x, int iters)
     nn_tensor *s = nn_mul(g, nn_max(g, col, 0, 1), nn_max(g, row, 0, 1)); /* [1] */
     nn_tensor *z = nn_div(g, nn_transpose(g, x, 1, 2), s);
     if (iters <= 0) return z;
-    nn_tensor *I7 = diag_const(g, x->device, m, 7.f), *I15 = diag_const(g, x->device, m, 15.f),
-              *I13 = diag_const(g, x->device, m, 13.f);
+    nn_tensor *I7 = mil_diag_const(g, x->device, m, 7.f), *I15 = mil_diag_const(g, x->device, m, 15.f),
+              *I13 = mil_diag_const(g, x->device, m, 13.f);
     for (int it = 0; it < iters; it++) {
         nn_tensor *xz = nn_matmul(g, x, z);
         nn_tensor *a = nn_sub(g, I7, xz);

@@ -53,6 +53,10 @@ void nn_cuda_gemm(int ta, int tb, int M, int N, int K, const float *A, const flo
  * A + i*sa, B + i*sb, C + i*sc (element strides). */
 void nn_cuda_gemm_batched(int ta, int tb, int M, int N, int K, const float *A, size_t sa,
                           const float *B, size_t sb, float beta, float *C, size_t sc, int batches);
+/* The same with the product scaled: C = alpha op(A) op(B) + beta C (as
+ * cblas_sgemm's alpha; folds a scale into the GEMM instead of a pass). */
+void nn_cuda_gemm_batched_alpha(int ta, int tb, int M, int N, int K, float alpha, const float *A, size_t sa,
+                                const float *B, size_t sb, float beta, float *C, size_t sc, int batches);
 /* y[r, o] = b[o] for every row r of y [rows, n]. */
 void nn_cuda_bias_fill(float *y, const float *b, int rows, int n);
 /* db[o] += sum over r of dy[r, o], dy [rows, n]; rows in ascending order

@@ -64,8 +64,14 @@ extern "C" void nn_cuda_gemm_batched(int ta, int tb, int M, int N, int K, const 
                                      const float *B, size_t sb, float beta, float *C, size_t sc,
                                      int batches)
 {
+    nn_cuda_gemm_batched_alpha(ta, tb, M, N, K, 1.f, A, sa, B, sb, beta, C, sc, batches);
+}
+
+extern "C" void nn_cuda_gemm_batched_alpha(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                                           size_t sa, const float *B, size_t sb, float beta, float *C, size_t sc,
+                                           int batches)
+{
     if (M <= 0 || N <= 0 || K <= 0 || batches <= 0) return;
-    const float alpha = 1.f;
     const nn_gemm_cm g = nn_gemm_colmajor(ta, tb, M, N, K, A, B);
     NN_GPU_CHECK(cublasSgemmStridedBatched(handle(), op(g.trans_first), op(g.trans_second), g.m, g.n,
                                            g.k, &alpha, g.first, g.ld_first, (long long)sb, g.second,

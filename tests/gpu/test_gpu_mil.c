@@ -55,6 +55,140 @@ GPU_WORKER_TEST(gpu_mil_ops_vs_cpu)
     EXPECT(k >= 15, "only %d mil_* op cases registered", k);
 }
 
+/* Larger shapes than the gradcheck cases (no finite differences here, only
+ * GPU vs CPU): several row chunks of the seq conv's weight gradient (128 rows
+ * per chunk at dh 64, a partial last chunk, odd dh, K not a multiple of the
+ * 8-tap group), several cell chunks of PPEG's (256 cells), channel counts
+ * that are not multiples of 32, each kernel size of the templated PPEG
+ * kernels, acc == x as TransMIL calls it. Then the same case twice on the
+ * GPU: the gradients must be bit-identical (fixed-order partial sums). */
+static nn_tensor *gl_seq_conv(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    (void)c;
+    return mil_seq_conv(g, in[0], in[1]);
+}
+
+static nn_tensor *gl_ppeg(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    return mil_ppeg_conv_add(g, in[0], in[1], in[2], in[3], c->iparam[0]);
+}
+
+static nn_tensor *gl_ppeg_same(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    return mil_ppeg_conv_add(g, in[0], in[0], in[1], in[2], c->iparam[0]);
+}
+
+static nn_tensor *gl_softmax_abt(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    return mil_softmax_abt(g, in[0], in[1], c->fparam[0]);
+}
+
+static nn_tensor *gl_qkv_heads(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    return mil_qkv_heads(g, in[0], c->iparam[0], c->iparam[1], c->iparam[2]);
+}
+
+static nn_tensor *gl_add_merge(nn_graph *g, nn_tensor **in, const gc_case *c)
+{
+    (void)c;
+    return mil_add_merge_heads(g, in[0], in[1]);
+}
+
+static const gc_case gl_cases[] = {
+    {.name = "seq_conv_np3000_dh64", .nin = 2, .ndim = {3, 4}, .shape = {{3, 3000, 64}, {3, 1, 33, 1}},
+     .fn = gl_seq_conv},
+    {.name = "seq_conv_np1001_dh33_k17", .nin = 2, .ndim = {3, 4}, .shape = {{4, 1001, 33}, {4, 1, 17, 1}},
+     .fn = gl_seq_conv},
+    {.name = "seq_conv_np257_dh1_k9", .nin = 2, .ndim = {3, 4}, .shape = {{2, 257, 1}, {2, 1, 9, 1}},
+     .fn = gl_seq_conv},
+    {.name = "seq_conv_np9000_dh128", .nin = 2, .ndim = {3, 4}, .shape = {{1, 9000, 128}, {1, 1, 33, 1}},
+     .fn = gl_seq_conv},
+    {.name = "ppeg_s40_d70_k7", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{1601, 70}, {1601, 70}, {70, 1, 7, 7}, {70}},
+     .fn = gl_ppeg, .iparam = {40}},
+    {.name = "ppeg_s40_d70_k5", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{1601, 70}, {1601, 70}, {70, 1, 5, 5}, {70}},
+     .fn = gl_ppeg, .iparam = {40}},
+    {.name = "ppeg_s41_d33_k3", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{1682, 33}, {1682, 33}, {33, 1, 3, 3}, {33}},
+     .fn = gl_ppeg, .iparam = {41}},
+    {.name = "ppeg_s23_d5_k1", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{530, 5}, {530, 5}, {5, 1, 1, 1}, {5}},
+     .fn = gl_ppeg, .iparam = {23}},
+    {.name = "ppeg_same_s57_d64_k7", .nin = 3, .ndim = {2, 4, 1}, .shape = {{3250, 64}, {64, 1, 7, 7}, {64}},
+     .fn = gl_ppeg_same, .iparam = {57}},
+    {.name = "ppeg_w_only_s17_d40_k5", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{290, 40}, {290, 40}, {40, 1, 5, 5}, {40}},
+     .fn = gl_ppeg, .iparam = {17}, .no_grad_mask = 8u},
+    {.name = "ppeg_b_only_s17_d40_k3", .nin = 4, .ndim = {2, 2, 4, 1}, .shape = {{290, 40}, {290, 40}, {40, 1, 3, 3}, {40}},
+     .fn = gl_ppeg, .iparam = {17}, .no_grad_mask = 4u},
+    {.name = "qkv_heads_k_np1000_h8", .nin = 1, .ndim = {2}, .shape = {{1000, 3 * 8 * 16 + 5}}, .fn = gl_qkv_heads,
+     .iparam = {1, 8, 16}},
+    {.name = "qkv_heads_v_np777_h3", .nin = 1, .ndim = {2}, .shape = {{777, 3 * 3 * 7}}, .fn = gl_qkv_heads,
+     .iparam = {2, 3, 7}},
+    {.name = "add_merge_h8_np1000", .nin = 2, .ndim = {3, 3}, .shape = {{8, 1000, 16}, {8, 1000, 16}},
+     .fn = gl_add_merge},
+    {.name = "add_merge_a_only_h3_np77", .nin = 2, .ndim = {3, 3}, .shape = {{3, 77, 5}, {3, 77, 5}},
+     .fn = gl_add_merge, .no_grad_mask = 2u},
+    {.name = "softmax_abt_h4_n300_m33", .nin = 2, .ndim = {3, 3}, .shape = {{4, 300, 16}, {4, 33, 16}},
+     .fn = gl_softmax_abt, .fparam = {0.25f}},
+};
+
+/* Forward and backward of c on the GPU from gc_inputs; the gradients of the
+ * inputs, concatenated, into a malloc'd host array (*n floats). */
+static float *gl_gpu_grads(const gc_case *c, size_t *n)
+{
+    nn_rng rng;
+    nn_tensor *in[GC_MAX_IN], *din[GC_MAX_IN] = {0};
+    gc_inputs(c, in, &rng);
+    for (int i = 0; i < c->nin; i++) din[i] = nn_tensor_to(in[i], NN_DEVICE_CUDA);
+    nn_graph *dg = nn_graph_new();
+    nn_tensor *dy = c->fn(dg, din, c);
+    float *R = malloc((dy->numel ? dy->numel : 1) * sizeof(float));
+    nn_rng_fill_uniform(&rng, R, dy->numel, -1.f, 1.f);
+    NCMI_CHECK(nn_backward_from(dg, dy, R) == 0, "%s", ncmi_error());
+    size_t tot = 0;
+    for (int i = 0; i < c->nin; i++)
+        if (in[i]->requires_grad) tot += din[i]->numel;
+    float *h = calloc(tot ? tot : 1, sizeof *h);
+    size_t o = 0;
+    for (int i = 0; i < c->nin; i++)
+        if (in[i]->requires_grad) {
+            nn_tensor_grad_to_host(din[i], h + o);
+            o += din[i]->numel;
+        }
+    *n = tot;
+    nn_graph_free(dg);
+    free(R);
+    for (int i = 0; i < c->nin; i++) {
+        nn_tensor_free(in[i]);
+        nn_tensor_free(din[i]);
+    }
+    return h;
+}
+
+GPU_WORKER_TEST(gpu_mil_ops_large)
+{
+    for (size_t i = 0; i < sizeof gl_cases / sizeof gl_cases[0]; i++) {
+        const gc_case *c = &gl_cases[i];
+        const double e = gpu_check_case(c, 1e-4);
+        size_t n1, n2;
+        float *g1 = gl_gpu_grads(c, &n1), *g2 = gl_gpu_grads(c, &n2);
+        const int same = n1 == n2 && memcmp(g1, g2, n1 * sizeof *g1) == 0;
+        printf("    %-28s worst %.2e (tol 1e-04)%s\n", c->name, e, same ? ", repeat bit-identical" : "");
+        EXPECT(same, "%s: two GPU runs give different gradients", c->name);
+        free(g1);
+        free(g2);
+    }
+    static const int diag_m[] = {1, 2, 5, 256};
+    for (size_t i = 0; i < sizeof diag_m / sizeof diag_m[0]; i++) {
+        nn_graph *g = nn_graph_new();
+        nn_tensor *c = mil_diag_const(g, NN_DEVICE_CPU, diag_m[i], 7.f);
+        nn_tensor *d = mil_diag_const(g, NN_DEVICE_CUDA, diag_m[i], 7.f);
+        float *h = malloc(d->numel * sizeof *h);
+        nn_tensor_to_host(d, h);
+        EXPECT(d->device == NN_DEVICE_CUDA && memcmp(h, c->data, c->numel * sizeof *h) == 0,
+               "mil_diag_const m %d: GPU differs from the CPU", diag_m[i]);
+        free(h);
+        nn_graph_free(g);
+    }
+}
+
 GPU_WORKER_TEST(gpu_mil_sigmax_ema)
 {
     static const int shapes[][2] = {{1, 1}, {3, 7}, {32, 1000}, {2, 16001}, {16, 1}};
