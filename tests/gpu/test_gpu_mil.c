@@ -162,15 +162,20 @@ static float *gl_gpu_grads(const gc_case *c, size_t *n)
     return h;
 }
 
+/* sums over hundreds to thousands of terms in another order than the CPU's
+ * (cuBLAS, fixed-order partials): 3e-4, the tolerance of the *_large cases of
+ * gpu_ops_vs_cpu (measured on an H200: worst 2.1e-4, softmax_abt's b gradient
+ * summed over n = 300 rows) */
+#define GL_TOL 3e-4
 GPU_WORKER_TEST(gpu_mil_ops_large)
 {
     for (size_t i = 0; i < sizeof gl_cases / sizeof gl_cases[0]; i++) {
         const gc_case *c = &gl_cases[i];
-        const double e = gpu_check_case(c, 1e-4);
+        const double e = gpu_check_case(c, GL_TOL);
         size_t n1, n2;
         float *g1 = gl_gpu_grads(c, &n1), *g2 = gl_gpu_grads(c, &n2);
         const int same = n1 == n2 && memcmp(g1, g2, n1 * sizeof *g1) == 0;
-        printf("    %-28s worst %.2e (tol 1e-04)%s\n", c->name, e, same ? ", repeat bit-identical" : "");
+        printf("    %-28s worst %.2e (tol %.0e)%s\n", c->name, e, GL_TOL, same ? ", repeat bit-identical" : "");
         EXPECT(same, "%s: two GPU runs give different gradients", c->name);
         free(g1);
         free(g2);
