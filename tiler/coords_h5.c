@@ -153,7 +153,11 @@ static int get_str(hid_t ds, hid_t file, const char *name, char *buf, size_t n)
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a);
     int rc = -1;
-    if (H5Tget_class(t) == H5T_STRING) {
+    /* one string (scalar or [1]): H5Aread writes every element of the attribute */
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    if (np == 1 && H5Tget_class(t) == H5T_STRING) {
         if (H5Tis_variable_str(t) > 0) {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, H5T_VARIABLE);
@@ -226,7 +230,7 @@ int tl_coords_h5_read(const char *path, int64_t **coords, size_t *n, tl_coords_a
         rc = ncmi_error_set("%s: dataset 'coords' is not numeric", path);
     } else {
         size_t rows = (size_t)dims[0];
-        *coords = malloc((rows ? rows : 1) * 2 * sizeof **coords);
+        *coords = rows <= SIZE_MAX / (2 * sizeof **coords) ? malloc((rows ? rows : 1) * 2 * sizeof **coords) : NULL;
         if (!*coords) rc = ncmi_error_set("%s: out of memory for %zu coords", path, rows);
         else if (rows && H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *coords) < 0)
             rc = ncmi_error_set("%s: dataset 'coords': read failed (corrupt file?)", path);
