@@ -257,14 +257,15 @@ int tl_coords_h5_read(const char *path, int64_t **coords, size_t *n, tl_coords_a
         get_num(ds, file, "level0_width", H5T_NATIVE_INT64, &a->level0_width, 1);
         get_num(ds, file, "level0_height", H5T_NATIVE_INT64, &a->level0_height, 1);
         /* CLAM: patch_size_level0 = patch_size * downsample (not stored) */
-        if (!a->patch_size_level0 && a->patch_size && a->downsample[0] > 0)
-            a->patch_size_level0 = (int64_t)(a->patch_size * a->downsample[0] + 0.5);
+        double ps0 = a->patch_size * a->downsample[0] + 0.5;
+        if (!a->patch_size_level0 && a->patch_size > 0 && a->downsample[0] > 0 && ps0 < 9e18) /* not inf, no overflow */
+            a->patch_size_level0 = (int64_t)ps0;
         if (bad) rc = ncmi_error_set("%s: attribute '%s' of 'coords' is not numeric", path, bad);
         if (get_str(ds, file, "tiling", a->tiling, sizeof a->tiling) <= 0) a->tiling[0] = 0;
         if (rc == 0 && name_buf && name_n) {
             int r = get_str(ds, file, "name", name_buf, name_n);
-            if (r <= 0) {
-                /* no name: the file's base name without .h5 and TRIDENT's _patches */
+            if (r <= 0 || !name_buf[0]) {
+                /* no name (or an empty one): the file's base name without .h5 and TRIDENT's _patches */
                 const char *b = strrchr(path, '/');
                 snprintf(name_buf, name_n, "%s", b ? b + 1 : path);
                 char *dot = strrchr(name_buf, '.');
