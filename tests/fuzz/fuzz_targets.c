@@ -20,6 +20,7 @@
 #include "../../eval/manifest.h"
 #include "../../eval/predictions.h"
 #include "../../features/features_h5.h"
+#include "../../mil/bags.h"
 #include "../../natural/cifar.h"
 #include "../../natural/imgdata.h"
 #include "../../natural/mnist.h"
@@ -158,6 +159,45 @@ int fuzz_manifest(const uint8_t *data, size_t size)
         }
         eval_manifest_free(&m);
     }
+    /* the same bytes as the manifest of a bag dataset (mil/bags.c: splits,
+       classes, files): a features folder holding a.h5 (3 x 4) and b.h5 (0 rows) */
+    char feat[600];
+    snprintf(feat, sizeof feat, "%s/features", fuzz_tmpdir());
+    struct stat sb;
+    if (stat(feat, &sb) != 0) {
+        if (mkdir(feat, 0700) != 0) abort();
+        float x[12] = {0};
+        int64_t xy[6] = {0};
+        char fp[700];
+        snprintf(fp, sizeof fp, "%s/a.h5", feat);
+        if (features_h5_write(fp, x, 3, 4, xy, "fuzz")) abort();
+        snprintf(fp, sizeof fp, "%s/b.h5", feat);
+        if (features_h5_write(fp, x, 0, 4, xy, "fuzz")) abort();
+    }
+    FILE *devnull = fopen("/dev/null", "w");
+    for (int skip = 0; skip < 2; skip++) {
+        mil_bags_opts o;
+        mil_bags_opts_default(&o);
+        o.features_dir = feat;
+        o.manifest = path;
+        o.prefetch = 0;
+        o.cache_mb = 1;
+        o.skip_missing = skip;
+        o.warn = devnull;
+        tr_dataset tr, va, te;
+        mil_bags_info info;
+        ncmi_error_clear();
+        int rb = mil_bags_open(&o, &tr, &va, &te, &info);
+        CHECK(rb);
+        if (rb == 0) {
+            if (info.C < 2 || info.d_feat != 4) abort();
+            tr_dataset_free(&tr);
+            tr_dataset_free(&va);
+            tr_dataset_free(&te);
+            mil_bags_info_free(&info);
+        }
+    }
+    if (devnull) fclose(devnull);
     /* the same bytes as a predictions CSV */
     ncmi_error_clear();
     eval_predictions p;
