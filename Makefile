@@ -94,7 +94,7 @@ ifeq ($(HAVE_NCCL),1)
 CUDA_LIBS += -lnccl
 endif
 endif
-TEST_SRC := $(wildcard tests/*.c)
+TEST_SRC := $(wildcard tests/*.c) tests/fuzz/fuzz_targets.c
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # GPU tests (make test-gpu): tests/gpu/*.c with the runner, the helpers and the
 # files that hold GRAD_TEST cases (each is also run on the GPU). Linked
@@ -320,6 +320,53 @@ test-cohort: setup
 	@bash tools/ci_table3.sh
 
 .PHONY: cohort-build slides tile features train eval report table3 test-cohort
+
+# ---- fuzzing (docs/fuzzing.md) ----
+# make fuzz [FUZZ_SECONDS=60] [FUZZ=h5,json]: builds the libFuzzer harnesses
+# tests/fuzz/fuzz_<name>.c with clang (-fsanitize=fuzzer,address,undefined) and
+# the library sources (-fsanitize=fuzzer-no-link,...) into build-fuzz/, then
+# runs each for FUZZ_SECONDS on a copy of tests/fuzz/corpus/<name>/ +
+# regress/<name>/; fails on any crash, leak or sanitizer report (the input is
+# left in build-fuzz/crash/). The regression inputs are also replayed by
+# make test (tests/test_fuzz_regress.c).
+FUZZ_SECONDS ?= 60
+fuzz_comma := ,
+FUZZ_CC ?= clang
+FUZZ_BUILD := build-fuzz
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_targets.c,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# our code, CPU only; clang-only warnings are not errors here (the gcc build enforces -Werror)
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -fopenmp -Wall -Wextra -Wno-pass-failed -MMD -MP $(FUZZ_SAN) \
+  $(PKG_CFLAGS) $(HDF5_CFLAGS) $(SLIDE_CFLAGS) -DNCMI_HAVE_CUDA=0 -DNCMI_HAVE_CUDNN=0 -DNCMI_HAVE_NCCL=0 \
+  -DNCMI_HAVE_MPI=0 -DNCMI_HAVE_OPENSLIDE=$(HAVE_OPENSLIDE) -DNCMI_HAVE_VIPS=$(HAVE_VIPS) -DNCMI_HAVE_HDF5=$(HAVE_HDF5)
+FUZZ_LIBS = $(PKG_LIBS) $(HDF5_LIBS) $(SLIDE_LIBS) -lm -fopenmp
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/tests/fuzz/fuzz_targets.o
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $< (fuzz)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/libncmi_fuzz.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libncmi_fuzz.a
+	@echo "  LD    $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -Werror -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libncmi_fuzz.a $(FUZZ_LIBS)
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs clang (FUZZ_CC=$(FUZZ_CC))"; exit 2; }
+	@$(MAKE) -s --no-print-directory $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(if $(FUZZ),$(subst $(fuzz_comma), ,$(FUZZ)),$(FUZZ_NAMES))
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
+.PHONY: fuzz fuzz-build fuzz-clean
+-include $(FUZZ_LIB_OBJ:.o=.d)
 
 .PHONY: all buildinfo setup demo test test-long lint test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
 

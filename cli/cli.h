@@ -40,6 +40,10 @@ void ncmi_help_measure(FILE *f);
 void ncmi_help_report(FILE *f);
 void ncmi_help_cohort(FILE *f);
 void ncmi_help_version(FILE *f);
+/* The dataset config schema of `ncmi cohort` and the size of the struct
+ * it fills (the fuzz harnesses load dataset configs through it). */
+struct ncmi_cfg_schema;
+const struct ncmi_cfg_schema *ncmi_cohort_schema(size_t *cfg_size);
 
 /* The command table (cli.c), NULL-name terminated, and lookup by name. */
 extern const ncmi_command ncmi_commands[];

@@ -162,6 +162,12 @@ static const ncmi_cfg_key cohort_keys[] = {
 static const ncmi_cfg_schema cohort_schema = {"dataset config", cohort_keys,
                                               (int)(sizeof cohort_keys / sizeof *cohort_keys)};
 
+const ncmi_cfg_schema *ncmi_cohort_schema(size_t *cfg_size)
+{
+    if (cfg_size) *cfg_size = sizeof(cohort_cfg);
+    return &cohort_schema;
+}
+
 /* enum fields hold an int index: read them through the schema */
 static const char *cfg_enum(const cohort_cfg *c, const char *key)
 {

@@ -2,6 +2,7 @@
 #include "features_h5.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,11 @@ static int read_features(hid_t file, const char *path, features_h5 *f)
         return ncmi_error_set("%s: dataset 'features': dimension %lld out of range", path, (long long)cols);
     }
     (void)size;
+    if (rows < 0 || (uint64_t)rows > SIZE_MAX / sizeof(float) / (uint64_t)cols) {
+        H5Dclose(ds);
+        return ncmi_error_set("%s: dataset 'features': %llu rows of %lld: too large", path,
+                              (unsigned long long)rows, (long long)cols);
+    }
     f->n = rows;
     f->d = (int)cols;
     f->features = malloc((size_t)(rows ? rows : 1) * (size_t)cols * sizeof(float));
@@ -308,7 +314,11 @@ static int root_string(hid_t file, const char *name, char *buf, size_t n)
     if (H5Aexists(file, name) > 0) {
         hid_t a = H5Aopen(file, name, H5P_DEFAULT);
         hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-        if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+        /* one string (scalar or [1]): H5Aread writes every element of the attribute */
+        hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
+        hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+        if (sp >= 0) H5Sclose(sp);
+        if (t >= 0 && np == 1 && H5Tget_class(t) == H5T_STRING) {
             if (H5Tis_variable_str(t) > 0) {
                 char *v = NULL;
                 hid_t mt = H5Tcopy(H5T_C_S1);
@@ -364,6 +374,14 @@ static double root_number(hid_t file, const char *name)
     return v;
 }
 
+/* the same as an integer in [-max, max] (0 when out of range or not finite:
+   converting such a double is undefined) */
+static int64_t root_integer(hid_t file, const char *name, int64_t max)
+{
+    double v = root_number(file, name);
+    return isfinite(v) && fabs(v) <= (double)max ? (int64_t)v : 0;
+}
+
 int features_h5_info_read(const char *path, features_h5_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -384,10 +402,10 @@ int features_h5_info_read(const char *path, features_h5_info *info)
     root_string(file, "name", info->name, sizeof info->name);
     root_string(file, "weights_source", info->weights_source, sizeof info->weights_source);
     root_string(file, "tiling", info->tiling, sizeof info->tiling);
-    info->patch_size = (int)root_number(file, "patch_size");
-    info->input_size = (int)root_number(file, "input_size");
-    info->patch_level = (int)root_number(file, "patch_level");
-    info->patch_size_level0 = (int64_t)root_number(file, "patch_size_level0");
+    info->patch_size = (int)root_integer(file, "patch_size", INT_MAX);
+    info->input_size = (int)root_integer(file, "input_size", INT_MAX);
+    info->patch_level = (int)root_integer(file, "patch_level", INT_MAX);
+    info->patch_size_level0 = root_integer(file, "patch_size_level0", INT64_MAX / 2);
     info->target_mpp = root_number(file, "target_mpp");
     info->level0_mpp = root_number(file, "level0_mpp");
     H5Fclose(file);

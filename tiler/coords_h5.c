@@ -162,7 +162,11 @@ static int get_str(hid_t ds, hid_t file, const char *name, char *buf, size_t n)
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a);
     int rc = -1;
-    if (H5Tget_class(t) == H5T_STRING) {
+    /* one string (scalar or [1]): H5Aread writes every element of the attribute */
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    if (np == 1 && H5Tget_class(t) == H5T_STRING) {
         if (H5Tis_variable_str(t) > 0) {
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, H5T_VARIABLE);
@@ -235,7 +239,7 @@ int tl_coords_h5_read(const char *path, int64_t **coords, size_t *n, tl_coords_a
         rc = ncmi_error_set("%s: dataset 'coords' is not numeric", path);
     } else {
         size_t rows = (size_t)dims[0];
-        *coords = malloc((rows ? rows : 1) * 2 * sizeof **coords);
+        *coords = rows <= SIZE_MAX / (2 * sizeof **coords) ? malloc((rows ? rows : 1) * 2 * sizeof **coords) : NULL;
         if (!*coords) rc = ncmi_error_set("%s: out of memory for %zu coords", path, rows);
         else if (rows && H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, *coords) < 0)
             rc = ncmi_error_set("%s: dataset 'coords': read failed (corrupt file?)", path);
@@ -262,14 +266,15 @@ int tl_coords_h5_read(const char *path, int64_t **coords, size_t *n, tl_coords_a
         get_num(ds, file, "level0_width", H5T_NATIVE_INT64, &a->level0_width, 1);
         get_num(ds, file, "level0_height", H5T_NATIVE_INT64, &a->level0_height, 1);
         /* CLAM: patch_size_level0 = patch_size * downsample (not stored) */
-        if (!a->patch_size_level0 && a->patch_size && a->downsample[0] > 0)
-            a->patch_size_level0 = (int64_t)(a->patch_size * a->downsample[0] + 0.5);
+        double ps0 = a->patch_size * a->downsample[0] + 0.5;
+        if (!a->patch_size_level0 && a->patch_size > 0 && a->downsample[0] > 0 && ps0 < 9e18) /* not inf, no overflow */
+            a->patch_size_level0 = (int64_t)ps0;
         if (bad) rc = ncmi_error_set("%s: attribute '%s' of 'coords' is not numeric", path, bad);
         if (get_str(ds, file, "tiling", a->tiling, sizeof a->tiling) <= 0) a->tiling[0] = 0;
         if (rc == 0 && name_buf && name_n) {
             int r = get_str(ds, file, "name", name_buf, name_n);
-            if (r <= 0) {
-                /* no name: the file's base name without .h5 and TRIDENT's _patches */
+            if (r <= 0 || !name_buf[0]) {
+                /* no name (or an empty one): the file's base name without .h5 and TRIDENT's _patches */
                 const char *b = strrchr(path, '/');
                 snprintf(name_buf, name_n, "%s", b ? b + 1 : path);
                 char *dot = strrchr(name_buf, '.');
