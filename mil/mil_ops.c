@@ -64,12 +64,14 @@ nn_tensor *mil_diag_const(nn_graph *g, nn_device dev, int m, float v)
     int shape[2] = {m, m};
     nn_tensor *t = nn_tensor_new_on(g, dev, 2, shape); /* zeroed */
     if (m <= 0) return t;
+#if NCMI_HAVE_CUDA /* a CPU-only build has no tensor on the GPU (and no such kernels to link) */
     if (dev != NN_DEVICE_CPU) { /* t[0, 0] = v, then t[i, i] = t[0, 0] for i >= 1 (reads never overlap writes) */
         nn_cuda_fill(t->data, v, 1);
         if (m > 1)
             nn_cuda_block_copy(t->data + (size_t)m + 1, (size_t)m + 1, 0, t->data, 0, 0, (size_t)m - 1, 1, 0);
         return t;
     }
+#endif
     for (int i = 0; i < m; i++) t->data[(size_t)i * m + i] = v;
     return t;
 }
