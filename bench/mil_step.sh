@@ -38,6 +38,7 @@ best() { sort -k4,4 -g | tail -1; }
 echo "threads $T, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $ROUNDS rounds, ${SECS}s each; $(uptime | sed 's/.*load/load/')"
 printf '%-9s %6s | %10s %10s %7s | %8s %8s %6s | %8s %8s\n' head N "ncmi b/s" "torch b/s" ratio \
     "ncmi MB" "torch MB" "mem" "ncmi+MB" "torch+MB"
+RES=""   # machine-readable lines for bench/report.py, printed after the table
 IFS=, read -ra HL <<< "$HEADS"
 IFS=, read -ra NL <<< "$SIZES"
 for h in "${HL[@]}"; do
@@ -56,7 +57,7 @@ for h in "${HL[@]}"; do
                 else echo "$h $n: torch failed: $(tail -1 "$err")"; fi
             fi
         done
-        if [ -n "$skip" ]; then echo "$h: $skip"; break; fi
+        if [ -n "$skip" ]; then echo "$h: $skip"; RES+="SKIP mil $h $skip"$'\n'; break; fi
         a=$(printf '%s' "$A" | best); b=$(printf '%s' "$B" | best)
         [ -n "$a" ] || continue
         echo "$a" "${b:-torch $h $n - - - -}" | awk '{
@@ -65,7 +66,10 @@ for h in "${HL[@]}"; do
             dt = ($14 != "-") ? sprintf("%.0f", $14 - $13) : "-";
             printf "%-9s %6d | %10.2f %10s %7s | %8.0f %8s %6s | %8.0f %8s\n",
                    $2, $3, $4, $11, r, $7, ($14 == "-" ? "-" : sprintf("%.0f", $14)), mr, $7 - $6, dt }'
-        [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)"
+        RES+=$(echo "$a" "${b:-torch $h $n - - - -}" | awk '{
+            printf "RESULT mil %s_N%s %s %s bags/s\nRESULT mil %s_N%s_peak_rss %s %s MB", $2, $3, $4, $11, $2, $3, $7, $14 }')$'\n'
+        [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)" && RES+="SKIP mil ${h}_N$n torch: $PYSKIP"$'\n'
         PYSKIP=""
     done
 done
+printf '%s' "$RES"
