@@ -98,6 +98,10 @@ have_bin() { [ -x "$BUILD/$1" ] || { skip "$2" "$BUILD/$1 not built (make BUILD=
 have_torch() { $PY -c "import torch" 2>/dev/null; }
 ncmi_has() { "$BUILD/ncmi" --version 2>/dev/null | grep -q "$1 yes"; }
 
+# features.sh and tile.sh call make for their binaries: keep a CPU-only build
+# CPU-only where nvcc exists (make reads CUDA=0 from the environment)
+"$BUILD/ncmi" --version 2>/dev/null | grep -q "CUDA no" && export CUDA=0
+
 echo "bench/run_all.sh: $MODE benchmarks into $LOGS, report $OUTF${QUICK:+ (quick)}; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in $ALL; do
     selected "$b" || continue
@@ -136,6 +140,7 @@ for b in $ALL; do
                 if [ -n "$QUICK" ]; then OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} run resnet_fwd "$BUILD/bench_resnet" resnet18 4 64 2
                 else OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} run resnet_fwd "$BUILD/bench_resnet" resnet50_trunc 32 224 3; fi ;;
         esac
+    elif ! ncmi_has CUDA; then skip "$b" "$BUILD/ncmi is built without CUDA"
     else
         case $b in
         gpu_ops) have_bin bench_gpu_ops gpu_ops && run gpu_ops bash bench/gpu_ops.sh "$BUILD" ${QUICK:+3} ;;
