@@ -67,7 +67,8 @@ for h in "${HL[@]}"; do
             printf "%-9s %6d | %10.2f %10s %7s | %8.0f %8s %6s | %8.0f %8s\n",
                    $2, $3, $4, $11, r, $7, ($14 == "-" ? "-" : sprintf("%.0f", $14)), mr, $7 - $6, dt }'
         RES+=$(echo "$a" "${b:-torch $h $n - - - -}" | awk '{
-            printf "RESULT mil %s_N%s %s %s bags/s\nRESULT mil %s_N%s_peak_rss %s %s MB", $2, $3, $4, $11, $2, $3, $7, $14 }')$'\n'
+            printf "RESULT mil %s_N%s %s %s bags/s\nRESULT mil %s_N%s_peak_rss %s %s MB\n", $2, $3, $4, $11, $2, $3, $7, $14
+            printf "RESULT mil %s_N%s_peak_above_start %.1f %s MB", $2, $3, $7 - $6, ($14 == "-" ? "-" : sprintf("%.1f", $14 - $13)) }')$'\n'
         [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)" && RES+="SKIP mil ${h}_N$n torch: $PYSKIP"$'\n'
         PYSKIP=""
     done

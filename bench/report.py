@@ -74,10 +74,10 @@ def headline(bench, case, cases):
         return case in ("per_slide_total", "cohort_jobs1_peak_rss") or case.startswith("cohort_jobs") \
             and not case.endswith("peak_rss")
     if bench == "mil":
-        # each head at the largest bag size measured
+        # each head at the largest bag size measured (speed, peak RSS)
         m = re.match(r"^(.*)_N(\d+)(_peak_rss)?$", case)
         if not m:
-            return True
+            return not case.endswith("_peak_above_start")
         sizes = [int(mm.group(2)) for c in cases for mm in [re.match(r"^(.*)_N(\d+)", c)]
                  if mm and mm.group(1) == m.group(1)]
         return int(m.group(2)) == max(sizes)
@@ -208,11 +208,15 @@ class Bench:
                 return s[:200]
         return ""
 
-    def geomean(self):
-        rs = [r["ratio"] for r in self.results if r["ratio"] and not r["case"].startswith("total")]
-        if not rs:
-            return None, 0
-        return math.exp(sum(math.log(x) for x in rs) / len(rs)), len(rs)
+    def geomeans(self):
+        """Geometric means of the ratios, speed and memory apart: [(kind, mean, n)]."""
+        out = []
+        for kind, mem in (("speed", False), ("memory", True)):
+            rs = [r["ratio"] for r in self.results if r["ratio"] and "total" not in r["case"]
+                  and (r["unit"] in ("MiB", "MB")) == mem]
+            if len(rs) > 1:
+                out.append((kind, math.exp(sum(math.log(x) for x in rs) / len(rs)), len(rs)))
+        return out
 
 
 def met(r):
@@ -320,9 +324,9 @@ def main():
             o.append(row([r["case"] + (" (%s)" % r["note"] if r.get("note") else ""), fmt(r["ncmi"]),
                           fmt(r["peer"]), fmt_ratio(r["ratio"]), r["unit"], r["goal_text"], met(r)]))
         o.append("")
-        g, n = b.geomean()
-        if g is not None and n > 1:
-            o.append("Geometric mean of the %d ratios: %.2f." % (n, g))
+        gm = b.geomeans()
+        if gm:
+            o.append("Geometric mean of the ratios: " + "; ".join("%s %.2f (%d cases)" % g for g in gm) + ".")
             o.append("")
         if any(r["ratio"] is None and num(r["ncmi"]) is not None and r["peer"] == "-" for r in b.results) \
                 and direction(b.results[0]["unit"]) != 0 and b.name not in ("preprocess", "resnet_fwd"):

@@ -54,7 +54,9 @@ TEST(bench_report_canned_logs)
         /* the detail table has every case */
         "| abmil_N500 | 20.00 | 10.00 | 2.00 | bags/s |  |  |",
         "| conv_fwdbwd | 50.00 | 25.00 | 0.50 | ms |  |  |",
-        "Geometric mean of the 3 ratios: 1.04.",
+        "| abmil_N500_peak_above_start | 20.00 | 40.00 | 2.00 | MB |  |  |",
+        "Geometric mean of the ratios: speed 1.26 (2 cases); memory 2.83 (2 cases).",
+        "Geometric mean of the ratios: speed 1.04 (3 cases).",
         /* no peer */
         "| preprocess | resize+normalize_256_224 | 3594 | - | - | patches/s |  |  |",
         /* benchmarks that did not run, with the reason */
@@ -71,5 +73,8 @@ TEST(bench_report_canned_logs)
         EXPECT(strstr(s, want[i]), "RESULTS.md lacks \"%s\"", want[i]);
     /* the RESULT lines are not repeated in the human output shown */
     EXPECT(!strstr(s, "RESULT ops"), "RESULT lines copied into the report");
+    /* the summary leaves the smaller bags and the memory above the start to the details */
+    EXPECT(!strstr(s, "| mil | abmil_N500 |"), "summary has abmil at N = 500");
+    EXPECT(!strstr(s, "| mil | abmil_N4000_peak_above_start"), "summary has the memory above the start");
     free(s);
 }
