@@ -26,8 +26,12 @@ cd "$ROOT" || exit 2
 QUICK=${BENCH_QUICK:-0}
 [ "$QUICK" = 0 ] && QUICK=""
 TMO=${BENCH_TIMEOUT:-1200}
+# the peers' python: the Debian one on the CPU machine (as the scripts use), on a
+# GPU machine $PYTHON or the python3 on PATH (PyTorch with CUDA), as gpu_ops.sh
 PY=python3
-[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+[ "$MODE" = cpu ] && [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+[ "$MODE" = gpu ] && PY=${PYTHON:-python3}
+export PYTHON=$PY
 case "$MODE" in
     cpu) ALL="ops features resnet_train tile ncmi_overhead mil natdata preprocess resnet_fwd"
          OUTF=${BENCH_OUT:-bench/RESULTS.md} ;;
