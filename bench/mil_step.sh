@@ -39,6 +39,8 @@ echo "threads $T, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $ROUNDS rounds, ${SECS}s eac
 printf '%-9s %6s | %10s %10s %7s | %8s %8s %6s | %8s %8s\n' head N "ncmi b/s" "torch b/s" ratio \
     "ncmi MB" "torch MB" "mem" "ncmi+MB" "torch+MB"
 RES=""   # machine-readable lines for bench/report.py, printed after the table
+# stopped (a time limit): the results measured so far still come out
+trap 'printf "%s" "$RES"; echo "mil_step.sh: stopped; results so far above" >&2; exit 124' TERM INT
 IFS=, read -ra HL <<< "$HEADS"
 IFS=, read -ra NL <<< "$SIZES"
 for h in "${HL[@]}"; do
