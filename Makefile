@@ -193,8 +193,10 @@ test-gpu: gpu-build
 	@NCMI_BIN=$(BUILD)/ncmi $(BUILD)/test_gpu $(GPU_TEST_FILTER)
 
 # conv2d / linear forward+backward at ResNet-50 and ABMIL shapes vs PyTorch on the same GPU
+# (bench/run_all.sh gpu: also bench-resnet/-features/-mil on cuda; report bench/RESULTS-gpu.md)
 bench-gpu: gpu-build
-	@bash bench/gpu_ops.sh $(BUILD)
+	@$(MAKE) --no-print-directory $(BUILD)/bench_mil_step
+	@bash bench/run_all.sh $(BUILD) gpu
 
 # regenerate the PyTorch golden files (needs python3-torch)
 # (the generators: golden_*.py and *_reference.py except clam_reference.py, a tool
@@ -250,6 +252,29 @@ bench-mil: setup
 # (docs/hardening.md). LINT_JOBS=N, LINT_ONLY=cppcheck|clang-tidy.
 lint: setup
 	@bash tools/lint.sh "-std=c11 -D_GNU_SOURCE -fopenmp $(PKG_CFLAGS) $(HDF5_CFLAGS) $(SLIDE_CFLAGS) $(FEATURE_DEFS)"
+
+# ---- the benchmark report (bench/run_all.sh, bench/report.py) ----
+# make bench: every CPU benchmark of bench/ (ncmi and its peer timed in the same
+# run), raw logs in bench/logs/cpu/ (gitignored), report bench/RESULTS.md.
+# BENCH_QUICK=1: fewer sizes and rounds (smoke run); BENCH_ONLY=ops,mil: a subset.
+# make bench-gpu (above) writes bench/RESULTS-gpu.md the same way.
+BENCH_BINS = $(BUILD)/tools/make_slides $(BUILD)/bench_ops $(BUILD)/bench_ncmi_overhead $(BUILD)/bench_mil_step \
+  $(BUILD)/bench_natdata $(BUILD)/bench_preprocess $(BUILD)/bench_resnet
+bench: setup
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@bash bench/run_all.sh $(BUILD) cpu
+
+# natural-image input pipelines vs torchvision transforms on the same JPEGs
+bench-natdata: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_natdata
+	@bash bench/natdata.sh $(BUILD)
+
+# patch resize + normalisation, one thread (ncmi only)
+bench-preprocess: setup
+	@$(MAKE) --no-print-directory all $(BUILD)/bench_preprocess
+	@$(BUILD)/bench_preprocess
+
+.PHONY: bench bench-natdata bench-preprocess
 
 clean:
 	rm -rf build build-san

@@ -78,3 +78,7 @@ printf '%-22s %10.2f %12.1f %10.1f\n' "PyTorch (torchvision)" "$tp" "$(calc "$N 
 echo "speed ratio (ncmi patches/s / PyTorch patches/s): $(calc "$tp / $tn")x; memory ratio (ncmi / PyTorch peak RSS): $(calc "$mn / $mp")x"
 echo "largest difference of the features (relative, floor 1e-2 max|ref|): $ERR"
 echo "(whole processes on both sides: start-up, weight loading, reading, preprocessing, encoding, writing; outputs in $OUT)"
+# machine-readable lines for bench/report.py
+echo "RESULT features ${DEV}_throughput $(calc "$N / $tn") $(calc "$N / $tp") patches/s"
+echo "RESULT features ${DEV}_peak_rss $(calc "$mn / 1024") $(calc "$mp / 1024") MiB"
+echo "RESULT features ${DEV}_max_rel_diff $ERR - rel"

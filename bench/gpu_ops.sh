@@ -39,3 +39,10 @@ awk 'NR == FNR { if ($1 == "TORCH") { f[$2] = $3; t[$2] = $4; b[$2] = $5 } next 
 grep '^SYNCS' "$tmp/ncmi" | awk '{ print "host synchronisations inside the timed ncmi steps: " $2 }'
 grep '^PEAK_MIB' "$tmp/ncmi" | awk '{ print "ncmi peak device memory (MiB): " $2 }'
 grep '^TORCH_PEAK_MIB' "$tmp/torch" | awk '{ print "torch peak device memory (MiB): " $2 }' || true
+# machine-readable lines for bench/report.py: ms per step of each case and mode,
+# ncmi then torch ("-": not run on that side)
+awk 'NR == FNR { if ($1 == "TORCH") { f[$2] = $3; t[$2] = $4; b[$2] = $5 } next }
+     function v(x) { return x + 0 > 0 ? x : "-" }
+     function out(n, m, nv, tv) { if (nv + 0 > 0) print "RESULT gpu_ops " n "_" m " " nv " " v(tv) " ms" }
+     $1 == "CASE" { n = $2; out(n, "fp32", $(NF - 2), (n in f) ? f[n] : -1); out(n, "tf32", $(NF - 1), (n in t) ? t[n] : -1)
+                    out(n, "bf16_nhwc_fwd", $NF, (n in b) ? b[n] : -1) }' "$tmp/torch" "$tmp/ncmi"

@@ -49,6 +49,9 @@ echo "device $DEV, threads $T, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $ROUNDS rounds,
 [ "$DEV" != cpu ] && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
 printf '%-9s %6s | %10s %10s %7s | %8s %8s %6s | %8s %8s | %8s %8s %6s\n' head N "ncmi b/s" "torch b/s" ratio \
     "ncmi MB" "torch MB" "mem" "ncmi+MB" "torch+MB" "ncmi GPU" "torch GPU" "gmem"
+RES=""   # machine-readable lines for bench/report.py, printed after the table
+# stopped (a time limit): the results measured so far still come out
+trap 'printf "%s" "$RES"; echo "mil_step.sh: stopped; results so far above" >&2; exit 124' TERM INT
 IFS=, read -ra HL <<< "$HEADS"
 IFS=, read -ra NL <<< "$SIZES"
 for h in "${HL[@]}"; do
@@ -67,7 +70,7 @@ for h in "${HL[@]}"; do
                 else echo "$h $n: torch failed: $(tail -1 "$err")"; fi
             fi
         done
-        if [ -n "$skip" ]; then echo "$h: $skip"; break; fi
+        if [ -n "$skip" ]; then echo "$h: $skip"; RES+="SKIP mil $h $skip"$'\n'; break; fi
         a=$(printf '%s' "$A" | best); b=$(printf '%s' "$B" | best)
         [ -n "$a" ] || continue
         # fields: ncmi $1-$8, torch $9-$16 (impl head N b/s ms base_MB peak_MB gpu_MB)
@@ -79,7 +82,12 @@ for h in "${HL[@]}"; do
             printf "%-9s %6d | %10.2f %10s %7s | %8.0f %8s %6s | %8.0f %8s | %8s %8s %6s\n",
                    $2, $3, $4, $12, r, $7, ($15 == "-" ? "-" : sprintf("%.0f", $15)), mr, $7 - $6, dt,
                    ($8 == "-" ? "-" : sprintf("%.0f", $8)), ($16 == "-" ? "-" : sprintf("%.0f", $16)), gr }'
-        [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)"
+        RES+=$(echo "$a" "${b:-torch $h $n - - - - -}" | awk '{
+            printf "RESULT mil %s_N%s %s %s bags/s\nRESULT mil %s_N%s_peak_rss %s %s MB\n", $2, $3, $4, $12, $2, $3, $7, $15
+            printf "RESULT mil %s_N%s_peak_above_start %.1f %s MB", $2, $3, $7 - $6, ($15 == "-" ? "-" : sprintf("%.1f", $15 - $14))
+            if ($8 != "-") printf "\nRESULT mil %s_N%s_peak_gpu %s %s MB", $2, $3, $8, $16 }')$'\n'
+        [ -z "$b" ] && [ -n "${PYSKIP:-}" ] && echo "   (torch: $PYSKIP)" && RES+="SKIP mil ${h}_N$n torch: $PYSKIP"$'\n'
         PYSKIP=""
     done
 done
+printf '%s' "$RES"

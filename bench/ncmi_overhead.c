@@ -175,6 +175,8 @@ static void run(const char *kind, int steps, const tr_dataset *data)
     }
     printf("%-9s %-28s D %4d  linear+CE %8.3f ms  NCMI %8.3f ms  overhead %+6.2f%%\n", kind, m[0].desc,
            m[0].dim, 1e3 * med[0], 1e3 * med[1], 100.0 * (med[1] / med[0] - 1.0));
+    /* for bench/report.py: ncmi = the NCMI head's step, peer = the linear + CE head's */
+    printf("RESULT ncmi_overhead %s %.3f %.3f ms\n", kind, 1e3 * med[1], 1e3 * med[0]);
     for (int h = 0; h < 2; h++) {
         free(ts[h]);
         tr_free(&t[h]);

@@ -27,5 +27,11 @@ printf '%-30s %10s %10s %12s\n' op "ncmi ms" "torch ms" "torch/ncmi"
 awk 'NR == FNR { t[$1] = $2; next }
      { tm = ($1 in t) ? t[$1] : "";
        r = (tm != "" && $2 > 0) ? sprintf("%.2f", tm / $2) : "-";
-       printf "%-30s %10.2f %10s %12s\n", $1, $2, (tm == "" ? "-" : sprintf("%.2f", tm)), r }' \
+       printf "%-30s %10.2f %10s %12s\n", $1, $2, (tm == "" ? "-" : sprintf("%.2f", tm)), r
+       res = res sprintf("RESULT ops %s %.2f %s ms\n", $1, $2, (tm == "" ? "-" : sprintf("%.2f", tm)))
+       if ($1 ~ /_fwdbwd$/) { sn += $2; st += tm; nb++; if (tm == "") miss = 1 } }
+     # machine-readable lines for bench/report.py (after the table): every op, and
+     # the sum of the forward+backward times of all shapes
+     END { printf "%s", res
+           if (nb) printf "RESULT ops total_fwdbwd %.2f %s ms\n", sn, (miss ? "-" : sprintf("%.2f", st)) }' \
     "$tmp/torch" "$tmp/ncmi"

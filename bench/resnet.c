@@ -80,6 +80,8 @@ int main(int argc, char **argv)
            "RSS %.0f MB before the forward, peak %.0f MB (z[0] %.4g)\n",
            enc, mode, batch, size, size, batch * iters / total, iters, batch / best,
            1e3 * total / iters, rss0, ru.ru_maxrss / 1024.0, check);
+    /* for bench/report.py (no peer in this binary) */
+    printf("RESULT resnet_fwd %s_%s_b%d_%d %.2f - images/s\n", enc, mode, batch, size, batch * iters / total);
     nn_graph_free(g);
     nn_tensor_free(x);
     rn_free(&m);

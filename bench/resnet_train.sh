@@ -40,4 +40,5 @@ TORCH=$($PY bench/resnet_train_torch.py --root "$OUT" --n "$N" --batch "$B" --ep
 echo "ncmi    images/s $NCMI  (epoch 2: $NT training images in $S2 s, validation of 128 included)"
 echo "PyTorch images/s $TORCH"
 echo "ratio (ncmi / PyTorch): $(awk "BEGIN { printf \"%.2f\", $NCMI / $TORCH }")x"
+echo "RESULT resnet_train ${DEV}_resnet18_w${WD}_b${B} $NCMI $TORCH images/s"   # for bench/report.py
 rm -rf "$OUT"

@@ -45,7 +45,7 @@ calc() { awk "BEGIN { printf \"%.6f\", $* }"; }
 mkdir -p "$OUT/py"
 echo "bench/tile: $(nproc) CPUs; preset $PRESET, target $TARGET um/px, 256 px patches; outputs in $OUT"
 printf '%-14s %10s %10s %8s %10s %10s %8s %9s %9s\n' slide "ncmi s" "python s" speedup "ncmi MiB" "py MiB" "mem x" "ncmi n" "py n"
-tot_n=0; tot_p=0; P0S=()
+tot_n=0; tot_p=0; P0S=(); RES=""
 for s in "${SLIDES[@]}"; do
   id=$(basename "${s%.*}")
   /usr/bin/time -v "$BUILD/ncmi" tile "$s" --out "$OUT/ncmi" --force --preset "$PRESET" \
@@ -62,6 +62,7 @@ for s in "${SLIDES[@]}"; do
   printf '%-14s %10.3f %10.3f %7.1fx %10.1f %10.1f %7.2fx %9s %9s\n' "$id" "$tn" "$tp" \
     "$(calc "$tp / $tn")" "$(calc "$mn / 1024")" "$(calc "$mp / 1024")" \
     "$(calc "$mp / $mn")" "$nn" "$np_"
+  RES+="RESULT tile ${id}_time $tn $tp s"$'\n'"RESULT tile ${id}_peak_rss $(calc "$mn / 1024") $(calc "$mp / 1024") MiB"$'\n'
   tot_n=$(calc "$tot_n + $tn"); tot_p=$(calc "$tot_p + $tp")
 done
 printf '%-14s %10.3f %10.3f %7.1fx\n' total "$tot_n" "$tot_p" "$(calc "$tot_p / $tot_n")"
@@ -90,4 +91,10 @@ printf '%-28s %10.3f %12.3f %10.1f %7.1fx\n' "ncmi tile --jobs 1" "$c1" "$(calc 
 printf '%-28s %10.3f %12.3f %10.1f %7.1fx\n' "ncmi tile --jobs $J" "$cj" "$(calc "$cj / $n")" "$(calc "$mj / 1024")" "$(calc "$cp / $cj")"
 echo "(python: $imp s of imports, $work s of reading + segmentation + grid for the $n slides; ncmi also"
 echo " writes the preview PNG, the GeoJSON and the coords HDF5 of every slide, python only its counts)"
+# machine-readable lines for bench/report.py
+printf '%s' "$RES"
+echo "RESULT tile per_slide_total $tot_n $tot_p s"
+echo "RESULT tile cohort_jobs1 $c1 $cp s"
+echo "RESULT tile cohort_jobs$J $cj $cp s"
+echo "RESULT tile cohort_jobs1_peak_rss $(calc "$m1 / 1024") $(calc "$mp / 1024") MiB"
 if [ -n "${NCMI_TILE_PROFILE:-}" ]; then grep "ncmi: tile: .*: open" "$OUT/cohort1.log"; fi
