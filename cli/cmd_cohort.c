@@ -55,6 +55,7 @@
 #include "../eval/csv.h"
 #include "../nn/error.h"
 #include "../tiler/coords_h5.h"
+#include "../nn/tmpfile.h"
 
 #define CMD "cohort"
 
@@ -222,32 +223,6 @@ static long long mtime_ns(const char *p)
     struct stat st;
     if (stat(p, &st) != 0) return -1;
     return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-}
-
-/* write text to path via a temporary name (host and pid: shards on several
- * machines may write the same file) and a rename */
-static int write_atomic(const char *path, const char *text, size_t n)
-{
-    char host[64] = "h", tmp[4400];
-    gethostname(host, sizeof host - 1);
-    host[sizeof host - 1] = 0;
-    snprintf(tmp, sizeof tmp, "%s.tmp.%s.%ld", path, host, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
-    int bad = fwrite(text, 1, n, f) != n, e = bad ? errno : 0;
-    if (fclose(f) && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (!bad && rename(tmp, path)) {
-        bad = 1;
-        e = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
-    }
-    return 0;
 }
 
 /* a growing string */
@@ -576,7 +551,7 @@ static int stage_check(const cohort *co, const opts *o, mrow **rows_out, int *n_
             sb_str(&ms, "\n");
         }
         if (shown > 50) fprintf(stderr, "  ... and %d more\n", shown - 50);
-        if (!ms.oom && write_atomic(path, ms.s, ms.n) == 0) fprintf(stderr, "  (all listed in %s)\n", path);
+        if (!ms.oom && ncmi_write_text_atomic(path, ms.s, ms.n, 1) == 0) fprintf(stderr, "  (all listed in %s)\n", path);
         free(ms.s);
         if (!o->allow_missing) {
             cli_error(CMD, "stopped before any work: put the slides under DATA_ROOT (the manifest's %s column "
@@ -619,7 +594,7 @@ static int stage_check(const cohort *co, const opts *o, mrow **rows_out, int *n_
         k++;
     }
     snprintf(path, sizeof path, "%s/manifest.csv", co->work);
-    if (b.oom || (k && write_atomic(path, b.s, b.n))) {
+    if (b.oom || (k && ncmi_write_text_atomic(path, b.s, b.n, 1))) {
         cli_error(CMD, "%s", b.oom ? "out of memory" : ncmi_error());
         free(b.s);
         mrows_free(v, n);

@@ -33,6 +33,7 @@
 
 #include "../nn/error.h"
 #include "train_config.h"
+#include "../nn/tmpfile.h"
 
 #define CMD "report"
 
@@ -355,27 +356,6 @@ static void fmt_num(char *buf, size_t n, double v, int sign)
         snprintf(buf, n, sign ? "%+.3f" : "%.3f", v);
 }
 
-static int write_atomic(const char *path, const char *text)
-{
-    char tmp[4400];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0, e = bad ? errno : 0;
-    if (fclose(f) && !bad) {
-        bad = 1;
-        e = errno;
-    }
-    if (!bad && rename(tmp, path)) {
-        bad = 1;
-        e = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
-    }
-    return 0;
-}
 
 static const char *loss_title(const char *loss, const char *method, char *buf, size_t n)
 {
@@ -520,7 +500,7 @@ static int table3(const char *runs, const char *dataset_opt, const char *split, 
             }
         }
         if (rc != NCMI_EXIT_INPUT && rc != NCMI_EXIT_INTERNAL) {
-            if (write_atomic(pmd, md.s) || write_atomic(pcsv, csv.s)) {
+            if (ncmi_write_text_atomic(pmd, md.s, strlen(md.s), 0) || ncmi_write_text_atomic(pcsv, csv.s, strlen(csv.s), 0)) {
                 cli_error(CMD, "%s", ncmi_error());
                 rc = NCMI_EXIT_INPUT;
             } else {

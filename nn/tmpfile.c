@@ -1,6 +1,8 @@
 /* Temporary files of the write-then-rename outputs: see tmpfile.h. */
 #include "tmpfile.h"
 
+#include "error.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -42,4 +44,32 @@ void ncmi_tmp_sweep(const char *path)
         unlink(full);
     }
     closedir(d);
+}
+
+int ncmi_write_text_atomic(const char *path, const char *text, size_t n, int host_tag)
+{
+    char host[64] = "h", tmp[4400];
+    if (host_tag) {
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = 0;
+        snprintf(tmp, sizeof tmp, "%s.tmp.%s.%ld", path, host, (long)getpid());
+    } else {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    }
+    FILE *f = fopen(tmp, "w");
+    if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
+    int bad = fwrite(text, 1, n, f) != n, e = bad ? errno : 0;
+    if (fclose(f) && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && rename(tmp, path)) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
+        unlink(tmp);
+        return ncmi_error_set("%s: cannot write: %s", path, e ? strerror(e) : "write error");
+    }
+    return 0;
 }

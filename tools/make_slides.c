@@ -38,6 +38,7 @@
 
 #include "../nn/error.h"
 #include "../tiler/synth_slide.h"
+#include "../nn/tmpfile.h"
 
 static void usage(FILE *f)
 {
@@ -52,20 +53,6 @@ static void usage(FILE *f)
                "                   [--texture-mpp X]] [--prefix synth_] [--quiet]\n");
 }
 
-static int atomic_write(const char *path, const char *text)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return ncmi_error_set("%s: cannot create: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0;
-    if (fclose(f)) bad = 1;
-    if (bad || rename(tmp, path)) {
-        unlink(tmp);
-        return ncmi_error_set("%s: cannot write", path);
-    }
-    return 0;
-}
 
 static int parse_i64(const char *s, long long *v)
 {
@@ -314,7 +301,7 @@ static int cohort_main(int argc, char **argv)
         snprintf(mp, sizeof mp, "%s/manifest.csv", out);
         snprintf(tp, sizeof tp, "%s/truth.csv", out);
         /* truth first: the manifest, written last, says the cohort is complete */
-        if (atomic_write(tp, tru) || atomic_write(mp, man)) {
+        if (ncmi_write_text_atomic(tp, tru, strlen(tru), 0) || ncmi_write_text_atomic(mp, man, strlen(man), 0)) {
             fprintf(stderr, "make_slides: %s\n", ncmi_error());
             rc = 2;
         } else if (!quiet) {
@@ -445,7 +432,7 @@ int main(int argc, char **argv)
     char mp[4200], tp[4200];
     snprintf(mp, sizeof mp, "%s/manifest.csv", out);
     snprintf(tp, sizeof tp, "%s/truth.csv", out);
-    int rc = atomic_write(mp, man) || atomic_write(tp, tru);
+    int rc = ncmi_write_text_atomic(mp, man, strlen(man), 0) || ncmi_write_text_atomic(tp, tru, strlen(tru), 0);
     if (rc) fprintf(stderr, "make_slides: %s\n", ncmi_error());
     free(man);
     free(tru);
