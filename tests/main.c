@@ -200,6 +200,35 @@ int test_sanitized(void)
     return s && *s && strcmp(s, "0") != 0;
 }
 
+double test_json_number(const char *path, const char *key)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return NAN;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - 1 - n, f);
+        if (n < cap - 1) break;
+        char *b = realloc(buf, cap * 2);
+        if (!b) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = b;
+        cap *= 2;
+    }
+    fclose(f);
+    if (!buf) return NAN;
+    buf[n] = 0;
+    char pat[160];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(buf, pat);
+    double v = p ? strtod(p + strlen(pat), NULL) : NAN;
+    free(buf);
+    return v;
+}
+
 int test_file_nonempty(const char *path)
 {
     struct stat st;

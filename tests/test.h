@@ -33,6 +33,9 @@ int test_ncmi(char **output, const char *fmt, ...) __attribute__((format(printf,
  * epochs), print that they did, and leave out only their accuracy floors
  * and time bounds, which the optimised suite asserts (docs/hardening.md). */
 int test_sanitized(void);
+/* The number after "key": in a JSON file (the first occurrence, at any
+ * depth; NAN when the file or the key is absent). For metrics files. */
+double test_json_number(const char *path, const char *key);
 /* 1 when path exists and is not empty. */
 int test_file_nonempty(const char *path);
 /* Run a shell command, capture stdout+stderr (malloc'd, caller frees) and

@@ -16,21 +16,6 @@
 #include "mil_synth.h"
 #include "test.h"
 
-/* "key": number from a JSON file (NAN when absent). */
-static double json_number(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(buf, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
 /* "<run>/<file>" (rotating buffers) */
 static const char *jpath(const char *run, const char *file)
 {
@@ -114,13 +99,13 @@ TEST(mil_train_synthetic_all_heads)
             if (!run_ok(cmd, NULL)) continue;
             const char *run = test_tmp_path("mil_synth/runs/synth_%s_%s", heads[h], ncmi ? "ncmi" : "ce");
             if (!ncmi) {
-                double f1 = json_number(jpath(run, "metrics_test.json"), "f1_macro");
+                double f1 = test_json_number(jpath(run, "metrics_test.json"), "f1_macro");
                 printf("    %-8s CE       test macro-F1 %.4f%s\n", heads[h], f1,
                        f1 >= 0.9 ? "" : "   (below the issue's 0.9: docs/training.md)");
                 if (!san) EXPECT(f1 >= floor_ce[h], "%s CE: macro-F1 %.4f (floor %.2f)", heads[h], f1, floor_ce[h]);
             } else {
-                double cc = json_number(jpath(run, "metrics_test_cc.json"), "f1_macro");
-                double lp = json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
+                double cc = test_json_number(jpath(run, "metrics_test_cc.json"), "f1_macro");
+                double lp = test_json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
                 printf("    %-8s NCMI-CC  test macro-F1 %.4f   NCMI-LP %.4f%s\n", heads[h], cc, lp,
                        cc >= 0.9 && lp >= 0.9 ? "" : "   (below the issue's 0.9: docs/training.md)");
                 if (!san) EXPECT(cc >= floor_cc[h] && lp >= floor_lp[h], "%s NCMI: macro-F1 CC %.4f (floor %.2f) LP %.4f (floor %.2f)",
@@ -130,10 +115,10 @@ TEST(mil_train_synthetic_all_heads)
     /* ncmi eval --run rebuilds bags and head from config.yaml: the same metrics */
     const char *run = test_tmp_path("mil_synth/runs/synth_abmil_ncmi");
     char cmd[16384];
-    double before = json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
+    double before = test_json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
     snprintf(cmd, sizeof cmd, "%s eval --run %s --split test --method lp", test_ncmi_bin(), run);
     if (run_ok(cmd, NULL)) {
-        double after = json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
+        double after = test_json_number(jpath(run, "metrics_test_lp.json"), "f1_macro");
         EXPECT(before == after, "eval --run lp: macro-F1 %.4f, training wrote %.4f", after, before);
     }
 }
@@ -163,7 +148,7 @@ TEST(mil_train_skip_missing_and_nan)
              test_ncmi_bin(), cfg, dir);
     if (run_ok(cmd, &out)) {
         EXPECT(strstr(out, "warning: leaving out 2 slides") && strstr(out, "11 train / 3 val"), "output: %s", out);
-        double n = json_number(test_tmp_path("mil_skip/runs/skip/metrics_test.json"), "n");
+        double n = test_json_number(test_tmp_path("mil_skip/runs/skip/metrics_test.json"), "n");
         EXPECT(n == 4, "test bags %g", n);
     }
     free(out);
@@ -253,8 +238,8 @@ TEST(mil_train_cv_folds)
             char f[4400];
             snprintf(f, sizeof f, "%s/fold_%d/metrics_test%s.json", run, (int)k, ncmi ? "_cc" : "");
             EXPECT(json_integer_value(json_object_get(fk, "fold")) == (json_int_t)k &&
-                       fabs(a - json_number(f, "accuracy")) < 1e-12,
-                   "fold %zu: accuracy %g, %s says %g", k, a, f, json_number(f, "accuracy"));
+                       fabs(a - test_json_number(f, "accuracy")) < 1e-12,
+                   "fold %zu: accuracy %g, %s says %g", k, a, f, test_json_number(f, "accuracy"));
             sum += a;
             sq += a * a;
         }

@@ -37,21 +37,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* "key": number in a JSON file (first occurrence); NAN when absent. */
-static double json_num(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    char *p = strstr(buf, pat);
-    return p ? atof(p + strlen(pat)) : NAN;
-}
-
 static int mnist_dir(char *buf, size_t n)
 {
     snprintf(buf, n, "%s/mnist", test_fixtures_dir());
@@ -194,7 +179,7 @@ TEST(natural_train_mnist_resnet18_ce_98)
            "banner:\n%s", out);
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
-    double acc = json_num(p, "accuracy"), ep = json_num(p, "epoch");
+    double acc = test_json_number(p, "accuracy"), ep = test_json_number(p, "epoch");
     printf("    MNIST ResNet-18 (width 16) + linear/CE: test accuracy %.4f (epoch %.0f of %d); %.1f s\n", acc, ep,
            epochs, sec);
     if (san)
@@ -223,7 +208,7 @@ TEST(natural_train_mnist_resnet18_ce_98)
     EXPECT(rc == 0 && out && strstr(out, "2000 samples"), "eval --run: exit %d\n%s", rc, out ? out : "");
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
-    EXPECT(json_num(p, "accuracy") == acc, "eval --run accuracy %.4f vs %.4f at training", json_num(p, "accuracy"),
+    EXPECT(test_json_number(p, "accuracy") == acc, "eval --run accuracy %.4f vs %.4f at training", test_json_number(p, "accuracy"),
            acc);
 
     /* into torchvision (conv1 3x3 from 1 channel, no maxpool, stages at width 16) */
@@ -255,10 +240,10 @@ TEST(natural_train_mnist_resnet18_ncmi_98)
     const char *methods[3] = {"cc", "learned", "lp"};
     for (int k = 0; k < 3; k++) {
         snprintf(p, sizeof p, "%s/metrics_test_%s.json", dir, methods[k]);
-        a[k] = json_num(p, "accuracy");
+        a[k] = test_json_number(p, "accuracy");
     }
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
-    double ep = json_num(p, "epoch");
+    double ep = test_json_number(p, "epoch");
     printf("    MNIST ResNet-18 (width 16) + NCMI: test accuracy CC %.4f, learned centroids %.4f, LP %.4f "
            "(epoch %.0f of %d); %.1f s\n",
            a[0], a[1], a[2], ep, san ? 1 : 6, sec);
@@ -452,7 +437,7 @@ TEST(natural_train_cifar100_file_and_imagenet_folder)
     free(out);
     char mj[1200];
     snprintf(mj, sizeof mj, "%s/runs_c100/cifar100_resnet18_ce/metrics_test.json", test_tmpdir());
-    double acc = json_num(mj, "accuracy");
+    double acc = test_json_number(mj, "accuracy");
     printf("    CIFAR-100 layout, 4 colour classes, ResNet-18 width 8, %d epochs: test accuracy %.3f%s\n", san ? 1 : 5,
            acc, san ? " (sanitizer build: accuracy not asserted)" : "");
     if (!san) EXPECT(acc >= 0.8, "generated CIFAR-100 file not learnt: test accuracy %.3f", acc);
@@ -486,7 +471,7 @@ TEST(natural_train_cifar100_file_and_imagenet_folder)
     REQUIRE(rc == 0, "imagenet recipe on a generated folder: exit %d\n%s", rc, out ? out : "");
     char *imagenet_log = out;
     snprintf(mj, sizeof mj, "%s/runs_in/imagenet_resnet50_ce/metrics_test.json", test_tmpdir());
-    acc = json_num(mj, "accuracy");
+    acc = test_json_number(mj, "accuracy");
     printf("    ImageNet layout, 3 classes of JPEGs, ResNet-18 width 8 at 32 px, %d epochs: test accuracy %.3f%s\n",
            san ? 1 : 8, acc, san ? " (sanitizer build: accuracy not asserted)" : "");
     if (!san) EXPECT(acc >= 0.8, "generated ImageNet folder not learnt (chance 1/3): test accuracy %.3f\n%s", acc, imagenet_log);

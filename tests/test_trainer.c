@@ -31,21 +31,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* "key": number in a JSON file (first occurrence); NAN when absent. */
-static double json_num(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    char *p = strstr(buf, pat);
-    return p ? atof(p + strlen(pat)) : NAN;
-}
-
 static int json_has(const char *path, const char *text)
 {
     FILE *f = fopen(path, "r");
@@ -105,15 +90,15 @@ TEST(trainer_mnist_ncmi_cc_lp_95)
         EXPECT(test_file_nonempty(p), "%s missing", p);
     }
     snprintf(p, sizeof p, "%s/metrics_test_cc.json", dir);
-    double cc = json_num(p, "accuracy");
+    double cc = test_json_number(p, "accuracy");
     EXPECT(json_has(p, "\"primary\": true") && json_has(p, "\"method\": \"cc\""), "%s: primary/method", p);
     snprintf(p, sizeof p, "%s/metrics_test_lp.json", dir);
-    double lp = json_num(p, "accuracy");
+    double lp = test_json_number(p, "accuracy");
     EXPECT(json_has(p, "\"primary\": false"), "%s: lp is not primary", p);
     snprintf(p, sizeof p, "%s/metrics_test_learned.json", dir);
-    double learned = json_num(p, "accuracy");
+    double learned = test_json_number(p, "accuracy");
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
-    EXPECT(json_num(p, "accuracy") == cc, "metrics_test.json is not the primary (cc) one");
+    EXPECT(test_json_number(p, "accuracy") == cc, "metrics_test.json is not the primary (cc) one");
     printf("    MNIST MLP + NCMI: test accuracy CC %.4f, LP %.4f, learned centroids %.4f; %.1f s\n", cc,
            lp, learned, sec);
     EXPECT(cc >= 0.95, "NCMI-CC test accuracy %.4f < 0.95", cc);
@@ -141,8 +126,8 @@ TEST(trainer_mnist_ncmi_cc_lp_95)
            rc, out ? out : "");
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test_lp.json", dir);
-    EXPECT(json_num(p, "accuracy") == lp, "eval --run lp accuracy %.4f vs %.4f at training",
-           json_num(p, "accuracy"), lp);
+    EXPECT(test_json_number(p, "accuracy") == lp, "eval --run lp accuracy %.4f vs %.4f at training",
+           test_json_number(p, "accuracy"), lp);
     rc = test_ncmi(&out, "eval --run %s --method linear", dir);
     EXPECT(rc == 1 && out && strstr(out, "ncmi head"), "linear on an ncmi run: exit %d\n%s", rc, out ? out : "");
     free(out);
@@ -160,7 +145,7 @@ TEST(trainer_mnist_ncmi_cc_lp_95)
         REQUIRE(rc == 0, "%s: exit %d\n%s", names[k], rc, out ? out : "");
         free(out);
         snprintf(p, sizeof p, "%s/metrics_test_cc.json", d2);
-        abl[k] = json_num(p, "accuracy");
+        abl[k] = test_json_number(p, "accuracy");
     }
     printf("    ablation, NCMI-CC test accuracy: NSF + centring %.4f, softmax %.4f, NSF without centring %.4f\n",
            cc, abl[0], abl[1]);
@@ -178,7 +163,7 @@ TEST(trainer_mnist_ce_95)
     REQUIRE(rc == 0, "exit %d\n%s", rc, out ? out : "");
     free(out);
     snprintf(p, sizeof p, "%s/metrics_test.json", dir);
-    double acc = json_num(p, "accuracy");
+    double acc = test_json_number(p, "accuracy");
     printf("    MNIST MLP + linear/CE: test accuracy %.4f; %.1f s\n", acc, sec);
     EXPECT(acc >= 0.95, "CE test accuracy %.4f < 0.95", acc);
     printf("    goal < 60 s on 2 free cores: %s (printed, not asserted)\n", sec < 60 ? "met" : "NOT met");
@@ -275,9 +260,9 @@ TEST(trainer_ncmi_resume_bit_identical)
     /* same log values (but the seconds) and the same final predictions */
     snprintf(pa, sizeof pa, "%s/straight/metrics_test_cc.json", runs);
     snprintf(pb, sizeof pb, "%s/split/metrics_test_cc.json", runs);
-    EXPECT(json_num(pa, "accuracy") == json_num(pb, "accuracy") && json_num(pa, "auc_macro") == json_num(pb, "auc_macro"),
+    EXPECT(test_json_number(pa, "accuracy") == test_json_number(pb, "accuracy") && test_json_number(pa, "auc_macro") == test_json_number(pb, "auc_macro"),
            "final metrics differ");
-    printf("    synthetic NCMI run: test CC accuracy %.4f (straight and resumed)\n", json_num(pa, "accuracy"));
+    printf("    synthetic NCMI run: test CC accuracy %.4f (straight and resumed)\n", test_json_number(pa, "accuracy"));
 
     /* ncmi eval --run: every method, both checkpoints */
     const char *methods[] = {"cc", "learned", "lp"};
@@ -286,7 +271,7 @@ TEST(trainer_ncmi_resume_bit_identical)
         EXPECT(rc == 0 && out && strstr(out, "accuracy"), "eval --run %s: exit %d\n%s", methods[k], rc, out ? out : "");
         free(out);
         snprintf(pa, sizeof pa, "%s/straight/metrics_val_%s_last.json", runs, methods[k]);
-        EXPECT(json_num(pa, "accuracy") >= 0.8, "%s: val accuracy %.3f", methods[k], json_num(pa, "accuracy"));
+        EXPECT(test_json_number(pa, "accuracy") >= 0.8, "%s: val accuracy %.3f", methods[k], test_json_number(pa, "accuracy"));
     }
     rc = test_ncmi(&out, "eval --run %s/straight --method bogus", runs);
     EXPECT(rc == 1 && out && strstr(out, "--method 'bogus'"), "bad method: exit %d\n%s", rc, out ? out : "");
@@ -318,7 +303,7 @@ TEST(trainer_selection_eval_every_patience)
     if (f) fclose(f);
     EXPECT(rows == 6 && nan_rows == 2, "log.csv: %d lines, %d without evaluation (want 6, 2)", rows, nan_rows);
     snprintf(p, sizeof p, "%s/f1auc/metrics_test.json", runs);
-    EXPECT(json_num(p, "accuracy") >= 0.8, "accuracy %.3f", json_num(p, "accuracy"));
+    EXPECT(test_json_number(p, "accuracy") >= 0.8, "accuracy %.3f", test_json_number(p, "accuracy"));
     EXPECT(json_has(p, "\"method\": \"linear\""), "method");
 
     /* early stopping: an lr so small that nothing improves */

@@ -543,20 +543,6 @@ GPU_WORKER_TEST(gpu_mil_trainer_bags)
 
 /* ---- ncmi train --device cuda on a synthetic cohort ---- */
 
-static double mg_json_number(const char *path, const char *key)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(buf, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
 GPU_WORKER_TEST(gpu_mil_cli_train)
 {
     if (!features_h5_available()) SKIP("built without libhdf5: the bag cohort cannot be written");
@@ -595,8 +581,8 @@ GPU_WORKER_TEST(gpu_mil_cli_train)
         char pc[4300], pg[4300];
         snprintf(pc, sizeof pc, "%s/runs/%s_cpu/metrics_test.json", dir, heads[h]);
         snprintf(pg, sizeof pg, "%s/runs/%s_gpu/metrics_test.json", dir, heads[h]);
-        const double fc = mg_json_number(pc, "f1_macro"), fg = mg_json_number(pg, "f1_macro");
-        const double ac = mg_json_number(pc, "accuracy"), ag = mg_json_number(pg, "accuracy");
+        const double fc = test_json_number(pc, "f1_macro"), fg = test_json_number(pg, "f1_macro");
+        const double ac = test_json_number(pc, "accuracy"), ag = test_json_number(pg, "accuracy");
         printf("    %-8s test macro-F1 cpu %.4f gpu %.4f, accuracy cpu %.4f gpu %.4f\n", heads[h], fc, fg, ac, ag);
         EXPECT(fabs(fc - fg) <= 0.05, "%s: macro-F1 cpu %.4f vs gpu %.4f differ by more than 0.05", heads[h], fc,
                fg);
