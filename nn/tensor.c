@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,26 @@ static void *xcalloc(size_t n, size_t sz)
     return p;
 }
 
+/* glibc hands blocks above its mmap threshold (128 KiB at first, raised
+ * only by frees, at most 32 MiB) to mmap, and trims a free heap top above
+ * twice that back to the OS: a training step that frees its graph and makes
+ * the same buffers again then page-faults and zeroes every page of them at
+ * every step (TransMIL at N = 500: a third of the step in the kernel's page
+ * fault handler, perf). The largest threshold glibc allows (32 MiB) and no
+ * trimming keep those buffers in the heap for the next step; the peak RSS
+ * does not change (the pages are the step's own peak). Left alone when the
+ * user tunes malloc (GLIBC_TUNABLES, MALLOC_*_ variables) or sets
+ * NCMI_MALLOC_TUNE=0. */
+static void malloc_tune(void)
+{
+    const char *t = getenv("GLIBC_TUNABLES"), *own = getenv("NCMI_MALLOC_TUNE");
+    if ((own && !strcmp(own, "0")) || (t && strstr(t, "malloc")) || getenv("MALLOC_MMAP_THRESHOLD_") ||
+        getenv("MALLOC_TRIM_THRESHOLD_"))
+        return;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 /* Zeroed float buffer, 64-byte aligned, whose pages are written now.
  * calloc hands out untouched zero pages for large sizes: an op that then
  * reads and adds into them (backward accumulation) faults every page twice,
@@ -31,6 +53,8 @@ static void *xcalloc(size_t n, size_t sz)
  * folded back into calloc by the compiler. */
 static float *alloc_floats_zeroed(size_t n)
 {
+    static pthread_once_t tuned = PTHREAD_ONCE_INIT;
+    pthread_once(&tuned, malloc_tune);
     void *p = NULL;
     size_t bytes = (n ? n : 1) * sizeof(float);
     NCMI_CHECK(posix_memalign(&p, 64, bytes) == 0 && p != NULL,
