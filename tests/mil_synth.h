@@ -21,4 +21,10 @@ typedef struct mil_synth {
 } mil_synth;
 int mil_synth_write(const char *dir, const mil_synth *s);
 
+/* The training config of the MIL tests for that cohort in dir (its
+ * features/ and manifest.csv): head abmil | aem | transmil | asmil, a linear
+ * head + CE (ncmi 0: epochs) or the NCMI head (ncmi 1: 2 * epochs); written
+ * to path. 0 or -1. */
+int mil_synth_config(const char *path, const char *dir, const char *head, int ncmi, int epochs);
+
 #endif

@@ -37,41 +37,6 @@ static int run_ok(const char *cmd, char **out_keep)
     return st == 0;
 }
 
-/* A bags config for the synthetic cohort in dir. TransMIL: 65 Nystrom
- * landmarks, at least the longest sequence (an 8 x 8 token grid + the class
- * token), so that every token is its own landmark as with the official 256
- * landmarks for any bag under 256 tokens; the default d_inner / 2 = 16 would
- * average 2-5 tokens per landmark and blur a micro bag's 1-2 tumour
- * instances (NCMI-CC 0.699 instead of 0.967). NCMI (docs/training.md,
- * "Synthetic slide bags"): the centre moves at the paper's per-epoch rate
- * (m = 1 - 0.004 / steps per epoch, as m = 0.99999 at 391 steps per epoch
- * on CIFAR-100), tau 1, lr 5e-3 over 60 epochs; ASMIL with 8 bags per step
- * and the paper's loss form (mean CMI / mean Gamma, prior-weighted Gamma). */
-static void synth_config(const char *path, const char *dir, const char *head, int ncmi, int epochs)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return;
-    const int batch = ncmi && !strcmp(head, "asmil") ? 8 : 1;
-    fprintf(f,
-            "seed: 1\n"
-            "data:\n  kind: bags\n  features: %s/features\n  manifest: %s/manifest.csv\n"
-            "  classes: [negative, micro, macro]\n  cache_mb: 16\n"
-            "model:\n  kind: %s\n"
-            "mil:\n  d_inner: 32\n  attn_hidden: 16\n  dropout: 0.0\n"
-            "  asmil:\n    tokens: 4\n    heads: 4\n"
-            "  transmil:\n    landmarks: 65\n"
-            "head:\n  kind: %s\n"
-            "ncmi:\n  tau: 1.0\n  momentum: %s\n  ratio: %s\n  gamma: %s\n"
-            "lp:\n  epochs: 20\n  batch_size: 16\n"
-            "optim:\n  name: adamw\n  lr: %s\n  weight_decay: 1.0e-5\n"
-            "schedule:\n  kind: cosine\n"
-            "train:\n  epochs: %d\n  batch_size: %d\n  select: f1_auc\n  threads: 1\n",
-            dir, dir, head, ncmi ? "ncmi" : "linear", batch > 1 ? "0.9996" : "0.99996",
-            batch > 1 ? "of_means" : "per_sample", batch > 1 ? "prior" : "classes", ncmi ? "5.0e-3" : "2.0e-3",
-            ncmi ? 2 * epochs : epochs, batch);
-    fclose(f);
-}
-
 TEST(mil_train_synthetic_all_heads)
 {
     if (!features_h5_available()) SKIP("built without libhdf5");
@@ -93,7 +58,7 @@ TEST(mil_train_synthetic_all_heads)
         for (int ncmi = 0; ncmi < 2; ncmi++) {
             char cfg[4300];
             snprintf(cfg, sizeof cfg, "%s/synth_%s_%s.yaml", dir, heads[h], ncmi ? "ncmi" : "ce");
-            synth_config(cfg, dir, heads[h], ncmi, san ? 3 : 30);
+            mil_synth_config(cfg, dir, heads[h], ncmi, san ? 3 : 30);
             char cmd[16384];
             snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --force", test_ncmi_bin(), cfg, dir);
             if (!run_ok(cmd, NULL)) continue;
@@ -134,7 +99,7 @@ TEST(mil_train_skip_missing_and_nan)
     remove(test_tmp_path("mil_skip/features/s013.h5"));
     char cfg[4300];
     snprintf(cfg, sizeof cfg, "%s/skip.yaml", dir);
-    synth_config(cfg, dir, "abmil", 0, 2);
+    mil_synth_config(cfg, dir, "abmil", 0, 2);
     /* the config's class list has 3 names: two here */
     char cmd[16384], *out = NULL;
     snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --force --set 'data.classes=[negative, micro]' 2>&1",
@@ -209,7 +174,7 @@ TEST(mil_train_cv_folds)
     for (int ncmi = 0; ncmi < 2; ncmi++) {
         char cfg[4300], cmd[16384], *out = NULL;
         snprintf(cfg, sizeof cfg, "%s/cv_%s.yaml", dir, ncmi ? "ncmi" : "ce");
-        synth_config(cfg, dir, "abmil", ncmi, 3);
+        mil_synth_config(cfg, dir, "abmil", ncmi, 3);
         snprintf(cmd, sizeof cmd, "%s train --config %s --out %s/runs --folds %s/folds --set lp.epochs=2 2>/dev/null",
                  test_ncmi_bin(), cfg, dir, dir);
         if (!run_ok(cmd, &out)) continue;

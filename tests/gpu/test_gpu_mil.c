@@ -554,21 +554,8 @@ GPU_WORKER_TEST(gpu_mil_cli_train)
     for (int h = 0; h < 3; h++) {
         char cfg[4200];
         snprintf(cfg, sizeof cfg, "%s/%s.yaml", dir, heads[h]);
-        FILE *f = fopen(cfg, "w");
-        REQUIRE(f != NULL, "cannot write %s", cfg);
-        fprintf(f,
-                "seed: 1\n"
-                "data:\n  kind: bags\n  features: %s/features\n  manifest: %s/manifest.csv\n"
-                "  classes: [negative, micro, macro]\n  cache_mb: 16\n"
-                "model:\n  kind: %s\n"
-                "mil:\n  d_inner: 32\n  attn_hidden: 16\n  dropout: 0.0\n"
-                "  asmil:\n    tokens: 4\n    heads: 4\n"
-                "  transmil:\n    landmarks: 65\n"
-                "head:\n  kind: linear\n"
-                "optim:\n  name: adamw\n  lr: 2.0e-3\n  weight_decay: 1.0e-5\n"
-                "train:\n  epochs: 6\n  batch_size: 1\n  select: f1_auc\n  threads: 1\n",
-                dir, dir, heads[h]);
-        fclose(f);
+        /* the CE config of tests/test_mil_train.c, 6 epochs */
+        REQUIRE(mil_synth_config(cfg, dir, heads[h], 0, 6) == 0, "cannot write %s", cfg);
         char *oc = NULL, *og = NULL;
         int rc_c = test_ncmi(&oc, "train --device cpu --config %s --out %s/runs --set name=%s_cpu --force", cfg, dir,
                              heads[h]);
