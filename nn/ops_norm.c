@@ -289,7 +289,6 @@ nn_tensor *nn_layernorm(nn_graph *g, nn_tensor *x, nn_tensor *gamma, nn_tensor *
 /* ------------------------------------------------------------------------ */
 /* dropout: aux uint8 mask [numel] (1 keep), fparam 0 scale 1/(1-p) */
 
-#define DROPOUT_CHUNK 65536
 
 static void dropout_backward(nn_tensor *out)
 {
@@ -308,20 +307,12 @@ static void dropout_backward(nn_tensor *out)
         if (mask[i]) dx[i] += out->grad[i] * scale;
 }
 
-/* mask [n] (1 keep) from rng: one forked stream per chunk, forked in order,
- * so it does not depend on the thread count. */
-static void dropout_mask(nn_rng *rng, float p, size_t n, uint8_t *mask)
+/* mask [n] (1 keep) of the call with that key: nn_dropout_keep per element
+ * (nn/cuda/k_norm.h), the same on any thread count and on the GPU. */
+static void dropout_mask(uint64_t key, float p, size_t n, uint8_t *mask)
 {
-    long nchunks = (long)((n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK);
-    nn_rng *streams = xmalloc((size_t)(nchunks ? nchunks : 1) * sizeof(nn_rng));
-    for (long k = 0; k < nchunks; k++) streams[k] = nn_rng_fork(rng, (uint64_t)k);
 #pragma omp parallel for schedule(static)
-    for (long k = 0; k < nchunks; k++) {
-        size_t lo = (size_t)k * DROPOUT_CHUNK, hi = lo + DROPOUT_CHUNK;
-        if (hi > n) hi = n;
-        for (size_t i = lo; i < hi; i++) mask[i] = (uint8_t)(nn_rng_uniformf(&streams[k]) >= p);
-    }
-    free(streams);
+    for (long i = 0; i < (long)n; i++) mask[i] = (uint8_t)nn_dropout_keep(key, (uint64_t)i, p);
 }
 
 nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *rng)
@@ -334,21 +325,19 @@ nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *
     out->fparam[0] = scale;
     out->fparam[1] = p;
     size_t n = x->numel;
-    uint8_t *mask = xmalloc(n);
-    dropout_mask(rng, p, n, mask);
+    /* one draw from the stream per call; the mask is a function of it */
+    const uint64_t key = nn_rng_u64(rng);
     if (NN_ON_GPU(out)) {
-        uint8_t *dmask = nn_cuda_alloc(n);
-        nn_cuda_h2d(dmask, mask, n); /* does not wait; mask may be freed on return */
-        free(mask);
-        nn_cuda_dropout_fwd(x->data, dmask, out->data, scale, n);
-        if (out->backward) {
+        uint8_t *dmask = out->backward ? nn_cuda_alloc(n ? n : 1) : NULL;
+        nn_cuda_dropout_fwd(x->data, dmask, out->data, scale, p, key, n);
+        if (dmask) {
             out->aux = dmask;
             out->aux_cuda = 1;
-        } else {
-            nn_cuda_free(dmask);
         }
         return out;
     }
+    uint8_t *mask = xmalloc(n ? n : 1);
+    dropout_mask(key, p, n, mask);
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < (long)n; i++) out->data[i] = mask[i] ? x->data[i] * scale : 0.f;
     if (out->backward) {

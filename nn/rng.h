@@ -1,7 +1,9 @@
 /* Seeded random numbers: xoshiro256** seeded through splitmix64. The same
- * seed gives the same stream on every machine; ops that draw in parallel
- * (dropout) derive per-chunk streams with nn_rng_fork so results do not
- * depend on thread scheduling. */
+ * seed gives the same stream on every machine. Ops that draw in parallel
+ * take one number from the stream and derive the rest from it and the
+ * element index (dropout: nn_dropout_keep in nn/cuda/k_norm.h), or derive
+ * per-chunk streams with nn_rng_fork, so results do not depend on thread
+ * scheduling or on the device. */
 #ifndef NCMI_RNG_H
 #define NCMI_RNG_H
 

@@ -2,6 +2,8 @@
  * dropout: finite-difference gradient checks of every variant, and values
  * against numbers computed with PyTorch 1.13 (the snippets are quoted). */
 #include <cblas.h>
+#include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -498,5 +500,39 @@ TEST(dropout_mask_and_modes)
     int nz = 0;
     for (int i = 0; i < n; i++) nz += y4->data[i] != 0.f;
     EXPECT(nz == 0, "p=1 kept %d values", nz);
+    nn_graph_free(g);
+}
+
+/* The mask is nn_dropout_keep(key, i, p) with key the call's one draw from
+ * the stream (the function the GPU kernel evaluates on the device), whatever
+ * the thread count; the stream advances by exactly one number per call. */
+TEST(dropout_mask_is_the_keyed_function)
+{
+    const int n = 300001;
+    nn_graph *g = nn_graph_new();
+    nn_tensor *x = nn_tensor_new1(g, n);
+    nn_tensor_fill(x, 2.f);
+    nn_rng r, ref;
+    nn_rng_seed(&r, 2024);
+    ref = r;
+    const int saved = omp_get_max_threads();
+    static const float rates[3] = {0.1f, 0.5f, 0.9f};
+    for (int k = 0; k < 3; k++) {
+        omp_set_num_threads(k == 1 ? 1 : 2);
+        nn_tensor *y = nn_dropout(g, x, rates[k], 1, &r);
+        const uint64_t key = nn_rng_u64(&ref);
+        long wrong = 0, kept = 0;
+        for (int i = 0; i < n; i++) {
+            const int keep = nn_dropout_keep(key, (uint64_t)i, rates[k]);
+            kept += keep;
+            wrong += keep ? y->data[i] != 2.f / (1.f - rates[k]) : y->data[i] != 0.f;
+        }
+        EXPECT(wrong == 0, "p %.1f (%d threads): %ld elements differ from nn_dropout_keep", (double)rates[k],
+               k == 1 ? 1 : 2, wrong);
+        EXPECT(fabs((double)kept / n - (1.0 - rates[k])) < 0.005, "p %.1f: kept %.4f", (double)rates[k],
+               (double)kept / n);
+    }
+    omp_set_num_threads(saved);
+    EXPECT(nn_rng_u64(&r) == nn_rng_u64(&ref), "dropout took more than one number per call from the stream");
     nn_graph_free(g);
 }

@@ -66,9 +66,31 @@ void nn_cuda_layernorm_fwd(const float *x, const float *gamma, const float *beta
 void nn_cuda_layernorm_bwd(const float *x, const float *gamma, const float *stats, const float *dy, float *dx,
                            float *dgamma, float *dbeta, size_t rows, int D);
 
-/* y = mask ? x*scale : 0 and dx += mask ? dy*scale : 0, mask a device copy of
- * the mask the CPU code draws (1 keep). */
-void nn_cuda_dropout_fwd(const float *x, const uint8_t *mask, float *y, float scale, size_t n);
+/* Dropout's mask: element i of a call whose key is `key` is kept when
+ * u >= p, u = the top 24 bits of splitmix64(key + (i + 1) * golden gamma)
+ * times 2^-24 (exact in float). A pure function of (key, i): the CPU
+ * reference (nn/ops_norm.c, any thread count) and the GPU kernel draw the
+ * same mask, and the GPU draws it on the device (no host mask, no upload). */
+#ifdef __CUDACC__
+#define NN_DROPOUT_HD __host__ __device__
+#else
+#define NN_DROPOUT_HD
+#endif
+static inline NN_DROPOUT_HD int nn_dropout_keep(uint64_t key, uint64_t i, float p)
+{
+    uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+    return u >= p;
+}
+
+/* y = keep ? x*scale : 0 with keep = nn_dropout_keep(key, i, p), and the
+ * mask (1 keep) written to `mask` for the backward (NULL: not kept);
+ * dx += mask ? dy*scale : 0. */
+void nn_cuda_dropout_fwd(const float *x, uint8_t *mask, float *y, float scale, float p, uint64_t key,
+                         size_t n);
 void nn_cuda_dropout_bwd(const float *dy, const uint8_t *mask, float *dx, float scale, size_t n);
 
 #ifdef __cplusplus

@@ -235,9 +235,15 @@ __global__ void k_ln_dparams_sum(const float *pg, const float *pb, float *dgamma
 
 // ---- dropout ----
 
-__global__ void k_dropout_fwd(const float *x, const uint8_t *mask, float *y, float scale, size_t n)
+__global__ void k_dropout_fwd(const float *x, uint8_t *mask, float *y, float scale, float p, uint64_t key,
+                              size_t n)
 {
-    GRID_STRIDE(i, n) { y[i] = mask[i] ? x[i] * scale : 0.f; }
+    GRID_STRIDE(i, n)
+    {
+        const int keep = nn_dropout_keep(key, (uint64_t)i, p);
+        if (mask) mask[i] = (uint8_t)keep;
+        y[i] = keep ? __fmul_rn(x[i], scale) : 0.f;
+    }
 }
 
 __global__ void k_dropout_bwd(const float *dy, const uint8_t *mask, float *dx, float scale, size_t n)
@@ -297,10 +303,11 @@ extern "C" void nn_cuda_layernorm_bwd(const float *x, const float *gamma, const 
     nn_cuda_free(part); // stream-ordered: safe right after queuing
 }
 
-extern "C" void nn_cuda_dropout_fwd(const float *x, const uint8_t *mask, float *y, float scale, size_t n)
+extern "C" void nn_cuda_dropout_fwd(const float *x, uint8_t *mask, float *y, float scale, float p, uint64_t key,
+                                    size_t n)
 {
     if (!n) return;
-    k_dropout_fwd<<<nn_grid(n), 256, 0, NN_STREAM>>>(x, mask, y, scale, n);
+    k_dropout_fwd<<<nn_grid(n), 256, 0, NN_STREAM>>>(x, mask, y, scale, p, key, n);
     NN_CUDA_LAUNCHED();
 }
 
