@@ -32,8 +32,9 @@ static void *xcalloc(size_t n, size_t sz)
  * the same buffers again then page-faults and zeroes every page of them at
  * every step (TransMIL at N = 500: a third of the step in the kernel's page
  * fault handler, perf). The largest threshold glibc allows (32 MiB) and no
- * trimming keep those buffers in the heap for the next step; the peak RSS
- * does not change (the pages are the step's own peak). Left alone when the
+ * trimming keep those buffers in the heap for the next step (the peak RSS
+ * stays the same for TransMIL and grows 14 % for ABMIL at N = 16,000 by heap
+ * fragmentation, docs/training.md). Left alone when the
  * user tunes malloc (GLIBC_TUNABLES, MALLOC_*_ variables) or sets
  * NCMI_MALLOC_TUNE=0. */
 static void malloc_tune(void)
