@@ -258,14 +258,21 @@ static int config_one(const ncmi_cfg_schema *S, size_t cfg_size, int train, cons
     return rc;
 }
 
-int fuzz_config(const uint8_t *data, size_t size)
+/* one(schema, config size, is the training schema, data, size) on the
+ * training config and on the dataset (cohort) config; the first non-zero
+ * result */
+typedef int (*schema_fn)(const ncmi_cfg_schema *S, size_t cfg_size, int train, const uint8_t *data,
+                         size_t size);
+static int on_both_schemas(schema_fn one, const uint8_t *data, size_t size)
 {
     size_t cohort_size = 0;
     const ncmi_cfg_schema *C = ncmi_cohort_schema(&cohort_size);
-    int rc = config_one(&ncmi_train_schema, sizeof(ncmi_train_config), 1, data, size);
-    int rc2 = config_one(C, cohort_size, 0, data, size);
+    int rc = one(&ncmi_train_schema, sizeof(ncmi_train_config), 1, data, size);
+    int rc2 = one(C, cohort_size, 0, data, size);
     return rc == 0 ? rc2 : rc;
 }
+
+int fuzz_config(const uint8_t *data, size_t size) { return on_both_schemas(config_one, data, size); }
 
 /* ------------------------------------------------------------------ */
 /* --set key=value (one assignment a line, applied in order)           */
@@ -295,14 +302,7 @@ static int set_one(const ncmi_cfg_schema *S, size_t cfg_size, int train, const u
 }
 
 /* every line is a --set assignment, applied to a training config and to a dataset config */
-int fuzz_set(const uint8_t *data, size_t size)
-{
-    size_t cohort_size = 0;
-    const ncmi_cfg_schema *C = ncmi_cohort_schema(&cohort_size);
-    int rc = set_one(&ncmi_train_schema, sizeof(ncmi_train_config), 1, data, size);
-    int rc2 = set_one(C, cohort_size, 0, data, size);
-    return rc == 0 ? rc2 : rc;
-}
+int fuzz_set(const uint8_t *data, size_t size) { return on_both_schemas(set_one, data, size); }
 
 /* ------------------------------------------------------------------ */
 /* safetensors (nn/safetensors.c)                                      */
