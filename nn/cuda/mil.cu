@@ -467,7 +467,11 @@ extern "C" void nn_cuda_mil_ema(float *a, const float *x, float decay, size_t n)
     NN_CUDA_LAUNCHED();
 }
 
-extern "C" void nn_cuda_mil_seq_conv_fwd(float *out, const float *v, const float *w, int h, int np, int dh, int K)
+// out = seq_conv(in) (forward: in = v) or its input gradient (BWD: in = the
+// output gradient, out = gv, the kernel flipped): the tiled kernel when a
+// tile fits in shared memory, else the plain one.
+template <bool BWD>
+static void seq_conv_launch(float *out, const float *in, const float *w, int h, int np, int dh, int K)
 {
     const size_t n = (size_t)h * np * dh;
     if (!n) return;
@@ -475,24 +479,23 @@ extern "C" void nn_cuda_mil_seq_conv_fwd(float *out, const float *v, const float
     if (R > 0) {
         const size_t shm = ((size_t)(R + 2 * (K / 2)) * dh + K) * sizeof(float);
         const size_t nblk = (size_t)h * ((np + R - 1) / R);
-        k_seq_conv_tiled<false><<<blocks_for(nblk), THREADS, shm, NN_STREAM>>>(out, v, w, h, np, dh, K, R);
-    } else
-        k_seq_conv_fwd<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(out, v, w, h, np, dh, K);
+        k_seq_conv_tiled<BWD><<<blocks_for(nblk), THREADS, shm, NN_STREAM>>>(out, in, w, h, np, dh, K, R);
+    } else if (BWD) {
+        k_seq_conv_bwd_v<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(out, in, w, h, np, dh, K);
+    } else {
+        k_seq_conv_fwd<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(out, in, w, h, np, dh, K);
+    }
     NN_CUDA_LAUNCHED();
+}
+
+extern "C" void nn_cuda_mil_seq_conv_fwd(float *out, const float *v, const float *w, int h, int np, int dh, int K)
+{
+    seq_conv_launch<false>(out, v, w, h, np, dh, K);
 }
 
 extern "C" void nn_cuda_mil_seq_conv_bwd_v(float *gv, const float *go, const float *w, int h, int np, int dh, int K)
 {
-    const size_t n = (size_t)h * np * dh;
-    if (!n) return;
-    const int R = seq_conv_tile_rows(dh, K);
-    if (R > 0) {
-        const size_t shm = ((size_t)(R + 2 * (K / 2)) * dh + K) * sizeof(float);
-        const size_t nblk = (size_t)h * ((np + R - 1) / R);
-        k_seq_conv_tiled<true><<<blocks_for(nblk), THREADS, shm, NN_STREAM>>>(gv, go, w, h, np, dh, K, R);
-    } else
-        k_seq_conv_bwd_v<<<nn_grid(n), THREADS, 0, NN_STREAM>>>(gv, go, w, h, np, dh, K);
-    NN_CUDA_LAUNCHED();
+    seq_conv_launch<true>(gv, go, w, h, np, dh, K);
 }
 
 extern "C" void nn_cuda_mil_seq_conv_bwd_w(float *gw, const float *go, const float *v, int h, int np, int dh, int K)
