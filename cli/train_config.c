@@ -146,6 +146,9 @@ int ncmi_train_config_check(const ncmi_train_config *c)
         if (c->milestones.v[i] <= c->milestones.v[i - 1])
             return ncmi_error_set("key 'schedule.milestones': must be increasing, got %d after %d",
                                   c->milestones.v[i], c->milestones.v[i - 1]);
+    if (c->optim_name == NCMI_OPTIM_NAME_SGD && c->nesterov && c->momentum <= 0)
+        return ncmi_error_set("key 'optim.nesterov': Nesterov momentum needs optim.momentum > 0 (got %g), "
+                              "as torch.optim.SGD", c->momentum);
     if (c->schedule_kind == NCMI_SCHED_COSINE && c->warmup_epochs >= c->epochs)
         return ncmi_error_set("key 'schedule.warmup_epochs': %g leaves no epoch for the cosine "
                               "decay (train.epochs = %d)", c->warmup_epochs, c->epochs);

@@ -184,6 +184,16 @@ TEST(config_bounds)
     EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "schedule.milestones=[10, 5]") == 0, "%s", ncmi_error());
     EXPECT(ncmi_train_config_check(&t) == -1 && strstr(ncmi_error(), "increasing"), "got '%s'",
            ncmi_error());
+    /* Nesterov without momentum: a config error, not the optimizer's internal check (an abort) */
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "schedule.milestones=[5, 10]") == 0, "%s", ncmi_error());
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "optim.nesterov=true") == 0, "%s", ncmi_error());
+    EXPECT(ncmi_train_config_check(&t) == 0, "nesterov with momentum 0.9: %s", ncmi_error());
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "optim.momentum=0") == 0, "%s", ncmi_error());
+    EXPECT(ncmi_train_config_check(&t) == -1 && strstr(ncmi_error(), "key 'optim.nesterov'") &&
+               strstr(ncmi_error(), "optim.momentum > 0"),
+           "got '%s'", ncmi_error());
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "optim.name=adamw") == 0, "%s", ncmi_error());
+    EXPECT(ncmi_train_config_check(&t) == 0, "adamw ignores optim.nesterov: %s", ncmi_error());
     ncmi_cfg_free(&ncmi_train_schema, &t);
 }
 
