@@ -105,6 +105,8 @@ static const ncmi_cfg_key keys[] = {
     {"ncmi.eval", NCMI_CFG_ENUM, "cc", "method for validation, model selection and the primary predictions: cc (class-mean centroids of the training set) or learned (sigma(xi))", OFF(ncmi_eval), ncmi_eval_kinds, 0, 0, 0, 0},
     {"lp.epochs", NCMI_CFG_INT, "20", "NCMI linear probing: epochs of SGD on the frozen z' of the training set", OFF(lp_epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"lp.lr", NCMI_CFG_FLOAT, "0.1", "linear probing: learning rate (cosine to 0 over lp.epochs)", OFF(lp_lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
+    {"lp.grid_epochs", NCMI_CFG_INT_LIST, "[]", "linear probing: epoch counts to try, each with every lp.grid_lr (or lp.lr); the probe with the best validation train.select is kept (at most 8; []: lp.epochs alone)", OFF(lp_grid_epochs), NULL, NCMI_CFG_MIN, 1, 0, 0},
+    {"lp.grid_lr", NCMI_CFG_FLOAT_LIST, "[]", "linear probing: learning rates to try, each with every lp.grid_epochs (or lp.epochs); chosen on the validation set as lp.grid_epochs (at most 8; []: lp.lr alone)", OFF(lp_grid_lr), NULL, NCMI_CFG_MIN_EXCL, 0, 0, 0},
     {"lp.batch_size", NCMI_CFG_INT, "128", "linear probing: batch size", OFF(lp_batch_size), NULL, NCMI_CFG_MIN, 1, 0, 0},
     {"lp.momentum", NCMI_CFG_FLOAT, "0.9", "linear probing: SGD momentum", OFF(lp_momentum), NULL, NCMI_CFG_MIN | NCMI_CFG_MAX_EXCL, 0, 1, 0},
     {"lp.weight_decay", NCMI_CFG_FLOAT, "0.0", "linear probing: weight decay", OFF(lp_weight_decay), NULL, NCMI_CFG_MIN, 0, 0, 0},
@@ -146,6 +148,10 @@ int ncmi_train_config_check(const ncmi_train_config *c)
         if (c->milestones.v[i] <= c->milestones.v[i - 1])
             return ncmi_error_set("key 'schedule.milestones': must be increasing, got %d after %d",
                                   c->milestones.v[i], c->milestones.v[i - 1]);
+    if (c->lp_grid_epochs.n > TR_LP_GRID_MAX || c->lp_grid_lr.n > TR_LP_GRID_MAX)
+        return ncmi_error_set("key 'lp.grid_%s': at most %d values, got %d",
+                              c->lp_grid_epochs.n > TR_LP_GRID_MAX ? "epochs" : "lr", TR_LP_GRID_MAX,
+                              c->lp_grid_epochs.n > TR_LP_GRID_MAX ? c->lp_grid_epochs.n : c->lp_grid_lr.n);
     if (c->optim_name == NCMI_OPTIM_NAME_SGD && c->nesterov && c->momentum <= 0)
         return ncmi_error_set("key 'optim.nesterov': Nesterov momentum needs optim.momentum > 0 (got %g), "
                               "as torch.optim.SGD", c->momentum);

@@ -108,6 +108,8 @@ typedef struct ncmi_train_config {
     /* linear probing */
     int lp_epochs, lp_batch_size;
     double lp_lr, lp_momentum, lp_weight_decay;
+    ncmi_cfg_ints lp_grid_epochs;
+    ncmi_cfg_floats lp_grid_lr;
     /* evaluation */
     int eval_split;
     /* optimizer */

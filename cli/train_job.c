@@ -460,6 +460,10 @@ void cli_train_job_tr_config(const ncmi_train_config *c, const cli_train_job *j,
     t->lp_lr = (float)c->lp_lr;
     t->lp_momentum = (float)c->lp_momentum;
     t->lp_weight_decay = (float)c->lp_weight_decay;
+    t->n_lp_grid_epochs = c->lp_grid_epochs.n < TR_LP_GRID_MAX ? c->lp_grid_epochs.n : TR_LP_GRID_MAX;
+    for (int i = 0; i < t->n_lp_grid_epochs; i++) t->lp_grid_epochs[i] = c->lp_grid_epochs.v[i];
+    t->n_lp_grid_lr = c->lp_grid_lr.n < TR_LP_GRID_MAX ? c->lp_grid_lr.n : TR_LP_GRID_MAX;
+    for (int i = 0; i < t->n_lp_grid_lr; i++) t->lp_grid_lr[i] = (float)c->lp_grid_lr.v[i];
     t->n_classes = j->C;
     t->class_names = j->classes;
 }

@@ -192,6 +192,14 @@ TEST(config_bounds)
     EXPECT(ncmi_train_config_check(&t) == -1 && strstr(ncmi_error(), "key 'optim.nesterov'") &&
                strstr(ncmi_error(), "optim.momentum > 0"),
            "got '%s'", ncmi_error());
+    /* the linear-probe grid: at most 8 values per axis */
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "lp.grid_lr=[0.1, 1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]") == 0, "%s",
+           ncmi_error());
+    EXPECT(ncmi_train_config_check(&t) == -1 && !strcmp(ncmi_error(), "key 'lp.grid_lr': at most 8 values, got 9"),
+           "got '%s'", ncmi_error());
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "lp.grid_lr=[0.1, 1]") == 0, "%s", ncmi_error());
+    EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "lp.grid_epochs=[0]") == -1 && strstr(ncmi_error(), "must be >= 1"),
+           "epochs 0 in the grid: '%s'", ncmi_error());
     EXPECT(ncmi_cfg_set(&ncmi_train_schema, &t, "optim.name=adamw") == 0, "%s", ncmi_error());
     EXPECT(ncmi_train_config_check(&t) == 0, "adamw ignores optim.nesterov: %s", ncmi_error());
     ncmi_cfg_free(&ncmi_train_schema, &t);

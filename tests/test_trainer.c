@@ -11,6 +11,7 @@
  *  - a label outside the class list is an error naming the file and row;
  *  - selection, eval_every, early stopping, ncmi eval --run.
  * The MNIST tests skip (visibly) without the fixture. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,44 +412,68 @@ static nn_tensor *bag_forward(tr_model *m, nn_graph *g, nn_tensor *const *in, in
 
 static void bag_after_step(tr_model *m) { ((bagmodel *)m->ctx)->after_steps++; }
 
+/* BAG_N bags of 1-9 instances, class i % BAG_C: N(class mean, I) with the
+ * class means drawn from the cohort seed (the same for every bag_set_make
+ * with that seed) and the bags from the stream seeded with bag_seed. */
+static void bag_set_make(bagset *b, int *labels, tr_dataset *d, const char *name, uint64_t cohort_seed,
+                         uint64_t bag_seed)
+{
+    nn_rng r;
+    nn_rng_seed(&r, cohort_seed);
+    float means[BAG_C][BAG_F];
+    nn_rng_fill_normal(&r, &means[0][0], BAG_C * BAG_F, 0.f, 2.f);
+    if (bag_seed != cohort_seed) nn_rng_seed(&r, bag_seed);
+    for (int i = 0; i < BAG_N; i++) {
+        labels[i] = i % BAG_C;
+        b->size[i] = 1 + (int)nn_rng_below(&r, 9);
+        b->X[i] = malloc((size_t)b->size[i] * BAG_F * sizeof(float));
+        nn_rng_fill_normal(&r, b->X[i], (size_t)b->size[i] * BAG_F, 0.f, 1.f);
+        for (int k = 0; k < b->size[i]; k++)
+            for (int j = 0; j < BAG_F; j++) b->X[i][k * BAG_F + j] += means[labels[i]][j];
+        snprintf(b->id[i], sizeof b->id[i], "bag%d", i);
+    }
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    d->n = BAG_N;
+    d->labels = labels;
+    d->bags = 1;
+    d->sample_id = bag_id;
+    d->inputs = bag_inputs;
+    d->ctx = b;
+}
+
+static void bag_set_free(bagset *b)
+{
+    for (int i = 0; i < BAG_N; i++) free(b->X[i]);
+}
+
+/* The bag model (mean, Linear(F, 8), ReLU), its weights seeded. */
+static void bag_model_make(bagmodel *bm, tr_model *m)
+{
+    memset(bm, 0, sizeof *bm);
+    nn_params_init(&bm->P);
+    nn_rng ir;
+    nn_rng_seed(&ir, 9);
+    nn_linear_m_init(&bm->fc, &bm->P, "fc1", BAG_F, 8, 1, &ir);
+    memset(m, 0, sizeof *m);
+    m->params = &bm->P;
+    m->dim = 8;
+    m->forward = bag_forward;
+    m->after_step = bag_after_step;
+    m->ctx = bm;
+}
+
 TEST(trainer_bags_ncmi_and_linear)
 {
     bagset b;
     int labels[BAG_N];
-    nn_rng r;
-    nn_rng_seed(&r, 5);
-    float means[BAG_C][BAG_F];
-    nn_rng_fill_normal(&r, &means[0][0], BAG_C * BAG_F, 0.f, 2.f);
-    for (int i = 0; i < BAG_N; i++) {
-        labels[i] = i % BAG_C;
-        b.size[i] = 1 + (int)nn_rng_below(&r, 9);
-        b.X[i] = malloc((size_t)b.size[i] * BAG_F * sizeof(float));
-        nn_rng_fill_normal(&r, b.X[i], (size_t)b.size[i] * BAG_F, 0.f, 1.f);
-        for (int k = 0; k < b.size[i]; k++)
-            for (int j = 0; j < BAG_F; j++) b.X[i][k * BAG_F + j] += means[labels[i]][j];
-        snprintf(b.id[i], sizeof b.id[i], "bag%d", i);
-    }
-    tr_dataset d = {0};
-    snprintf(d.name, sizeof d.name, "train");
-    d.n = BAG_N;
-    d.labels = labels;
-    d.bags = 1;
-    d.sample_id = bag_id;
-    d.inputs = bag_inputs;
-    d.ctx = &b;
+    tr_dataset d;
+    bag_set_make(&b, labels, &d, "train", 5, 5);
     char *names[BAG_C] = {"a", "b", "c"};
     for (int head = 0; head < 2; head++) {
-        bagmodel bm = {0};
-        nn_params_init(&bm.P);
-        nn_rng ir;
-        nn_rng_seed(&ir, 9);
-        nn_linear_m_init(&bm.fc, &bm.P, "fc1", BAG_F, 8, 1, &ir);
-        tr_model m = {0};
-        m.params = &bm.P;
-        m.dim = 8;
-        m.forward = bag_forward;
-        m.after_step = bag_after_step;
-        m.ctx = &bm;
+        bagmodel bm;
+        tr_model m;
+        bag_model_make(&bm, &m);
         tr_config c;
         tr_config_default(&c);
         c.head = head ? TR_HEAD_NCMI : TR_HEAD_LINEAR;
@@ -482,5 +507,85 @@ TEST(trainer_bags_ncmi_and_linear)
         tr_free(&t);
         nn_params_free(&bm.P);
     }
-    for (int i = 0; i < BAG_N; i++) free(b.X[i]);
+    bag_set_free(&b);
+}
+
+/* lp.grid_epochs x lp.grid_lr: every pair is a probe trained as the single
+ * setting would train it, and the one kept has the best validation score
+ * (select: loss, so that ties are unlikely); without a validation set the
+ * grid is refused at tr_init. */
+TEST(trainer_lp_grid_chosen_on_val)
+{
+    bagset b, bv;
+    int labels[BAG_N], lv[BAG_N];
+    tr_dataset d, dv;
+    bag_set_make(&b, labels, &d, "train", 5, 5);
+    bag_set_make(&bv, lv, &dv, "val", 5, 77);
+    char *names[BAG_C] = {"a", "b", "c"};
+    bagmodel bm;
+    tr_model m;
+    bag_model_make(&bm, &m);
+    tr_config c;
+    tr_config_default(&c);
+    c.head = TR_HEAD_NCMI;
+    c.ncmi.tau = 1.f;
+    c.ncmi.momentum = 1.f - 1.f / BAG_N;
+    c.epochs = 4;
+    c.batch_size = 4;
+    c.lr = 0.05f;
+    c.schedule.base_lr = c.lr;
+    c.n_classes = BAG_C;
+    c.class_names = names;
+    snprintf(c.select, sizeof c.select, "loss");
+    c.progress = -1;
+    const int eps[2] = {2, 12};
+    const float lrs[3] = {0.3f, 3.f, 0.01f}; /* the best pair neither first nor last */
+    c.n_lp_grid_epochs = 2;
+    c.n_lp_grid_lr = 3;
+    memcpy(c.lp_grid_epochs, eps, sizeof eps);
+    memcpy(c.lp_grid_lr, lrs, sizeof lrs);
+    tr_trainer t;
+    int rc = tr_init(&t, &c, &m, &d, NULL, NULL, NULL);
+    EXPECT(rc == -1 && strstr(ncmi_error(), "lp.grid_epochs / lp.grid_lr") && strstr(ncmi_error(), "validation set"),
+           "grid without a validation set: rc %d, '%s'", rc, ncmi_error());
+    tr_free(&t);
+    REQUIRE(tr_init(&t, &c, &m, &d, &dv, NULL, NULL) == 0, "%s", ncmi_error());
+    REQUIRE(tr_fit(&t) == 0, "%s", ncmi_error());
+    REQUIRE(tr_compute_predictors(&t) == 0, "%s", ncmi_error());
+    const int W_n = BAG_C * 8;
+    float Wg[BAG_C * 8];
+    memcpy(Wg, t.stored_lp_w, sizeof Wg);
+    const int ge = t.lp_epochs_used;
+    const float gl = t.lp_lr_used;
+    const double gs = t.lp_val_score;
+    /* each pair alone: its probe and its validation loss */
+    double best = -1e300, lo = 1e300;
+    int be = 0, match = 0;
+    float bl = 0;
+    t.cfg.n_lp_grid_epochs = t.cfg.n_lp_grid_lr = 0;
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 3; k++) {
+            t.cfg.lp_epochs = eps[i];
+            t.cfg.lp_lr = lrs[k];
+            REQUIRE(tr_compute_predictors(&t) == 0, "%s", ncmi_error());
+            int pred[BAG_N];
+            double prob[BAG_N * BAG_C], loss = 0;
+            REQUIRE(tr_predict(&t, &dv, TR_METHOD_LP, pred, prob) == 0, "%s", ncmi_error());
+            for (int j = 0; j < BAG_N; j++) loss -= log(prob[j * BAG_C + lv[j]]);
+            const double score = -loss / BAG_N;
+            printf("    probe epochs %2d lr %-4g: validation loss %.5f\n", eps[i], (double)lrs[k], -score);
+            if (score > best) best = score, be = eps[i], bl = lrs[k];
+            if (score < lo) lo = score;
+            if (eps[i] == ge && lrs[k] == gl) match = !memcmp(Wg, t.stored_lp_w, (size_t)W_n * sizeof *Wg);
+        }
+    printf("    grid chose epochs %d lr %g (validation loss %.5f)\n", ge, (double)gl, -gs);
+    EXPECT(ge == be && gl == bl, "grid chose epochs %d lr %g, best alone: epochs %d lr %g", ge, (double)gl, be,
+           (double)bl);
+    EXPECT(fabs(gs - best) <= 1e-9 * fabs(best), "grid score %.9f, alone %.9f", gs, best);
+    EXPECT(match, "the grid's probe differs from the same setting trained alone");
+    EXPECT(best - lo > 1e-3, "the grid points do not differ (validation loss %.5f to %.5f)", -best, -lo);
+    tr_free(&t);
+    nn_params_free(&bm.P);
+    bag_set_free(&b);
+    bag_set_free(&bv);
 }

@@ -170,6 +170,10 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
         return ncmi_error_set("selection metric '%s' is not accuracy, f1_auc, loss or a metric name",
                               cfg->select);
     if (!train || train->n < 1) return ncmi_error_set("the training set is empty");
+    if (cfg->head == TR_HEAD_NCMI && (cfg->n_lp_grid_epochs || cfg->n_lp_grid_lr) && (!val || val->n < 1))
+        return ncmi_error_set("lp.grid_epochs / lp.grid_lr: choosing the probe needs a validation set, and "
+                              "this data has none");
+    t->lp_val_score = NAN;
     const tr_dataset *sets[3] = {train, val, test};
     for (int k = 0; k < 3; k++)
         if (sets[k] && tr_dataset_check(sets[k], t->C)) return -1;
@@ -619,17 +623,15 @@ static int class_mean_centroids(tr_trainer *t, double *q)
     return 0;
 }
 
-/* Linear probing: a Linear(D, C) trained with CE and SGD on z' of the
- * training set (encoder frozen; its embeddings Z), seeded; returns its
- * weights. */
-static void linear_probe_z(tr_trainer *t, const float *Z, float *W, float *b)
+/* One linear probe: a Linear(D, C) trained with CE and SGD (cosine lr over
+ * `epochs`) on F = z' [n, D] of the training set, seeded (stream 4: every
+ * probe of a grid starts from the same weights and order); its weights. */
+static void linear_probe_fit(tr_trainer *t, const float *F, int epochs, float lr, float *W, float *b)
 {
     const int D = t->D, C = t->C, n = t->train->n;
-    float *F = malloc((size_t)n * D * sizeof *F);
     int *perm = malloc((size_t)n * sizeof *perm);
     int *yb = malloc((size_t)t->cfg.lp_batch_size * sizeof *yb);
-    NCMI_CHECK(F && perm && yb, "out of memory");
-    nn_ncmi_project(&t->ncmi, Z, n, F, NULL);
+    NCMI_CHECK(perm && yb, "out of memory");
     nn_rng root;
     nn_rng_seed(&root, t->cfg.seed);
     for (int k = 1; k < 4; k++) nn_rng_fork(&root, (uint64_t)k);
@@ -639,14 +641,14 @@ static void linear_probe_z(tr_trainer *t, const float *Z, float *W, float *b)
     nn_linear_m lp;
     nn_linear_m_init(&lp, &P, "lp", D, C, 1, &rng);
     nn_optim o;
-    nn_optim_sgd_init(&o, &P, t->cfg.lp_lr, t->cfg.lp_momentum, t->cfg.lp_weight_decay, 0);
+    nn_optim_sgd_init(&o, &P, lr, t->cfg.lp_momentum, t->cfg.lp_weight_decay, 0);
     nn_lr_schedule s = {0};
     s.kind = NN_LR_COSINE;
-    s.base_lr = t->cfg.lp_lr;
-    s.total = t->cfg.lp_epochs;
+    s.base_lr = lr;
+    s.total = epochs;
     nn_graph *g = nn_graph_new();
     const int bs = t->cfg.lp_batch_size;
-    for (int e = 0; e < t->cfg.lp_epochs; e++) {
+    for (int e = 0; e < epochs; e++) {
         o.lr = nn_lr_at(&s, e);
         nn_rng_permutation(&rng, perm, n);
         for (int b0 = 0; b0 < n; b0 += bs) {
@@ -668,18 +670,99 @@ static void linear_probe_z(tr_trainer *t, const float *Z, float *W, float *b)
     nn_graph_free(g);
     nn_optim_free(&o);
     nn_params_free(&P);
-    free(F);
     free(perm);
     free(yb);
+}
+
+static double select_score(const tr_trainer *t, const eval_report *r, double loss, const int *y,
+                           const int *pred, const double *prob, int n);
+
+/* The validation score (cfg.select) of the probe W, b on Fv = z' [n, D] of
+ * the validation set; loss: its mean cross-entropy. */
+static int probe_val_score(tr_trainer *t, const float *W, const float *b, const float *Fv, double *score)
+{
+    const tr_dataset *d = t->val;
+    const int n = d->n, C = t->C;
+    int *pred = malloc((size_t)n * sizeof *pred);
+    double *prob = malloc((size_t)n * C * sizeof *prob);
+    NCMI_CHECK(pred && prob, "out of memory");
+    linear_predict(W, b, Fv, n, t->D, C, pred, prob);
+    double loss = 0;
+    for (int i = 0; i < n; i++) loss -= log(fmax(prob[(size_t)i * C + d->labels[i]], 1e-300));
+    eval_report r = {0};
+    int rc = eval_report_compute(&r, d->labels, pred, prob, n, C);
+    if (!rc) {
+        *score = select_score(t, &r, loss / n, d->labels, pred, prob, n);
+        eval_report_free(&r);
+    }
+    free(pred);
+    free(prob);
+    return rc;
+}
+
+/* Linear probing on the training set's embeddings Z (encoder frozen): the
+ * probe of lp.epochs / lp.lr, or with a grid (lp.grid_epochs, lp.grid_lr)
+ * the probe of the pair with the best validation score. Its weights into W,
+ * b; the settings and score into t->lp_*_used, t->lp_val_score. */
+static int linear_probe_z(tr_trainer *t, const float *Z, float *W, float *b)
+{
+    const int D = t->D, C = t->C, n = t->train->n;
+    const int ne = t->cfg.n_lp_grid_epochs, nl = t->cfg.n_lp_grid_lr;
+    float *F = malloc((size_t)n * D * sizeof *F);
+    NCMI_CHECK(F, "out of memory");
+    nn_ncmi_project(&t->ncmi, Z, n, F, NULL);
+    t->lp_val_score = NAN;
+    if (!ne && !nl) {
+        linear_probe_fit(t, F, t->cfg.lp_epochs, t->cfg.lp_lr, W, b);
+        t->lp_epochs_used = t->cfg.lp_epochs;
+        t->lp_lr_used = t->cfg.lp_lr;
+        free(F);
+        return 0;
+    }
+    if (!t->val || t->val->n == 0) {
+        free(F);
+        return ncmi_error_set("lp.grid_epochs / lp.grid_lr: choosing the probe needs a validation set, and "
+                              "this data has none");
+    }
+    float *Zv, *Fv = malloc((size_t)t->val->n * D * sizeof *Fv);
+    float *Wc = malloc((size_t)C * D * sizeof *Wc), *bc = malloc((size_t)C * sizeof *bc);
+    NCMI_CHECK(Fv && Wc && bc, "out of memory");
+    int rc = tr_embed(t, t->val, &Zv);
+    if (!rc) {
+        nn_ncmi_project(&t->ncmi, Zv, t->val->n, Fv, NULL);
+        free(Zv);
+    }
+    for (int i = 0; i < (ne ? ne : 1) && !rc; i++)
+        for (int k = 0; k < (nl ? nl : 1) && !rc; k++) {
+            const int ep = ne ? t->cfg.lp_grid_epochs[i] : t->cfg.lp_epochs;
+            const float lr = nl ? t->cfg.lp_grid_lr[k] : t->cfg.lp_lr;
+            double sc = 0;
+            linear_probe_fit(t, F, ep, lr, Wc, bc);
+            rc = probe_val_score(t, Wc, bc, Fv, &sc);
+            if (rc || !(isnan(t->lp_val_score) || sc > t->lp_val_score)) continue;
+            t->lp_val_score = sc;
+            t->lp_epochs_used = ep;
+            t->lp_lr_used = lr;
+            memcpy(W, Wc, (size_t)C * D * sizeof *W);
+            memcpy(b, bc, (size_t)C * sizeof *b);
+        }
+    if (!rc && t->cfg.out && t->cfg.progress >= 0)
+        fprintf(t->cfg.out, "linear probe: lp.epochs %d, lp.lr %g chosen on the validation set (%s %.4f), of %d x %d\n",
+                t->lp_epochs_used, (double)t->lp_lr_used, t->cfg.select, t->lp_val_score, ne ? ne : 1, nl ? nl : 1);
+    free(F);
+    free(Fv);
+    free(Wc);
+    free(bc);
+    return rc;
 }
 
 static int linear_probe(tr_trainer *t, float *W, float *b)
 {
     float *Z;
     if (tr_embed(t, t->train, &Z)) return -1;
-    linear_probe_z(t, Z, W, b);
+    int rc = linear_probe_z(t, Z, W, b);
     free(Z);
-    return 0;
+    return rc;
 }
 
 /* Predictions from embeddings Z of d with a method; q_cc: precomputed
@@ -783,8 +866,14 @@ int tr_compute_predictors(tr_trainer *t)
     float *W = malloc((size_t)C * D * sizeof *W), *b = malloc((size_t)C * sizeof *b);
     NCMI_CHECK(q && W && b, "out of memory");
     class_mean_centroids_z(t, Z, q);
-    linear_probe_z(t, Z, W, b);
+    int rc = linear_probe_z(t, Z, W, b);
     free(Z);
+    if (rc) {
+        free(q);
+        free(W);
+        free(b);
+        return -1;
+    }
     tr_predictors_clear(t);
     t->stored_cc = q;
     t->stored_lp_w = W;
@@ -824,7 +913,7 @@ int tr_save_predictors(tr_trainer *t, const char *path)
     /* every tensor of the file (typed host copies; our three replaced), then ours */
     nn_st_tensor *ts = calloc((size_t)st.n + 3, sizeof *ts);
     void **bufs = calloc((size_t)st.n + 1, sizeof *bufs);
-    const char **mk = calloc((size_t)st.n_meta + 1, sizeof *mk), **mv = calloc((size_t)st.n_meta + 1, sizeof *mv);
+    const char **mk = calloc((size_t)st.n_meta + 2, sizeof *mk), **mv = calloc((size_t)st.n_meta + 2, sizeof *mv);
     NCMI_CHECK(ts && bufs && mk && mv, "out of memory");
     int n = 0, rc = 0;
     for (int i = 0; i < st.n && !rc; i++) {
@@ -861,13 +950,25 @@ int tr_save_predictors(tr_trainer *t, const char *path)
     ts[n++] = (nn_st_tensor){ST_LP_W, NN_ST_F32, 2, {C, D}, t->stored_lp_w};
     ts[n++] = (nn_st_tensor){ST_LP_B, NN_ST_F32, 1, {C}, t->stored_lp_b};
     int m = 0;
+    /* the probe's settings when it was trained here (a loaded one keeps the file's) */
+    char lps[160];
+    const int have_lps = t->lp_epochs_used > 0;
+    if (have_lps && isnan(t->lp_val_score))
+        snprintf(lps, sizeof lps, "epochs %d, lr %g", t->lp_epochs_used, (double)t->lp_lr_used);
+    else if (have_lps)
+        snprintf(lps, sizeof lps, "epochs %d, lr %g, chosen on val (%s %.6g)", t->lp_epochs_used,
+                 (double)t->lp_lr_used, t->cfg.select, t->lp_val_score);
     for (int i = 0; i < st.n_meta; i++)
-        if (strcmp(st.meta_keys[i], "stored_predictors")) {
+        if (strcmp(st.meta_keys[i], "stored_predictors") && (!have_lps || strcmp(st.meta_keys[i], "lp_settings"))) {
             mk[m] = st.meta_keys[i];
             mv[m++] = st.meta_vals[i];
         }
     mk[m] = "stored_predictors";
     mv[m++] = "cc,lp";
+    if (have_lps) {
+        mk[m] = "lp_settings";
+        mv[m++] = lps;
+    }
     if (!rc) rc = nn_st_write(path, ts, n, mk, mv, m);
     for (int i = 0; i < st.n; i++) free(bufs[i]);
     free(bufs);

@@ -145,6 +145,9 @@ typedef enum tr_method {
 const char *tr_method_name(tr_method m); /* "linear", "cc", "learned", "lp" */
 int tr_method_from_name(const char *s);  /* -1 if unknown */
 
+/* Most values of each axis of the linear-probe grid (lp.grid_epochs, lp.grid_lr). */
+#define TR_LP_GRID_MAX 8
+
 typedef struct tr_config {
     /* loop */
     int epochs, batch_size;
@@ -170,6 +173,13 @@ typedef struct tr_config {
     /* linear probing */
     int lp_epochs, lp_batch_size;
     float lp_lr, lp_momentum, lp_weight_decay;
+    /* a grid of probes (either list non-empty; an empty list is the scalar
+     * above): every (epochs, lr) pair is trained and the one with the best
+     * validation score (select, on the val set; ties: the first in the order
+     * epochs-major) is kept. Needs a validation set. */
+    int lp_grid_epochs[TR_LP_GRID_MAX], n_lp_grid_epochs;
+    float lp_grid_lr[TR_LP_GRID_MAX];
+    int n_lp_grid_lr;
     /* classes */
     int n_classes;
     char **class_names;      /* [n_classes], borrowed */
@@ -246,6 +256,11 @@ typedef struct tr_trainer {
      * set). Cleared by a training step and by tr_resume. */
     double *stored_cc;
     float *stored_lp_w, *stored_lp_b;
+    /* the probe's settings (the grid's choice, else lp_epochs / lp_lr) and
+     * its validation score (NAN: no grid, none computed) */
+    int lp_epochs_used;
+    float lp_lr_used;
+    double lp_val_score;
 } tr_trainer;
 
 /* Set up the head, optimizers and state. val and test may be NULL. The
