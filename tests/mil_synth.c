@@ -74,7 +74,10 @@ int mil_synth_write(const char *dir, const mil_synth *s)
  * "Synthetic slide bags"): the centre moves at the paper's per-epoch rate
  * (m = 1 - 0.004 / steps per epoch, as m = 0.99999 at 391 steps per epoch
  * on CIFAR-100), tau 1, lr 5e-3 over 60 epochs; ASMIL with 8 bags per step
- * and the paper's loss form (mean CMI / mean Gamma, prior-weighted Gamma). */
+ * and the paper's loss form (mean CMI / mean Gamma, prior-weighted Gamma).
+ * The linear probe: the best on the validation bags of epochs {20, 100,
+ * 200} x lr {0.1, 1} (20 epochs at 0.1 alone left AEM's probe unfitted on
+ * unit-norm z', tau 1: LP 0.566 against CC 0.8997). */
 int mil_synth_config(const char *path, const char *dir, const char *head, int ncmi, int epochs)
 {
     FILE *f = fopen(path, "w");
@@ -90,7 +93,7 @@ int mil_synth_config(const char *path, const char *dir, const char *head, int nc
             "  transmil:\n    landmarks: 65\n"
             "head:\n  kind: %s\n"
             "ncmi:\n  tau: 1.0\n  momentum: %s\n  ratio: %s\n  gamma: %s\n"
-            "lp:\n  epochs: 20\n  batch_size: 16\n"
+            "lp:\n  epochs: 20\n  batch_size: 16\n  grid_epochs: [20, 100, 200]\n  grid_lr: [0.1, 1.0]\n"
             "optim:\n  name: adamw\n  lr: %s\n  weight_decay: 1.0e-5\n"
             "schedule:\n  kind: cosine\n"
             "train:\n  epochs: %d\n  batch_size: %d\n  select: f1_auc\n  threads: 1\n",

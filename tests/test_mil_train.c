@@ -47,10 +47,11 @@ TEST(mil_train_synthetic_all_heads)
     static const char *const heads[] = {"abmil", "transmil", "aem", "asmil"};
     /* test macro-F1 floors: the issue's 0.9 where this cohort (seed 21) reaches it; below, the
        measured level (docs/training.md, "Synthetic slide bags": ABMIL-CC 0.8997, AEM 0.8997 /
-       0.566, a single attention map makes the bag embedding one-dimensional here; TransMIL CE
-       0.8997 with exact attention, its selected epoch 3-6 of 30 on every cohort) */
+       0.865, a single attention map makes the bag embedding one-dimensional here; TransMIL CE
+       0.8997 with exact attention, its selected epoch 3-6 of 30 on every cohort). The probe is
+       chosen on the validation bags from a grid (mil_synth_config: lp.grid_*). */
     static const double floor_ce[4] = {0.9, 0.85, 0.9, 0.9};
-    static const double floor_cc[4] = {0.85, 0.9, 0.85, 0.9}, floor_lp[4] = {0.9, 0.9, 0.5, 0.9};
+    static const double floor_cc[4] = {0.85, 0.9, 0.85, 0.9}, floor_lp[4] = {0.9, 0.9, 0.85, 0.9};
     /* make test SANITIZE=1: 3 epochs of the 30, the floors left to the optimised suite */
     const int san = test_sanitized();
     if (san) printf("    sanitizer build: 3 epochs of 30, macro-F1 floors not asserted (make test asserts them)\n");
