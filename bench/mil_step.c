@@ -128,6 +128,7 @@ int main(int argc, char **argv)
     }
     int y[1] = {1};
     nn_graph *g = nn_graph_new();
+    nn_graph_set_free_dead(g, 1); /* as the trainer's step (tr_step) */
     nn_rng drop;
     nn_rng_seed(&drop, 7);
 

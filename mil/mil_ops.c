@@ -130,6 +130,7 @@ nn_tensor *mil_softmax_abt(nn_graph *g, nn_tensor *a, nn_tensor *b, float scale)
     int shape[3] = {h, n, m};
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, "transmil_softmax_abt", 3, shape, softmax_abt_backward, 2, src);
+    out->bwd_reads = NN_BWD_OUT | NN_BWD_SRC(0) | NN_BWD_SRC(1);
     out->fparam[0] = scale;
     const size_t nm = (size_t)n * m;
     if (NN_ON_GPU(out)) { /* S = scale a b^T (batched over heads, the scale as alpha), softmax in place */
@@ -189,6 +190,7 @@ nn_tensor *mil_qkv_heads(nn_graph *g, nn_tensor *qkv, int part, int h, int dh)
                "mil_qkv_heads: qkv [np, 3 h dh] expected");
     int shape[3] = {h, np, dh};
     nn_tensor *out = nn_op_output(g, "transmil_qkv_heads", 3, shape, qkv_heads_backward, 1, &qkv);
+    out->bwd_reads = NN_BWD_NONE;
     out->iparam[0] = part;
     if (NN_ON_GPU(out)) { /* one permutation kernel for all heads: out[hh, r, c] = qkv[r, (part h + hh) dh + c] */
         const int os[4] = {1, h, np, dh};
@@ -246,6 +248,7 @@ nn_tensor *mil_seq_conv(nn_graph *g, nn_tensor *v, nn_tensor *w)
                "mil_seq_conv: v [h, np, dh] and w [h, 1, K odd, 1] expected");
     nn_tensor *src[2] = {v, w};
     nn_tensor *out = nn_op_output(g, "transmil_seq_conv", 3, v->shape, seq_conv_backward, 2, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1); /* v, w */
     if (NN_ON_GPU(out)) {
         nn_cuda_mil_seq_conv_fwd(out->data, v->data, w->data, h, np, dh, K);
         return out;
@@ -300,6 +303,7 @@ nn_tensor *mil_add_merge_heads(nn_graph *g, nn_tensor *a, nn_tensor *b)
     NCMI_CHECK(a->ndim == 3 && nn_tensor_same_shape(a, b), "mil_add_merge_heads: a, b [h, np, dh] expected");
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, "transmil_add_merge_heads", 2, s2, add_merge_backward, 2, src);
+    out->bwd_reads = NN_BWD_NONE;
     if (NN_ON_GPU(out)) { /* out[r, hh dh + c] = a[hh, r, c], then += b[hh, r, c] (= a + b, as the CPU) */
         const int os_out[4] = {1, np, h, dh}, os_in[4] = {1, h, np, dh};
         const size_t st_in[4] = {0, (size_t)dh, (size_t)np * dh, 1}, st_out[4] = {0, (size_t)dh, (size_t)h * dh, 1};
@@ -394,6 +398,7 @@ nn_tensor *mil_ppeg_conv_add(nn_graph *g, nn_tensor *acc, nn_tensor *x, nn_tenso
     NCMI_CHECK(K % 2 == 1 && K * K <= 64, "transmil: PPEG kernel %d", K);
     nn_tensor *src[4] = {acc, x, w, b};
     nn_tensor *out = nn_op_output(g, "transmil_ppeg_conv", 2, x->shape, ppeg_conv_backward, 4, src);
+    out->bwd_reads = NN_BWD_SRC(1) | NN_BWD_SRC(2); /* x, w */
     out->iparam[0] = S;
     if (NN_ON_GPU(out)) {
         nn_cuda_mil_ppeg_fwd(out->data, acc->data, x->data, w->data, b->data, S, d, K);

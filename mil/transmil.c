@@ -113,8 +113,12 @@ static nn_tensor *pinv_iter(nn_graph *g, nn_tensor *x, int iters)
     for (int it = 0; it < iters; it++) {
         nn_tensor *xz = nn_matmul(g, x, z);
         nn_tensor *a = nn_sub(g, I7, xz);
-        nn_tensor *b = nn_sub(g, I15, nn_matmul(g, xz, a));
-        nn_tensor *c = nn_sub(g, I13, nn_matmul(g, xz, b));
+        nn_tensor *xa = nn_matmul(g, xz, a);
+        nn_tensor *b = nn_sub(g, I15, xa);
+        nn_release(g, xa); /* the products that only a subtraction reads (nn_release) */
+        nn_tensor *xb = nn_matmul(g, xz, b);
+        nn_tensor *c = nn_sub(g, I13, xb);
+        nn_release(g, xb);
         z = nn_scale(g, nn_matmul(g, z, c), 0.25f);
     }
     return z;
@@ -139,8 +143,13 @@ static nn_tensor *nystrom(nn_graph *g, const transmil *s, const tm_layer *L, nn_
     const int n = x->shape[0], m = s->landmarks, h = s->heads, dh = s->dim_head;
     const int pad = (m - n % m) % m, np = n + pad, l = np / m;
     nn_tensor *xp = pad ? nn_pad_rows(g, x, pad, 0, 0.f) : x;
+    /* nn_release: tensors whose last reader has been recorded and whose
+       backward reads nothing of them go now, as torch frees them (peak
+       memory; docs/training.md, "MIL step benchmark") */
+    if (pad) nn_release(g, x);
     nn_tensor *qkv = nn_linear_m_forward(g, &L->to_qkv, xp); /* [np, 3 d] */
     nn_tensor *q = mil_qkv_heads(g, qkv, 0, h, dh), *k = mil_qkv_heads(g, qkv, 1, h, dh), *v = mil_qkv_heads(g, qkv, 2, h, dh);
+    nn_release(g, qkv);
     /* q * dim_head^-1/2 folded into the softmax ops (landmark means commute with it) */
     const float qs = 1.f / sqrtf((float)dh);
     nn_tensor *ql = landmarks(g, q, m, l), *kl = landmarks(g, k, m, l);
@@ -148,12 +157,20 @@ static nn_tensor *nystrom(nn_graph *g, const transmil *s, const tm_layer *L, nn_
     nn_tensor *attn2 = mil_softmax_abt(g, ql, kl, qs); /* [h,m,m] */
     nn_tensor *attn3 = mil_softmax_abt(g, ql, k, qs);  /* [h,m,np] */
     nn_tensor *inv = pinv_iter(g, attn2, s->iters);
-    nn_tensor *out = nn_matmul(g, attn1, nn_matmul(g, inv, nn_matmul(g, attn3, v)));
+    nn_tensor *av = nn_matmul(g, attn1, nn_matmul(g, inv, nn_matmul(g, attn3, v)));
     /* + the residual depthwise conv over the sequence (kernel (33, 1)), heads merged: [np, inner] */
-    out = mil_add_merge_heads(g, out, mil_seq_conv(g, v, L->res_conv));
-    out = nn_linear_m_forward(g, &L->to_out, out);
-    out = nn_dropout(g, out, s->dropout, training && rng, rng);
-    if (pad) out = s->legacy ? nn_slice(g, out, 0, 0, n) : nn_slice(g, out, 0, pad, np);
+    nn_tensor *rc = mil_seq_conv(g, v, L->res_conv);
+    nn_tensor *out = mil_add_merge_heads(g, av, rc);
+    nn_release(g, av);
+    nn_release(g, rc);
+    nn_tensor *lo = nn_linear_m_forward(g, &L->to_out, out);
+    out = nn_dropout(g, lo, s->dropout, training && rng, rng);
+    if (out != lo) nn_release(g, lo);
+    if (pad) {
+        nn_tensor *d = out;
+        out = s->legacy ? nn_slice(g, d, 0, 0, n) : nn_slice(g, d, 0, pad, np);
+        nn_release(g, d);
+    }
     if (keep) {
         keep->pad = pad;
         keep->n = n;
@@ -168,15 +185,21 @@ static nn_tensor *trans_layer(nn_graph *g, const transmil *s, const tm_layer *L,
                               int training, nn_rng *rng, tm_attn *keep)
 {
     nn_tensor *u = nn_layernorm_m_forward(g, &L->norm, t);
-    return nn_add(g, t, nystrom(g, s, L, u, training, rng, keep));
+    nn_tensor *a = nystrom(g, s, L, u, training, rng, keep);
+    nn_tensor *r = nn_add(g, t, a);
+    nn_release(g, a);
+    return r;
 }
 
 /* PPEG on t [1 + S*S, d]. */
 static nn_tensor *ppeg(nn_graph *g, const transmil *s, nn_tensor *t, int side)
 {
-    nn_tensor *y = mil_ppeg_conv_add(g, t, t, s->proj.weight, s->proj.bias, side);
-    y = mil_ppeg_conv_add(g, y, t, s->proj1.weight, s->proj1.bias, side);
-    return mil_ppeg_conv_add(g, y, t, s->proj2.weight, s->proj2.bias, side);
+    nn_tensor *y1 = mil_ppeg_conv_add(g, t, t, s->proj.weight, s->proj.bias, side);
+    nn_tensor *y2 = mil_ppeg_conv_add(g, y1, t, s->proj1.weight, s->proj1.bias, side);
+    nn_release(g, y1); /* an accumulator input: its data is not read backward */
+    nn_tensor *y3 = mil_ppeg_conv_add(g, y2, t, s->proj2.weight, s->proj2.bias, side);
+    nn_release(g, y2);
+    return y3;
 }
 
 /* The class token's effective attention to the N instances, averaged over
@@ -257,6 +280,7 @@ static nn_tensor *transmil_forward(tr_model *m, nn_graph *g, nn_tensor *const *i
     int cs[2] = {1, s->d};
     nn_tensor *parts[2] = {nn_reshape(g, s->cls_token, 2, cs), h};
     nn_tensor *t = nn_concat(g, parts, 2, 0); /* [1 + S*S, d] */
+    nn_release(g, h); /* the repeated rows (the ReLU's own output stays: its backward reads it) */
     if (free_stages) nn_graph_truncate(g, mark, t);
     t = trans_layer(g, s, &s->layer[0], t, training, rng, NULL);
     if (free_stages) nn_graph_truncate(g, mark, t);

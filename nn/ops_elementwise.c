@@ -132,19 +132,27 @@ static void bcast_backward(bin_kind k, const float *gout, const float *a, const 
         long i0 = r / ((long)s1 * s2), i1 = (r / s2) % s1, i2 = r % s2;
         size_t oa = i0 * bc->sa[0] + i1 * bc->sa[1] + i2 * bc->sa[2];
         size_t ob = i0 * bc->sb[0] + i1 * bc->sb[1] + i2 * bc->sb[2];
-        const float *pa = a + oa, *pb = b + ob, *g = gout + r * n3;
+        const float *g = gout + r * n3;
         float *qa = ga ? ga + oa : NULL, *qb = gb ? gb + ob : NULL;
+        if (k == BIN_ADD || k == BIN_SUB) {
+            /* no input read (a and b may be NULL: nn_backward's free_dead) */
+            for (int j = 0; j < n3; j++) {
+                const float gj = g[j];
+                if (qa) qa[j * a3] += gj;
+                if (qb) qb[j * b3] += k == BIN_SUB ? -gj : gj;
+            }
+            continue;
+        }
+        const float *pa = a + oa, *pb = b + ob;
         for (int j = 0; j < n3; j++) {
             float gj = g[j], da, db;
-            switch (k) {
-            case BIN_ADD: da = gj; db = gj; break;
-            case BIN_SUB: da = gj; db = -gj; break;
-            case BIN_MUL: da = gj * pb[j * b3]; db = gj * pa[j * a3]; break;
-            default: { /* BIN_DIV */
+            if (k == BIN_MUL) {
+                da = gj * pb[j * b3];
+                db = gj * pa[j * a3];
+            } else { /* BIN_DIV */
                 float bj = pb[j * b3];
                 da = gj / bj;
                 db = -gj * pa[j * a3] / (bj * bj);
-            } break;
             }
             if (qa) qa[j * a3] += da;
             if (qb) qb[j * b3] += db;
@@ -186,6 +194,7 @@ static nn_tensor *binary(nn_graph *g, bin_kind k, nn_tensor *a, nn_tensor *b)
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, name, bc.nd, bc.shape, binary_backward, 2, src);
     out->iparam[0] = (int)k;
+    out->bwd_reads = k == BIN_ADD || k == BIN_SUB ? NN_BWD_NONE : NN_BWD_SRC(0) | NN_BWD_SRC(1);
     if (NN_ON_GPU(out)) {
         nn_cuda_binary_fwd(k, out->data, a->data, b->data, bc.s, bc.sa, bc.sb);
         return out;

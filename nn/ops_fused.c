@@ -49,6 +49,7 @@ static void linear_relu_backward(nn_tensor *out)
 nn_tensor *nn_linear_relu(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b)
 {
     nn_tensor *out = nn_linear_forward_as(g, "linear_relu", linear_relu_backward, x, w, b);
+    out->bwd_reads |= NN_BWD_OUT; /* the ReLU mask */
     float *y = out->data;
     const size_t n = out->numel;
     if (NN_ON_GPU(out)) {
@@ -154,6 +155,7 @@ nn_tensor *nn_tanh_sigmoid_gate(nn_graph *g, nn_tensor *a, nn_tensor *b)
                nn_shape_str(b->ndim, b->shape, sb, sizeof sb));
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, "tanh_sigmoid_gate", a->ndim, a->shape, gate_backward, 2, src);
+    out->bwd_reads = NN_BWD_NONE; /* aux: tanh(a), sigmoid(b) */
     const size_t n = out->numel;
     float *t = NULL, *s = NULL;
     if (NN_ON_GPU(out)) {

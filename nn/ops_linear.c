@@ -86,6 +86,7 @@ nn_tensor *nn_matmul(nn_graph *g, nn_tensor *a, nn_tensor *b)
     shape[a->ndim - 1] = N;
     nn_tensor *src[2] = {a, b};
     nn_tensor *out = nn_op_output(g, "matmul", a->ndim, shape, matmul_backward, 2, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1);
     out->iparam[0] = batches;
     out->iparam[1] = M;
     out->iparam[2] = K;
@@ -180,6 +181,7 @@ nn_tensor *nn_linear_forward_as(nn_graph *g, const char *op, nn_backward_fn back
     shape[x->ndim - 1] = nout;
     nn_tensor *src[3] = {x, w, b};
     nn_tensor *out = nn_op_output(g, op, x->ndim, shape, backward, b ? 3 : 2, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1); /* x, W (linear_relu adds its output) */
     out->iparam[0] = rows;
     out->iparam[1] = in;
     out->iparam[2] = nout;

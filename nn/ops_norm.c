@@ -245,6 +245,7 @@ nn_tensor *nn_layernorm(nn_graph *g, nn_tensor *x, nn_tensor *gamma, nn_tensor *
     long rows = (long)(x->numel / (size_t)D);
     nn_tensor *src[3] = {x, gamma, beta};
     nn_tensor *out = nn_op_output(g, "layernorm", x->ndim, x->shape, layernorm_backward, 3, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1); /* x, gamma; aux: mean, rstd */
     out->iparam[0] = (int)rows;
     out->iparam[1] = D;
     out->fparam[0] = eps;
@@ -321,6 +322,7 @@ nn_tensor *nn_dropout(nn_graph *g, nn_tensor *x, float p, int training, nn_rng *
     if (!training || p == 0.f) return x;
     NCMI_CHECK(rng != NULL, "dropout: training with p = %g needs an rng", (double)p);
     nn_tensor *out = nn_op_output(g, "dropout", x->ndim, x->shape, dropout_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE; /* aux: the mask */
     float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
     out->fparam[0] = scale;
     out->fparam[1] = p;

@@ -298,6 +298,7 @@ nn_tensor *nn_softmax(nn_graph *g, nn_tensor *x)
     int D;
     rows_split(x, "softmax", &rows, &D);
     nn_tensor *out = nn_op_output(g, "softmax", x->ndim, x->shape, softmax_backward, 1, &x);
+    out->bwd_reads = NN_BWD_OUT;
     if (NN_ON_GPU(out)) {
         nn_cuda_softmax(out->data, x->data, rows, D);
         return out;

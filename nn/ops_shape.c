@@ -93,6 +93,7 @@ nn_tensor *nn_transpose(nn_graph *g, nn_tensor *x, int d0, int d1)
     shape[a] = x->shape[b];
     shape[b] = x->shape[a];
     nn_tensor *out = nn_op_output(g, "transpose", x->ndim, shape, transpose_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     out->iparam[0] = a;
     out->iparam[1] = b;
     int os[4];
@@ -150,6 +151,7 @@ nn_tensor *nn_reshape(nn_graph *g, nn_tensor *x, int ndim, const int *shape)
                nn_shape_str(x->ndim, x->shape, b1, sizeof b1),
                nn_shape_str(ndim, shape, b2, sizeof b2));
     nn_tensor *out = nn_op_output(g, "reshape", ndim, s, reshape_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     if (NN_ON_GPU(out))
         nn_cuda_free(out->data);
     else
@@ -211,6 +213,7 @@ nn_tensor *nn_concat(nn_graph *g, nn_tensor *const *xs, int n, int axis)
     }
     int nsrc = n < NN_MAX_SRC ? n : NN_MAX_SRC;
     nn_tensor *out = nn_op_output(g, "concat", x0->ndim, shape, concat_backward, nsrc, xs);
+    out->bwd_reads = NN_BWD_NONE; /* aux: the input tensors, for their gradients */
     if (!out->backward && !nn_graph_no_grad(g))
         for (int t = nsrc; t < n; t++)
             if (xs[t]->requires_grad) {
@@ -275,6 +278,7 @@ nn_tensor *nn_slice(nn_graph *g, nn_tensor *x, int axis, int start, int end)
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[a] = e - s;
     nn_tensor *out = nn_op_output(g, "slice", x->ndim, shape, slice_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     out->iparam[0] = a;
     out->iparam[1] = s;
     size_t outer, inner;
@@ -347,6 +351,7 @@ static nn_tensor *gather_rows(nn_graph *g, const char *op, nn_tensor *x, int a, 
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[a] = nout;
     nn_tensor *out = nn_op_output(g, op, x->ndim, shape, gather_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE; /* aux: the row map */
     out->iparam[0] = a;
     if (NN_ON_GPU(out)) {
         size_t outer, inner;
@@ -429,6 +434,7 @@ nn_tensor *nn_pad_rows(nn_graph *g, nn_tensor *x, int before, int after, float v
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[a] += before + after;
     nn_tensor *out = nn_op_output(g, "pad_rows", x->ndim, shape, pad_rows_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     out->iparam[0] = before;
     out->fparam[0] = value;
     size_t outer, inner;

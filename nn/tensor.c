@@ -14,6 +14,7 @@ struct nn_graph {
     size_t n, cap;
     int no_grad;
     int keep_grads;
+    int free_dead;
     nn_precision precision;
     nn_grad_ready_fn grad_hook;
     void *grad_hook_ctx;
@@ -128,6 +129,71 @@ int nn_graph_no_grad(const nn_graph *g) { return g->no_grad; }
 void nn_graph_set_precision(nn_graph *g, nn_precision p) { g->precision = p; }
 nn_precision nn_graph_precision(const nn_graph *g) { return g->precision; }
 void nn_graph_set_keep_grads(nn_graph *g, int keep) { g->keep_grads = keep != 0; }
+void nn_graph_set_free_dead(nn_graph *g, int on) { g->free_dead = on != 0; }
+
+void nn_tensor_keep(nn_tensor *t)
+{
+    for (; t; t = t->owns_data ? NULL : t->src[0]) t->keep = 1;
+}
+
+void nn_release(nn_graph *g, nn_tensor *t)
+{
+    if (!g || !t || t->graph != g || t->keep || !t->owns_data || !t->data) return;
+    if (t->backward && (t->bwd_reads & NN_BWD_OUT)) return;
+    size_t i = g->n;
+    while (i > 0 && g->nodes[i - 1] != t) i--;
+    if (i == 0) return;
+    for (size_t j = i; j < g->n; j++) {
+        const nn_tensor *n = g->nodes[j];
+        for (int k = 0; k < n->nsrc; k++) {
+            if (n->src[k] != t) continue;
+            if (!n->owns_data) return; /* a view of t */
+            if (n->backward && (n->bwd_reads & NN_BWD_SRC(k))) return;
+        }
+    }
+    free_on(t->device, t->data);
+    t->data = NULL;
+}
+
+/* x's data is read after this point: mark it and, for a view, its owner. */
+static void mark_need(nn_tensor *x)
+{
+    for (; x; x = x->owns_data ? NULL : x->src[0]) x->need = 1;
+}
+
+/* free_dead, before the walk from node idx: free the data of nodes 0..idx
+ * (not the loss, not kept) that no backward reads. */
+static void free_unread(nn_graph *g, size_t idx, const nn_tensor *loss)
+{
+    for (size_t i = 0; i <= idx; i++) g->nodes[i]->need = 0;
+    for (size_t i = 0; i <= idx; i++) {
+        nn_tensor *n = g->nodes[i];
+        if (!n->backward) continue;
+        if (n->bwd_reads & NN_BWD_OUT) mark_need(n);
+        for (int k = 0; k < n->nsrc; k++)
+            if (n->bwd_reads & NN_BWD_SRC(k)) mark_need(n->src[k]);
+    }
+    for (size_t i = 0; i <= idx; i++) {
+        nn_tensor *n = g->nodes[i];
+        if (n->need || n->keep || n == loss || !n->owns_data || !n->data) continue;
+        free_on(n->device, n->data);
+        n->data = NULL;
+    }
+}
+
+/* A node the backward walk has passed: its data and saved buffers are dead
+ * (free_dead). */
+static void release_dead(nn_tensor *n)
+{
+    if (n->keep) return;
+    if (n->owns_data && n->data) {
+        free_on(n->device, n->data);
+        n->data = NULL;
+    }
+    free_on(n->aux_cuda ? NN_DEVICE_CUDA : NN_DEVICE_CPU, n->aux);
+    free_on(n->aux_cuda ? NN_DEVICE_CUDA : NN_DEVICE_CPU, n->aux2);
+    n->aux = n->aux2 = NULL;
+}
 
 void nn_graph_set_grad_hook(nn_graph *g, nn_grad_ready_fn fn, void *ctx)
 {
@@ -411,6 +477,7 @@ nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
     }
     nn_tensor *t = nn_tensor_new_on(g, dev, ndim, shape);
     t->op = op;
+    t->bwd_reads = NN_BWD_ALL;
     int rg = 0;
     for (int i = 0; i < nsrc; i++) {
         t->src[i] = src[i];
@@ -507,6 +574,7 @@ int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
         nn_cuda_axpy(gr, tmp, 1.0f, t->numel);
         nn_cuda_free(tmp);
     }
+    if (g->free_dead) free_unread(g, idx, t);
     hook_plan hp = {0};
     if (g->grad_hook) hook_plan_build(g, idx, &hp);
     for (size_t i = idx + 1; i-- > 0;) {
@@ -520,6 +588,7 @@ int nn_backward_from(nn_graph *g, nn_tensor *t, const float *upstream)
                 n->grad = NULL;
             }
         }
+        if (g->free_dead && n != t) release_dead(n);
         /* leaves first used by node i: no node left in the walk adds to them */
         while (hp.n > 0 && hp.first[hp.n - 1] == i) g->grad_hook(hp.leaf[--hp.n], g->grad_hook_ctx);
     }

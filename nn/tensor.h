@@ -77,10 +77,23 @@ struct nn_tensor {
     void *aux;            /* saved buffers, free()d with the tensor */
     void *aux2;           /* a second saved buffer, free()d with the tensor */
     int aux_cuda;         /* aux/aux2 are device buffers (nn_cuda_free, not free) */
+    int keep;             /* nn_tensor_keep: data survives nn_backward under free_dead */
+    unsigned bwd_reads;   /* whose data its backward reads: NN_BWD_SRC(i) | NN_BWD_OUT
+                             (nn_op_output: NN_BWD_ALL; ops that read less say so) */
+    int need;             /* scratch of nn_backward (free_dead) */
 
     nn_graph *graph;      /* owner, NULL for persistent tensors */
     char name[NN_NAME_MAX]; /* parameter/buffer name ("" if none) */
 };
+
+/* What an op's backward reads besides out->grad and its saved buffers
+ * (aux, aux2), for nn_backward's free_dead: the data of input i
+ * (NN_BWD_SRC(i)) and of its own output (NN_BWD_OUT). An op that leaves
+ * bwd_reads at NN_BWD_ALL keeps everything it touched alive. */
+#define NN_BWD_SRC(i) (1u << (i))
+#define NN_BWD_OUT (1u << NN_MAX_SRC)
+#define NN_BWD_NONE 0u
+#define NN_BWD_ALL ((1u << (NN_MAX_SRC + 1)) - 1u)
 
 /* ---- graph (tape + arena) ---- */
 nn_graph *nn_graph_new(void);
@@ -108,6 +121,27 @@ nn_precision nn_graph_precision(const nn_graph *g);
  * memory of a backward pass as PyTorch's does. keep = 1 keeps them all
  * (tests that inspect intermediate gradients). Leaves keep theirs always. */
 void nn_graph_set_keep_grads(nn_graph *g, int keep);
+/* free_dead = 1: nn_backward frees activations as PyTorch's autograd does,
+ * so that a training step's peak is what is live, not every activation plus
+ * the gradients: before the walk, the data of every node that no backward
+ * reads (bwd_reads of the nodes; a view counts as its owner), and during
+ * the walk each node's data and saved buffers (aux, aux2) once the walk has
+ * passed it. The loss node stays, and so does every tensor marked with
+ * nn_tensor_keep (what the caller reads after the backward, e.g. logits for
+ * the training accuracy); a freed node's data is NULL. One backward per
+ * graph between resets. Default 0. */
+void nn_graph_set_free_dead(nn_graph *g, int on);
+/* Keep t's data (and, for a view, the data it borrows) through a free_dead
+ * backward. */
+void nn_tensor_keep(nn_tensor *t);
+/* The caller passes t (a node of g) to no further op: free its data now
+ * unless something still reads it (its own recorded backward with
+ * NN_BWD_OUT, a recorded backward of an op that took it with NN_BWD_SRC, a
+ * view of it, nn_tensor_keep) or it is a view. PyTorch frees such a tensor
+ * when its last Python reference goes; a forward calls this after a
+ * tensor's last use to bound the step's peak memory (mil/transmil.c). The
+ * data pointer is NULL afterwards. */
+void nn_release(nn_graph *g, nn_tensor *t);
 
 /* ---- tensors ---- */
 /* New zero-filled tensor. g == NULL: persistent (caller frees). */

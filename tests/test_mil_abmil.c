@@ -216,6 +216,7 @@ static void run_bag_case(gstats *gs, const nn_safetensors *st, head *h, const ch
     nn_params_zero_grad(h->m.params);
     nn_params_zero_grad(&h->P_head);
     nn_graph *g = nn_graph_new();
+    nn_graph_set_free_dead(g, 1); /* as tr_step: the gradients must not depend on it */
     nn_tensor *aux = NULL;
     nn_tensor *z = h->m.forward(&h->m, g, &x, 1, 1, NULL, &aux);
     nn_tensor *logits = nn_linear_m_forward(g, &h->fc, z);
@@ -229,6 +230,9 @@ static void run_bag_case(gstats *gs, const nn_safetensors *st, head *h, const ch
     } else {
         EXPECT(aux == NULL, "%s: abmil returned an aux term", c);
     }
+    nn_tensor_keep(z);
+    nn_tensor_keep(logits);
+    if (aux) nn_tensor_keep(aux);
     if (nn_backward(g, loss) != 0) {
         test_fail_at(__FILE__, __LINE__, "backward: %s", ncmi_error());
         goto done;

@@ -233,6 +233,9 @@ int tr_init(tr_trainer *t, const tr_config *cfg, tr_model *model, const tr_datas
     /* the gradients of everything trainable (encoder, linear head, NCMI xi) */
     if (W > 1 && nn_dist_reducer_new(&t->reducer, cfg->dist, &t->P_all, 0)) return -1;
     t->g = nn_graph_new();
+    /* the step's backward frees activations once no backward reads them
+       (tr_step keeps z and the logits, which step_accuracy reads after it) */
+    nn_graph_set_free_dead(t->g, 1);
     if (!t->g) return ncmi_error_set("out of memory");
     return 0;
 }
@@ -1382,6 +1385,8 @@ int tr_step(tr_trainer *t, const int *idx, int n, nn_rng *rng, double *loss_out,
             goto out;
         }
         /* with W > 1 the buckets are all-reduced while this runs (nn/dist.h) */
+        if (z) nn_tensor_keep(z);
+        if (logits) nn_tensor_keep(logits);
         if (!skipped && nn_backward(g, loss)) rc = -1;
         if (W > 1 && nn_dist_reducer_finish(t->reducer)) rc = -1;
         if (rc) goto out;

@@ -77,10 +77,18 @@ __device__ __forceinline__ float bin_grad(int kind, int side, float g, float a, 
     }
 }
 
+// An input element for bin_grad: only MUL and DIV read the inputs (ADD and
+// SUB ops declare that their backward reads no data, and under nn_backward's
+// free_dead their inputs may be freed: a, b are then NULL)
+__device__ __forceinline__ float bin_ld(int kind, const float *p, size_t i)
+{
+    return kind == NN_CU_MUL || kind == NN_CU_DIV ? p[i] : 0.f;
+}
+
 __global__ void k_binary_bwd_same(int kind, int side, float *g, const float *gout, const float *a,
                                   const float *b, size_t n)
 {
-    GRID_STRIDE(i, n) g[i] += bin_grad(kind, side, gout[i], a[i], b[i]);
+    GRID_STRIDE(i, n) g[i] += bin_grad(kind, side, gout[i], bin_ld(kind, a, i), bin_ld(kind, b, i));
 }
 
 // Few output elements per input element: one thread per input element adds
@@ -93,12 +101,12 @@ __global__ void k_binary_bwd_serial(int kind, int side, float *g, const float *g
     {
         size_t o0, t0;
         nn_bcast_base(&p, e, &o0, &t0);
-        const float xs = self[e];
+        const float xs = bin_ld(kind, self, e);
         float acc = g[e];
         for (size_t r = 0; r < p.cnt; r++) {
             size_t o, t;
             nn_bcast_step(&p, r, &o, &t);
-            const float xo = other[t0 + t], gj = gout[o0 + o];
+            const float xo = bin_ld(kind, other, t0 + t), gj = gout[o0 + o];
             acc += side ? bin_grad(kind, 1, gj, xo, xs) : bin_grad(kind, 0, gj, xs, xo);
         }
         g[e] = acc;
@@ -133,12 +141,12 @@ __global__ void k_binary_bwd_part(int kind, int side, double *part, const float 
         const size_t r0 = k * chunk, r1 = r0 + chunk < p.cnt ? r0 + chunk : p.cnt;
         size_t o0, t0;
         nn_bcast_base(&p, e, &o0, &t0);
-        const float xs = self[e];
+        const float xs = bin_ld(kind, self, e);
         double acc = 0;
         for (size_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
             size_t o, t;
             nn_bcast_step(&p, r, &o, &t);
-            const float xo = other[t0 + t], gj = gout[o0 + o];
+            const float xo = bin_ld(kind, other, t0 + t), gj = gout[o0 + o];
             acc += side ? bin_grad(kind, 1, gj, xo, xs) : bin_grad(kind, 0, gj, xs, xo);
         }
         acc = block_sum(acc);
