@@ -458,8 +458,10 @@ int nn_tensor_dim(const nn_tensor *t, int d)
     return t->shape[d];
 }
 
-nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
-                        nn_backward_fn backward, int nsrc, nn_tensor *const *src)
+/* nn_op_output, or with view_of an output that borrows view_of's data (no
+ * buffer of its own). */
+static nn_tensor *op_output(nn_graph *g, const char *op, int ndim, const int *shape, nn_backward_fn backward,
+                            int nsrc, nn_tensor *const *src, const nn_tensor *view_of)
 {
     NCMI_CHECK(g != NULL, "op %s called without a graph", op);
     NCMI_CHECK(nsrc <= NN_MAX_SRC, "op %s with %d inputs", op, nsrc);
@@ -475,7 +477,17 @@ nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
                    op, dev == NN_DEVICE_CPU ? "cpu" : "cuda", i,
                    src[i]->device == NN_DEVICE_CPU ? "cpu" : "cuda");
     }
-    nn_tensor *t = nn_tensor_new_on(g, dev, ndim, shape);
+    nn_tensor *t;
+    if (view_of) {
+        t = tensor_header(g, ndim, shape);
+        NCMI_CHECK(t->numel == view_of->numel, "op %s: a view of %zu elements as %zu", op, view_of->numel,
+                   t->numel);
+        t->device = view_of->device;
+        t->data = view_of->data;
+        t->owns_data = 0;
+    } else {
+        t = nn_tensor_new_on(g, dev, ndim, shape);
+    }
     t->op = op;
     t->bwd_reads = NN_BWD_ALL;
     int rg = 0;
@@ -489,6 +501,18 @@ nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
         t->backward = backward;
     }
     return t;
+}
+
+nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
+                        nn_backward_fn backward, int nsrc, nn_tensor *const *src)
+{
+    return op_output(g, op, ndim, shape, backward, nsrc, src, NULL);
+}
+
+nn_tensor *nn_op_view(nn_graph *g, const char *op, int ndim, const int *shape, nn_backward_fn backward,
+                      nn_tensor *x)
+{
+    return op_output(g, op, ndim, shape, backward, 1, &x, x);
 }
 
 int nn_op_needs_grad(const nn_tensor *out, int i)

@@ -224,6 +224,10 @@ void nn_tensor_drop_grad(nn_tensor *t);
  * gradient. */
 nn_tensor *nn_op_output(nn_graph *g, const char *op, int ndim, const int *shape,
                         nn_backward_fn backward, int nsrc, nn_tensor *const *src);
+/* The same for an output that is a view of x's data (same element count,
+ * another shape): no buffer is allocated; x is its one input. */
+nn_tensor *nn_op_view(nn_graph *g, const char *op, int ndim, const int *shape, nn_backward_fn backward,
+                      nn_tensor *x);
 /* True when src i of a node needs a gradient. */
 int nn_op_needs_grad(const nn_tensor *out, int i);
 
