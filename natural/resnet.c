@@ -221,7 +221,13 @@ static nn_tensor *conv_bn(fwd_ctx *f, const rn_model *m, const rn_conv *cv, nn_b
     size_t mark = nn_graph_size(g);
     nn_tensor *t = nn_conv2d(g, x, cv->weight, cv->bias, cv->stride, cv->padding, 1, 1);
     if (!m->folded) t = settle(f, mark, nn_batchnorm2d_m_forward(g, bn, t, training));
-    if (relu) t = settle(f, mark, nn_relu(g, t));
+    if (relu) {
+        nn_tensor *r = settle(f, mark, nn_relu(g, t));
+        /* the batch norm's output: its backward reads its input and ReLU's
+           its output, so it is dead once ReLU has read it (nn_release) */
+        if (r != t) nn_release(g, t);
+        t = r;
+    }
     return t;
 }
 
@@ -244,7 +250,9 @@ static nn_tensor *block_forward(fwd_ctx *f, const rn_model *m, rn_block *b, nn_t
         id = settle(f, m2, conv_bn(f, m, &b->down, &b->down_bn, x, training, 0));
     }
     nn_tensor *s = nn_add(g, t, id);
-    return settle(f, mark, nn_relu(g, s));
+    nn_tensor *r = nn_relu(g, s);
+    nn_release(g, s); /* read backward by neither the add nor the ReLU */
+    return settle(f, mark, r);
 }
 
 nn_tensor *rn_forward(rn_model *m, nn_graph *g, nn_tensor *x, int training)

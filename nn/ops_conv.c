@@ -402,6 +402,7 @@ nn_tensor *nn_conv2d(nn_graph *g, nn_tensor *x, nn_tensor *w, nn_tensor *b, int 
     nn_tensor *src[3] = {x, w, b};
     int shape[4] = {c.N, c.Co, c.Ho, c.Wo};
     nn_tensor *out = nn_op_output(g, "conv2d", 4, shape, conv2d_backward, b ? 3 : 2, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1); /* x, W */
     int ip[12] = {c.N, c.C, c.H, c.W, c.Co, c.kh, c.kw, c.Ho, c.Wo, c.s, c.p, c.d};
     memcpy(out->iparam, ip, sizeof ip);
     out->fparam[0] = (float)groups;

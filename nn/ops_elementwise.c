@@ -239,31 +239,38 @@ static inline float step01(float x)
     return r;
 }
 
-/* X(name, forward y(x, p0, p1), derivative dy/dx(x, y, p0, p1))
+/* X(name, forward y(x, p0, p1), derivative dy/dx(x, y, p0, p1), what the
+ * derivative reads: RD_NONE, RD_X (the input) or RD_Y (the output))
  *   scale: p0 = s;  add_scalar: p0 = s;  pow: p0 = exponent;  clamp: [p0, p1].
- * relu and clamp write NaN through (x < 0 is false for NaN), as PyTorch. */
+ * relu and clamp write NaN through (x < 0 is false for NaN), as PyTorch.
+ * relu's derivative reads its output: y > 0 exactly when x > 0 (-0 and NaN
+ * included), so the backward frees the input (nn_backward's free_dead). */
+#define RD_NONE 0
+#define RD_X 1
+#define RD_Y 2
 #define UNARY_OPS(X)                                                                  \
-    X(scale, p0 * x, p0)                                                              \
-    X(add_scalar, x + p0, 1.f)                                                        \
-    X(relu, x < 0.f ? 0.f : x, step01(x))                                            \
-    X(gelu, x * GELU_PHI(x), GELU_PHI(x) + x * GELU_PDF(x))                           \
-    X(tanh, tanhf(x), 1.f - y * y)                                                    \
-    X(sigmoid, sigmoidf_stable(x), y * (1.f - y))                                     \
+    X(scale, p0 * x, p0, RD_NONE)                                                     \
+    X(add_scalar, x + p0, 1.f, RD_NONE)                                               \
+    X(relu, x < 0.f ? 0.f : x, step01(y), RD_Y)                                       \
+    X(gelu, x * GELU_PHI(x), GELU_PHI(x) + x * GELU_PDF(x), RD_X)                     \
+    X(tanh, tanhf(x), 1.f - y * y, RD_Y)                                              \
+    X(sigmoid, sigmoidf_stable(x), y * (1.f - y), RD_Y)                               \
     X(softplus, x > SOFTPLUS_THRESHOLD ? x : log1pf(expf(x)),                         \
-      x > SOFTPLUS_THRESHOLD ? 1.f : sigmoidf_stable(x))                              \
-    X(exp, expf(x), y)                                                                \
-    X(log, logf(x), 1.f / x)                                                          \
-    X(sqrt, sqrtf(x), 0.5f / y)                                                       \
-    X(pow, powf(x, p0), p0 == 0.f ? 0.f : p0 * powf(x, p0 - 1.f))                    \
-    X(clamp, x < p0 ? p0 : (x > p1 ? p1 : x), (x >= p0 && x <= p1) ? 1.f : 0.f)
+      x > SOFTPLUS_THRESHOLD ? 1.f : sigmoidf_stable(x), RD_X)                        \
+    X(exp, expf(x), y, RD_Y)                                                          \
+    X(log, logf(x), 1.f / x, RD_X)                                                    \
+    X(sqrt, sqrtf(x), 0.5f / y, RD_Y)                                                 \
+    X(pow, powf(x, p0), p0 == 0.f ? 0.f : p0 * powf(x, p0 - 1.f), RD_X)              \
+    X(clamp, x < p0 ? p0 : (x > p1 ? p1 : x), (x >= p0 && x <= p1) ? 1.f : 0.f, RD_X)
 
 typedef void (*unary_fwd_fn)(float *y, const float *x, size_t n, float p0, float p1);
 typedef void (*unary_bwd_fn)(float *gx, const float *gy, const float *x, const float *y,
                              size_t n, float p0, float p1);
 
 /* One forward and one backward kernel per table entry. Unused parameters are
- * voided so every entry can ignore p0/p1 or x/y freely. */
-#define UNARY_KERNELS(name, FWD, DER)                                                 \
+ * voided so every entry can ignore p0/p1 freely; the backward loads only the
+ * array its derivative reads (RD): the other may be freed (NULL). */
+#define UNARY_KERNELS(name, FWD, DER, RD)                                             \
     static void name##_fwd(float *restrict y_, const float *restrict x_, size_t n,    \
                            float p0, float p1)                                       \
     {                                                                                 \
@@ -283,7 +290,7 @@ typedef void (*unary_bwd_fn)(float *gx, const float *gy, const float *x, const f
         (void)p1;                                                                     \
         _Pragma("omp parallel for simd if (n >= EW_PAR_MIN)")                         \
         for (size_t i = 0; i < n; i++) {                                              \
-            float x = x_[i], y = y_[i];                                               \
+            float x = (RD) == RD_X ? x_[i] : 0.f, y = (RD) == RD_Y ? y_[i] : 0.f;     \
             (void)x;                                                                  \
             (void)y;                                                                  \
             gx[i] += gy[i] * (DER);                                                   \
@@ -291,19 +298,21 @@ typedef void (*unary_bwd_fn)(float *gx, const float *gy, const float *x, const f
     }
 UNARY_OPS(UNARY_KERNELS)
 
-#define UNARY_ENUM(name, FWD, DER) UN_##name,
+#define UNARY_ENUM(name, FWD, DER, RD) UN_##name,
 typedef enum { UNARY_OPS(UNARY_ENUM) UN_COUNT } unary_kind;
 
 /* the GPU twin (nn/cuda/elementwise.cu) numbers the ops the same way */
-#define UNARY_SAME_KIND(name, FWD, DER)                                               \
+#define UNARY_SAME_KIND(name, FWD, DER, RD)                                           \
     _Static_assert((int)UN_##name == (int)NN_CU_UN_##name, "k_elementwise.h: " #name);
 UNARY_OPS(UNARY_SAME_KIND)
 
-#define UNARY_ENTRY(name, FWD, DER) {#name, name##_fwd, name##_bwd},
+#define UNARY_ENTRY(name, FWD, DER, RD)                                               \
+    {#name, name##_fwd, name##_bwd, (RD) == RD_X ? NN_BWD_SRC(0) : (RD) == RD_Y ? NN_BWD_OUT : NN_BWD_NONE},
 static const struct {
     const char *name;
     unary_fwd_fn fwd;
     unary_bwd_fn bwd;
+    unsigned reads; /* bwd_reads */
 } unary_table[UN_COUNT] = {UNARY_OPS(UNARY_ENTRY)};
 
 static void unary_backward(nn_tensor *out)
@@ -326,6 +335,7 @@ static nn_tensor *unary(nn_graph *g, unary_kind k, nn_tensor *x, float p0, float
     out->iparam[0] = (int)k;
     out->fparam[0] = p0;
     out->fparam[1] = p1;
+    out->bwd_reads = unary_table[k].reads;
     if (NN_ON_GPU(out)) {
         nn_cuda_unary_fwd(k, out->data, x->data, x->numel, p0, p1);
         return out;

@@ -117,6 +117,7 @@ nn_tensor *nn_batchnorm2d(nn_graph *g, nn_tensor *x, nn_tensor *gamma, nn_tensor
                "batchnorm2d: x %s: training needs more than one value per channel", sx);
     nn_tensor *src[3] = {x, gamma, beta};
     nn_tensor *out = nn_op_output(g, "batchnorm2d", 4, x->shape, batchnorm2d_backward, 3, src);
+    out->bwd_reads = NN_BWD_SRC(0) | NN_BWD_SRC(1); /* x, gamma; aux: mean, rstd */
     out->iparam[0] = training != 0;
     out->fparam[0] = momentum;
     out->fparam[1] = eps;

@@ -65,6 +65,7 @@ nn_tensor *nn_maxpool2d(nn_graph *g, nn_tensor *x, int kernel, int stride, int p
     int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int shape[4] = {N, C, Ho, Wo};
     nn_tensor *out = nn_op_output(g, "maxpool2d", 4, shape, maxpool2d_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE; /* aux: the argmax */
     out->iparam[0] = kernel;
     out->iparam[1] = stride;
     out->iparam[2] = padding;
@@ -161,6 +162,7 @@ nn_tensor *nn_avgpool2d(nn_graph *g, nn_tensor *x, int kernel, int stride, int p
     int N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     int shape[4] = {N, C, Ho, Wo};
     nn_tensor *out = nn_op_output(g, "avgpool2d", 4, shape, avgpool2d_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     out->iparam[0] = kernel;
     out->iparam[1] = stride;
     out->iparam[2] = padding;
@@ -224,6 +226,7 @@ nn_tensor *nn_global_avgpool(nn_graph *g, nn_tensor *x)
     size_t HW = (size_t)x->shape[2] * x->shape[3];
     int shape[2] = {x->shape[0], x->shape[1]};
     nn_tensor *out = nn_op_output(g, "global_avgpool", 2, shape, global_avgpool_backward, 1, &x);
+    out->bwd_reads = NN_BWD_NONE;
     long planes = (long)out->numel;
     if (NN_ON_GPU(out)) {
         nn_cuda_global_avgpool_fwd(x->data, out->data, (size_t)planes, HW);

@@ -209,7 +209,7 @@ template <int K> __device__ __forceinline__ float un_der(float x, float y, float
     switch (K) {
     case NN_CU_UN_scale: return p0;
     case NN_CU_UN_add_scalar: return 1.f;
-    case NN_CU_UN_relu: return x > 0.f ? 1.f : 0.f;
+    case NN_CU_UN_relu: return y > 0.f ? 1.f : 0.f; // y > 0 exactly when x > 0 (the CPU's step01(y))
     case NN_CU_UN_gelu: return gelu_phi(x) + nf(x, gelu_pdf(x));
     case NN_CU_UN_tanh: return 1.f - nf(y, y);
     case NN_CU_UN_sigmoid: return y * (1.f - y);
@@ -228,11 +228,26 @@ template <int K> __global__ void k_unary_fwd(float *y, const float *x, size_t n,
     GRID_STRIDE(i, n) y[i] = un_fwd<K>(x[i], p0, p1);
 }
 
+// what un_der<K> reads, as the CPU table's RD: 0 nothing, 1 x, 2 y; the
+// other array may have been freed (NULL) by nn_backward's free_dead
+template <int K> __host__ __device__ constexpr int un_rd()
+{
+    return K == NN_CU_UN_scale || K == NN_CU_UN_add_scalar ? 0
+           : K == NN_CU_UN_relu || K == NN_CU_UN_tanh || K == NN_CU_UN_sigmoid || K == NN_CU_UN_exp ||
+                   K == NN_CU_UN_sqrt
+               ? 2
+               : 1;
+}
+
 template <int K>
 __global__ void k_unary_bwd(float *gx, const float *gy, const float *x, const float *y, size_t n,
                             float p0, float p1)
 {
-    GRID_STRIDE(i, n) gx[i] += nf(gy[i], un_der<K>(x[i], y[i], p0, p1));
+    GRID_STRIDE(i, n)
+    {
+        const float xv = un_rd<K>() == 1 ? x[i] : 0.f, yv = un_rd<K>() == 2 ? y[i] : 0.f;
+        gx[i] += nf(gy[i], un_der<K>(xv, yv, p0, p1));
+    }
 }
 
 template <int K> void unary_fwd_launch(float *y, const float *x, size_t n, float p0, float p1)
