@@ -222,11 +222,12 @@ static nn_tensor *conv_bn(fwd_ctx *f, const rn_model *m, const rn_conv *cv, nn_b
     nn_tensor *t = nn_conv2d(g, x, cv->weight, cv->bias, cv->stride, cv->padding, 1, 1);
     if (!m->folded) t = settle(f, mark, nn_batchnorm2d_m_forward(g, bn, t, training));
     if (relu) {
-        nn_tensor *r = settle(f, mark, nn_relu(g, t));
+        nn_tensor *r = nn_relu(g, t);
         /* the batch norm's output: its backward reads its input and ReLU's
-           its output, so it is dead once ReLU has read it (nn_release) */
-        if (r != t) nn_release(g, t);
-        t = r;
+           its output, so it is dead once ReLU has read it (nn_release;
+           before settle, which under no_grad frees it with the node) */
+        nn_release(g, t);
+        t = settle(f, mark, r);
     }
     return t;
 }
