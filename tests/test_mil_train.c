@@ -42,16 +42,17 @@ TEST(mil_train_synthetic_all_heads)
     if (!features_h5_available()) SKIP("built without libhdf5");
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("mil_synth")); /* test_tmp_path's buffers rotate */
-    mil_synth s = {3, 24, 24, 64, 90, 30, 30, 6.f, 21};
+    /* 90 validation and 90 test bags (30 each per class): with 30 test bags one error moved a
+       cell's macro-F1 from 0.93 to 0.8997 */
+    mil_synth s = {3, 24, 24, 64, 90, 90, 90, 6.f, 21};
     REQUIRE(mil_synth_write(dir, &s) == 0, "cannot write the cohort");
     static const char *const heads[] = {"abmil", "transmil", "aem", "asmil"};
-    /* test macro-F1 floors: the issue's 0.9 where this cohort (seed 21) reaches it; below, the
-       measured level (docs/training.md, "Synthetic slide bags": ABMIL-CC 0.8997, AEM 0.8997 /
-       0.865, a single attention map makes the bag embedding one-dimensional here; TransMIL CE
-       0.8997 with exact attention, its selected epoch 3-6 of 30 on every cohort). The probe is
-       chosen on the validation bags from a grid (mil_synth_config: lp.grid_*). */
-    static const double floor_ce[4] = {0.9, 0.85, 0.9, 0.9};
-    static const double floor_cc[4] = {0.85, 0.9, 0.85, 0.9}, floor_lp[4] = {0.9, 0.9, 0.85, 0.9};
+    /* the issue's macro-F1 0.9 for every cell on this cohort (seed 21: lowest cells 0.944);
+       cohorts 22 and 23 and what stays below 0.9 there: docs/training.md, "Synthetic slide
+       bags". The probe is chosen on the validation bags from a grid (mil_synth_config:
+       lp.grid_*). */
+    static const double floor_ce[4] = {0.9, 0.9, 0.9, 0.9};
+    static const double floor_cc[4] = {0.9, 0.9, 0.9, 0.9}, floor_lp[4] = {0.9, 0.9, 0.9, 0.9};
     /* make test SANITIZE=1: 3 epochs of the 30, the floors left to the optimised suite */
     const int san = test_sanitized();
     if (san) printf("    sanitizer build: 3 epochs of 30, macro-F1 floors not asserted (make test asserts them)\n");
