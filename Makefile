@@ -247,6 +247,12 @@ bench-mil: setup
 	@$(MAKE) --no-print-directory all $(BUILD)/bench_mil_step
 	@MIL_DEVICE=$(MIL_DEVICE) bash bench/mil_step.sh $(BUILD) $(MIL_HEADS) $(MIL_SIZES)
 
+# Musk1 accuracy beside the PyTorch peer on the fixture's folds (bench/musk1.sh):
+# make bench-musk1 [MUSK1_RECIPES=m500,ilse] [SEEDS=0-4]
+bench-musk1: setup
+	@$(MAKE) --no-print-directory all
+	@bash bench/musk1.sh $(BUILD) $(MUSK1_RECIPES)
+
 # static analysis: cppcheck + clang-tidy (.clang-tidy) on our C (and cppcheck on
 # the CUDA kernels) with the build's flags; non-zero exit on any finding
 # (docs/hardening.md). LINT_JOBS=N, LINT_ONLY=cppcheck|clang-tidy.
@@ -393,6 +399,6 @@ fuzz-clean:
 .PHONY: fuzz fuzz-build fuzz-clean
 -include $(FUZZ_LIB_OBJ:.o=.d)
 
-.PHONY: all buildinfo setup demo test test-long lint test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil clean FORCE
+.PHONY: all buildinfo setup demo test test-long lint test-gpu gpu-build bench-gpu golden bench-ops bench-features bench-resnet bench-tile bench-ncmi bench-mil bench-musk1 clean FORCE
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/cli/main.d
