@@ -81,7 +81,7 @@ out = []
 for p in sys.argv[1].split(","):
     a, _, b = p.partition("-")
     out += range(int(a), int(b or a) + 1)
-print(" ".join(map(str, out)))' "$SEEDS") || { echo "musk1.sh: SEEDS '$SEEDS': a list such as 0-4 or 0,3,7" >&2; exit 2; }
+print(" ".join(map(str, out)))' "$SEEDS" 2>/dev/null) || { echo "musk1.sh: SEEDS '$SEEDS': a list such as 0-4 or 0,3,7" >&2; exit 2; }
 for r in "${list[@]}"; do
     case "$r" in
         m500) cfg=configs/musk1_abmil_ce.yaml; paper="0.892 ± 0.040 (attention), 0.900 ± 0.050 (gated)" ;;
