@@ -43,7 +43,7 @@ trap 'rm -rf "$OUT"' EXIT
 # "mean std" of metric $1 over the per-seed rows of the summary files that
 # follow: ncmi's cv_seeds_summary.json (seeds[].linear.<m>) or
 # musk1_torch.py's JSON (seeds[].<m>); "- -" when there are none
-stat() {
+seed_stat() {
     python3 -c 'import json, statistics, sys
 v = []
 for f in sys.argv[2:]:
@@ -104,9 +104,9 @@ for r in "${list[@]}"; do
     fi
     ex=(); for f in "${nj[@]}"; do [ -f "$f" ] && ex+=("$f"); done; nj=("${ex[@]}")
     ex=(); for f in "${tj[@]}"; do [ -f "$f" ] && ex+=("$f"); done; tj=("${ex[@]}")
-    read -r nam nas <<< "$(stat accuracy "${nj[@]}")"; read -r tam tas <<< "$(stat accuracy "${tj[@]}")"
-    read -r nf1 _ <<< "$(stat f1_macro "${nj[@]}")"; read -r tf1 _ <<< "$(stat f1_macro "${tj[@]}")"
-    read -r nau _ <<< "$(stat auc_macro "${nj[@]}")"; read -r tau _ <<< "$(stat auc_macro "${tj[@]}")"
+    read -r nam nas <<< "$(seed_stat accuracy "${nj[@]}")"; read -r tam tas <<< "$(seed_stat accuracy "${tj[@]}")"
+    read -r nf1 _ <<< "$(seed_stat f1_macro "${nj[@]}")"; read -r tf1 _ <<< "$(seed_stat f1_macro "${tj[@]}")"
+    read -r nau _ <<< "$(seed_stat auc_macro "${nj[@]}")"; read -r tau _ <<< "$(seed_stat auc_macro "${tj[@]}")"
     echo "RESULT musk1 ${r}_accuracy $nam $tam accuracy"
     rows+=("| $r | $nam ± $nas | $tam ± $tas | $nf1 / $tf1 | $nau / $tau | $paper |")
 done

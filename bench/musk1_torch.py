@@ -139,12 +139,11 @@ def run_fold(recipe, seed, fold_rows, features, cache):
     return acc, f1, auc
 
 
-def write_random_folds(src, out, seed, k=10, n_val=8):
+def write_random_folds(src, out, seed, k, n_val=8):
     """Fold files for one repetition of the paper's protocol: the bags of
     src/fold0.csv dealt into k stratified test folds after a shuffle with
     seed, and n_val random other bags as each fold's validation split (as the
     fixture's folds have 8); the rest train."""
-    bags = []
     with open(os.path.join(src, "fold0.csv"), newline="") as f:
         bags = [(r["slide_id"], r["label"]) for r in csv.DictReader(f)]
     rng = np.random.RandomState(seed)
@@ -173,15 +172,15 @@ def main():
     ap.add_argument("--features", default="../shared/fixtures/mil/musk1/features")
     ap.add_argument("--json", default=None)
     ap.add_argument("--write-random-folds", metavar="DIR", default=None,
-                    help="write stratified random 10-fold files for the first of --seeds into DIR, then exit")
+                    help="write stratified random fold files (as many as --folds has) for the first of --seeds into DIR, then exit")
     a = ap.parse_args()
-    if a.write_random_folds:
-        write_random_folds(a.folds, a.write_random_folds, parse_seeds(a.seeds)[0])
-        return
-    torch.set_num_threads(1)
     files = sorted(f for f in os.listdir(a.folds) if f.startswith("fold") and f.endswith(".csv"))
     if not files:
         sys.exit(f"{a.folds}: no fold<k>.csv files")
+    if a.write_random_folds:  # as many folds as a.folds has
+        write_random_folds(a.folds, a.write_random_folds, parse_seeds(a.seeds)[0], len(files))
+        return
+    torch.set_num_threads(1)
     folds = [read_fold(os.path.join(a.folds, f)) for f in sorted(files, key=lambda s: int(s[4:-4]))]
     cache, rows, t0 = {}, [], time.time()
     print(f"PyTorch {torch.__version__} ABMIL ({a.recipe}), {len(folds)}-fold cross-validation, seeds {a.seeds}")
